@@ -1,0 +1,28 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint venv clean
+
+$(BIN)/inboxd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/inboxd
+
+## Run the daemon on built-in defaults against the bundled provider emulator (no API key).
+run: venv
+	$(BIN)/inboxd run --emulator
+
+## Lint, type-check and run the whole test suite.
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) inboxd-dev .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,438 @@
+"""inboxd's settings: one frozen model, loaded once, passed down.
+
+Sources, highest first: CLI flags (passed as ``overrides``), the environment (``INBOXD_``
+prefix, ``__`` between nested keys, e.g. ``INBOXD_PROVIDERS__KIMI__TIMEOUT=30``), the TOML
+file, the defaults below. API keys come from ``MOONSHOT_API_KEY`` / ``ZHIPUAI_API_KEY``
+(or ``ZAI_API_KEY``), else from ``api_key_file``, else from ``$CREDENTIALS_DIRECTORY``
+(systemd ``LoadCredential=``, names ``moonshot_api_key`` / ``zhipuai_api_key``); never from
+the config file itself.
+
+``load_settings`` turns every problem into a ``ConfigError`` whose lines each name the key
+path and the fix; the semantic checks (folders, overlaps, purposes, keys) live in
+``daemon.config_check``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from providers.errors import ConfigError
+from providers.limits import LIMITS, MIB, ProviderLimits, PurposeOverride
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "BreakerSettings",
+    "InboxSettings",
+    "LogSettings",
+    "MetricsSettings",
+    "ProviderSettings",
+    "ProvidersSettings",
+    "PurposeLimitSettings",
+    "RetrySettings",
+    "Settings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG = Path("/etc/inboxd/config.toml")
+
+ProviderName = Literal["kimi", "glm"]
+TransportName = Literal["zhipuai", "openai", "http"]
+
+# Where each provider's key may come from, in order (see module docstring).
+KEY_ENV: Mapping[str, tuple[str, ...]] = {
+    "kimi": ("MOONSHOT_API_KEY",),
+    "glm": ("ZHIPUAI_API_KEY", "ZAI_API_KEY"),
+}
+KEY_CREDENTIAL: Mapping[str, str] = {"kimi": "moonshot_api_key", "glm": "zhipuai_api_key"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MetricsSettings(_Section):
+    """``[metrics]``: the HTTP listener for /metrics, /healthz and /readyz."""
+
+    listen: str = "127.0.0.1:9464"
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9464")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LogSettings(_Section):
+    """``[log]``."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    summary_interval: float = Field(default=60.0, gt=0)
+
+
+class RetrySettings(_Section):
+    """``[providers.<name>.retry]``: the one retry loop (full jitter, budget, deadline)."""
+
+    attempts: int = Field(default=3, ge=1)
+    base: float = Field(default=1.0, ge=0)
+    cap: float = Field(default=30.0, ge=0)
+    deadline: float = Field(default=600.0, gt=0)
+    retry_after_cap: float = Field(default=60.0, ge=0)
+    budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    budget_floor: float = Field(default=10.0, ge=0)
+
+
+class BreakerSettings(_Section):
+    """``[providers.<name>.breaker]``: when the circuit opens and for how long."""
+
+    window: int = Field(default=10, ge=1)
+    min_calls: int = Field(default=5, ge=1)
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    consecutive_failures: int = Field(default=5, ge=1)
+    open_base: float = Field(default=30.0, ge=0)
+    open_max: float = Field(default=900.0, ge=0)
+    quota_park: float = Field(default=3600.0, ge=0)
+
+
+class PurposeLimitSettings(_Section):
+    """``[providers.<name>.limits.<purpose>]``: override a documented limit."""
+
+    max_bytes: int | None = Field(default=None, gt=0)
+    max_image_bytes: int | None = Field(default=None, gt=0)
+    types: list[str] | None = None
+    max_count: int | None = Field(default=None, gt=0)
+
+
+class ProviderSettings(_Section):
+    """``[providers.kimi]`` / ``[providers.glm]``."""
+
+    base_url: str
+    transports: list[TransportName]
+    concurrency: int = Field(default=4, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    api_key_file: Path | None = None
+    # Filled by load_settings from the environment or a key file, never from the TOML file.
+    api_key: SecretStr | None = None
+    max_files: int | None = Field(default=None, gt=0)
+    max_total_bytes: int | None = Field(default=None, gt=0)
+    limits: dict[str, PurposeLimitSettings] = Field(default_factory=dict)
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+
+    @field_validator("transports")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one transport")
+        if len(set(value)) != len(value):
+            raise ValueError("a transport is named twice")
+        return value
+
+    def effective_limits(self, provider: str) -> ProviderLimits:
+        """The documented limits table of ``provider`` with this section's overrides."""
+        overrides = {
+            purpose: PurposeOverride(
+                max_bytes=o.max_bytes,
+                types=None if o.types is None else frozenset(t.lower().lstrip(".") for t in o.types),
+                max_image_bytes=o.max_image_bytes,
+                max_count=o.max_count,
+            )
+            for purpose, o in self.limits.items()
+        }
+        return LIMITS[provider].with_overrides(
+            overrides, max_files=self.max_files, max_total_bytes=self.max_total_bytes
+        )
+
+
+def _kimi() -> ProviderSettings:
+    return ProviderSettings(base_url="https://api.moonshot.ai/v1", transports=["openai", "http"])
+
+
+def _glm() -> ProviderSettings:
+    return ProviderSettings(
+        base_url="https://api.z.ai/api/paas/v4", transports=["zhipuai", "openai", "http"]
+    )
+
+
+class ProvidersSettings(_Section):
+    """``[providers]``: one section per provider."""
+
+    kimi: ProviderSettings = Field(default_factory=_kimi)
+    glm: ProviderSettings = Field(default_factory=_glm)
+
+    def get(self, name: str) -> ProviderSettings:
+        value = getattr(self, name)
+        assert isinstance(value, ProviderSettings)
+        return value
+
+
+class InboxSettings(_Section):
+    """One ``[[inbox]]``."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: Path
+    providers: list[ProviderName] = Field(min_length=1)
+    purpose: dict[ProviderName, str] = Field(default_factory=dict)
+    on_success: Literal["archive", "delete"] = "archive"
+    done_dir: Path | None = None
+    quarantine_dir: Path | None = None
+    recursive: bool = False
+    dedupe: bool = True
+    on_quota: Literal["wait", "quarantine"] = "wait"
+
+    @field_validator("providers")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a provider is named twice")
+        return value
+
+    @property
+    def done_path(self) -> Path:
+        """``done_dir``, defaulting to ``<path>.done`` beside the inbox."""
+        return self.done_dir or self.path.with_name(self.path.name + ".done")
+
+    @property
+    def quarantine_path(self) -> Path:
+        """``quarantine_dir``, defaulting to ``<path>.quarantine`` beside the inbox."""
+        return self.quarantine_dir or self.path.with_name(self.path.name + ".quarantine")
+
+    def purpose_for(self, provider: str) -> str:
+        """The purpose used on ``provider``: configured, else the provider's documented default."""
+        chosen: str | None = self.purpose.get(provider)  # type: ignore[call-overload]
+        return chosen or LIMITS[provider].default_purpose
+
+
+class Settings(BaseSettings):
+    """The whole configuration (see config.example.toml for every key, commented)."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="INBOXD_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    state_dir: Path = Path("/var/lib/inboxd")
+    settle_seconds: float = Field(default=2.0, ge=0)
+    rescan_interval: float = Field(default=60.0, gt=0)
+    shutdown_grace: float = Field(default=20.0, ge=0)
+    max_inflight_bytes: int = Field(default=256 * MIB, gt=0)
+    reconcile_skew: float = Field(default=300.0, ge=0)
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+    providers: ProvidersSettings = ProvidersSettings()
+    inbox: list[InboxSettings] = Field(default_factory=list)
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "inboxd.sqlite3"
+
+    def providers_in_use(self) -> list[str]:
+        """Providers named by at least one inbox, in first-use order."""
+        seen: dict[str, None] = {}
+        for inbox in self.inbox:
+            seen.update(dict.fromkeys(inbox.providers))
+        return list(seen)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """The TOML file's table, set by ``load_settings`` for the duration of one load."""
+
+    data: dict[str, Any] = {}  # noqa: RUF012 (set and reset by load_settings only)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML file's contents, or a ConfigError naming the file and the problem."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config: {path} does not exist; pass --config PATH "
+            "(config.example.toml shows every key)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML ({exc}); fix the syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path} ({exc.strerror}); check permissions") from None
+
+
+def load_settings(
+    config: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load the settings once: CLI ``overrides`` > environment > TOML ``config`` > defaults.
+
+    ``config=None`` means the default path, which may be absent (built-in defaults then).
+    Raises ConfigError with one line per problem.
+    """
+    env = os.environ if environ is None else environ
+    if config is None:
+        data = read_toml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+    else:
+        data = read_toml(config)
+    problems = _keys_in_file(data)
+    if problems:
+        raise ConfigError(problems)
+    _TomlSource.data = data
+    try:
+        settings = _build(dict(overrides or {}), env)
+    except ValidationError as exc:
+        raise ConfigError([_describe(err) for err in exc.errors()]) from None
+    finally:
+        _TomlSource.data = {}
+    return _with_keys(settings, env)
+
+
+def _build(overrides: dict[str, Any], env: Mapping[str, str]) -> Settings:
+    if env is os.environ:
+        return Settings(**overrides)
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return Settings(**overrides)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _keys_in_file(data: Mapping[str, Any]) -> list[str]:
+    providers = data.get("providers")
+    if not isinstance(providers, Mapping):
+        return []
+    return [
+        f"providers.{name}.api_key: keys never go in the config file; set "
+        f"{KEY_ENV[name][0]} or api_key_file, or use systemd LoadCredential="
+        f"{KEY_CREDENTIAL[name]}"
+        for name, section in providers.items()
+        if name in KEY_ENV and isinstance(section, Mapping) and "api_key" in section
+    ]
+
+
+def _with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
+    updates: dict[str, ProviderSettings] = {}
+    problems: list[str] = []
+    for name in ("kimi", "glm"):
+        section = settings.providers.get(name)
+        if section.api_key is not None:
+            continue
+        try:
+            key = _find_key(name, section, env)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if key is not None:
+            updates[name] = section.model_copy(update={"api_key": SecretStr(key)})
+    if problems:
+        raise ConfigError(problems)
+    if not updates:
+        return settings
+    providers = settings.providers.model_copy(update=updates)
+    return settings.model_copy(update={"providers": providers})
+
+
+def _find_key(name: str, section: ProviderSettings, env: Mapping[str, str]) -> str | None:
+    for var in KEY_ENV[name]:
+        if env.get(var, "").strip():
+            return env[var].strip()
+    if section.api_key_file is not None:
+        return _read_key(section.api_key_file, f"providers.{name}.api_key_file")
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / KEY_CREDENTIAL[name]).is_file():
+        return _read_key(Path(creds) / KEY_CREDENTIAL[name], f"$CREDENTIALS_DIRECTORY/{name}")
+    return None
+
+
+def _read_key(path: Path, key: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: cannot read {path} ({exc.strerror}); make it readable by the daemon's user"
+        ) from None
+    if not value:
+        raise ConfigError(f"{key}: {path} is empty; write the API key into it")
+    return value
+
+
+_TYPE_WORDS = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "path_type": "a path",
+}
+
+
+def _describe(err: Any) -> str:
+    """One line for one pydantic error: the key path, what is wrong, and the fix."""
+    parts: list[str] = []
+    for loc in err["loc"]:
+        if isinstance(loc, int):
+            parts[-1:] = [f"{parts[-1]}[{loc}]"] if parts else [f"[{loc}]"]
+        else:
+            parts.append(str(loc))
+    key = ".".join(parts) or "config"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key; remove it or fix its spelling (config.example.toml lists every key)"
+    if kind == "missing":
+        return f"{key}: missing; set it (config.example.toml shows an example)"
+    if kind in _TYPE_WORDS:
+        return f"{key}: expected {_TYPE_WORDS[kind]}, got {err.get('input')!r}; fix its value"
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return f"{key}: {err.get('input')!r} is not allowed; use one of {allowed}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{key}: {msg} (got {err.get('input')!r}); fix its value"

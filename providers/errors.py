@@ -1,0 +1,150 @@
+"""The one exception tree of inboxd.
+
+::
+
+    InboxdError
+    ├── ConfigError                 bad config: refuse to start, name the key and the fix
+    ├── RejectedFile(reason)        validation said no → quarantine
+    └── ProviderError
+        ├── TransportUnavailable    this client can't be used (import, bug) → next transport
+        ├── Retryable               5xx, timeouts, connection, transient 429 (retry_after?)
+        ├── Permanent               4xx the file will never pass (bad purpose, too large)
+        ├── AuthFailed              401/403/434 → breaker forced open, loud log, metric
+        └── QuotaExhausted          quota / balance / file-count cap → provider parked
+
+Foreign errors (httpx, openai, zhipuai, sqlite3, OSError) are translated into these once, at
+the edge that meets them, with ``raise ... from exc``. Nothing else catches foreign errors.
+Messages never contain an API key: the translating edge builds them from status, error
+code/type and the provider's message only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthFailed",
+    "ConfigError",
+    "InboxdError",
+    "Permanent",
+    "ProviderError",
+    "QuotaExhausted",
+    "RejectedFile",
+    "Retryable",
+    "TransportUnavailable",
+]
+
+
+class InboxdError(Exception):
+    """Root of every error inboxd raises on purpose."""
+
+
+class ConfigError(InboxdError):
+    """The configuration cannot be used; the daemon refuses to start (or to reload).
+
+    ``problems`` holds one line per problem, each naming the key path and the fix.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class RejectedFile(InboxdError):
+    """A file failed validation (or the provider refused it for good): it goes to quarantine.
+
+    ``reason`` is a stable code (``empty``, ``too_large``, …); ``detail`` is for humans.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class ProviderError(InboxdError):
+    """A provider call failed. Subclasses say what the caller should do about it.
+
+    ``status`` is the HTTP status when the server answered (None when it did not),
+    ``code`` the provider's error code (GLM ``error.code``) or type (Moonshot ``error.type``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [self.provider or "provider"]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code:
+            parts.append(self.code)
+        return f"{' '.join(parts)}: {self.message}"
+
+
+class TransportUnavailable(ProviderError):
+    """This client cannot be used (SDK missing, raised before sending): try the next transport.
+
+    Raised only when the request certainly never reached the server.
+    """
+
+
+class Retryable(ProviderError):
+    """A transient failure: 5xx, timeout, connection error, transient 429.
+
+    ``ambiguous`` is True when the request may have reached the server (a timeout or reset
+    after the body was sent): the caller must reconcile against the provider's listing before
+    sending the file again. ``retry_after`` is the server's wish in seconds, if it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ambiguous: bool = False,
+        provider: str = "",
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, provider=provider, status=status, code=code, retry_after=retry_after
+        )
+        self.ambiguous = ambiguous
+
+
+class Permanent(ProviderError):
+    """The provider will never accept this file as sent (bad purpose, too large, empty).
+
+    ``reason`` is the quarantine reason code for it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "upload_rejected",
+        provider: str = "",
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, code=code)
+        self.reason = reason
+
+
+class AuthFailed(ProviderError):
+    """401/403 (GLM also 434): the key is wrong or lacks access. The breaker is forced open."""
+
+
+class QuotaExhausted(ProviderError):
+    """Quota, balance or file-count cap reached: retrying will not help until an operator acts."""

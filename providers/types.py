@@ -1,0 +1,102 @@
+"""Plain values and Protocols shared by the providers, the resilience layer and the daemon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+__all__ = [
+    "BreakerRecord",
+    "BreakerStore",
+    "RemoteFile",
+    "Transport",
+    "UploadResult",
+]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file as a provider lists it, normalised across providers.
+
+    ``created_at`` is unix seconds (both APIs send an integer); ``status`` is opaque.
+    """
+
+    provider: str
+    id: str
+    filename: str
+    bytes: int
+    created_at: float
+    purpose: str
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """A finished upload: what the provider stored and which transport sent it."""
+
+    remote: RemoteFile
+    transport: str
+
+
+class Transport(Protocol):
+    """One way of talking to one provider's files API (an SDK, or raw httpx).
+
+    Every method raises only ``providers.errors.ProviderError`` subclasses; foreign
+    exceptions are translated inside the transport. ``TransportUnavailable`` means the
+    request certainly never reached the server; anything else came from (or may have
+    reached) the server and is the same whichever transport sent it.
+    """
+
+    name: str
+
+    async def upload(
+        self, *, filename: str, fileobj: BinaryIO, purpose: str, content_type: str
+    ) -> RemoteFile: ...
+
+    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]: ...
+
+    async def retrieve(self, file_id: str) -> RemoteFile: ...
+
+    async def delete(self, file_id: str) -> None: ...
+
+    async def content(self, file_id: str) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BreakerRecord:
+    """A provider's circuit breaker as persisted in the state file.
+
+    ``state`` is one of ``closed``, ``open``, ``half_open``, ``forced_open``.
+    ``open_until`` and ``probe_until`` are WALL-clock unix seconds on disk (None when unset);
+    ``window`` the most recent call outcomes, oldest first (True = failure);
+    ``consecutive_opens`` drives the growing open duration and resets after a clean close.
+    """
+
+    state: str = "closed"
+    open_until: float | None = None
+    consecutive_opens: int = 0
+    consecutive_failures: int = 0
+    window: tuple[bool, ...] = ()
+    probe_until: float | None = None
+    reason: str = ""
+    updated_at: float = 0.0
+
+
+class BreakerStore(Protocol):
+    """Where breaker records live (``daemon.store.Store`` is the real one, SQLite)."""
+
+    async def load_breaker(self, provider: str) -> BreakerRecord | None: ...
+
+    async def save_breaker(self, provider: str, record: BreakerRecord) -> None: ...
+
+    async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
+        """Atomically claim the one half-open probe (a conditional UPDATE).
+
+        Succeeds, and moves the row to ``half_open`` with ``probe_until = lease_until``,
+        only when the row is ``open`` with ``open_until <= now`` or ``half_open`` with no
+        live lease (``probe_until`` NULL or ``<= now``). Two workers or two processes on one
+        state file can never both get True for the same lease period.
+        """
+        ...
