@@ -10,6 +10,7 @@ __all__ = [
     "BreakerStore",
     "RemoteFile",
     "Transport",
+    "UploadClient",
     "UploadResult",
 ]
 
@@ -60,6 +61,29 @@ class Transport(Protocol):
     async def delete(self, file_id: str) -> None: ...
 
     async def content(self, file_id: str) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class UploadClient(Protocol):
+    """One provider as the resilience layer sees it: its transport chain behind one face.
+
+    ``providers.client.ProviderClient`` is the real one. ``upload`` walks the transport chain
+    (down only on TransportUnavailable), checks that the provider reports ``size`` bytes
+    (a mismatch deletes the remote copy and raises Retryable), and never retries by itself.
+    """
+
+    name: str
+
+    async def upload(
+        self, *, filename: str, fileobj: BinaryIO, size: int, purpose: str, content_type: str
+    ) -> UploadResult: ...
+
+    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
+        """Every stored file (GLM pagination followed), normalised."""
+        ...
+
+    async def delete(self, file_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
 
