@@ -1,0 +1,219 @@
+"""Fault plans for the emulator: the spec language, its parser and the per-request decision.
+
+Pure: no I/O, no event loop. The server keeps one ``random.Random(seed)`` and one request
+counter per provider and asks :func:`decide` what to do with each API request.
+
+Spec grammar (``--faults``, ``Emulator(faults=...)``, ``PUT /_emulator/faults``)::
+
+    spec     := section (";" section)*
+    section  := target ":" item ("," item)*        target: kimi | glm | all
+    item     := fault ["@" probability]             probability in [0, 1], default 1
+              | "seq=" step ("/" step)*             scripted: request n gets step n, then
+                                                    the probabilistic items apply
+              | "latency=" MS ["+" JITTER_MS]       added before answering (jitter uniform)
+              | "slow=" MS                          delay per 64 KiB chunk of request body
+              | "none"                              no faults
+    step     := "ok" | fault
+    fault    := 500 | 502 | 503                     server error, nothing stored
+              | 429[:SECONDS]                       transient rate limit, Retry-After SECONDS
+                                                    (default 1); Moonshot rate_limit_reached_error,
+                                                    GLM code "1302"
+              | quota                               429 that retrying cannot fix; Moonshot
+                                                    exceeded_current_quota_error, GLM code "1113"
+              | 401                                 authentication refused
+              | reset                               body read, nothing stored, connection aborted
+              | drop                                accept-then-drop: the request takes effect
+                                                    (the file IS stored), then the connection is
+                                                    aborted before any response
+
+Example: ``kimi:500@0.3,429:2@0.1;glm:seq=500/500/ok,latency=20+10``. The probabilities of
+one provider's faults add up to at most 1; one uniform draw per request picks at most one.
+A section replaces that provider's whole plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from providers.errors import ConfigError
+from providers.limits import PROVIDERS
+
+__all__ = [
+    "FAULT_KINDS",
+    "Chance",
+    "Decision",
+    "Fault",
+    "FaultPlan",
+    "coerce_plans",
+    "decide",
+    "parse_faults",
+    "parse_plan",
+]
+
+FAULT_KINDS = frozenset({"500", "502", "503", "429", "quota", "401", "reset", "drop"})
+_DEFAULT_RETRY_AFTER = 1
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected failure; ``retry_after`` (seconds) is set only for kind ``429``."""
+
+    kind: str
+    retry_after: int | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.retry_after is None else f"{self.kind}:{self.retry_after}"
+
+
+@dataclass(frozen=True)
+class Chance:
+    """A fault that hits each request with this probability."""
+
+    fault: Fault
+    probability: float
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """One provider's faults; the empty plan (the default) injects nothing.
+
+    ``sequence`` holds scripted steps (None = answer normally) for the first requests.
+    Durations are seconds.
+    """
+
+    chances: tuple[Chance, ...] = ()
+    sequence: tuple[Fault | None, ...] = ()
+    latency: float = 0.0
+    jitter: float = 0.0
+    slow: float = 0.0
+
+    def __str__(self) -> str:
+        items = [
+            str(c.fault) if c.probability == 1 else f"{c.fault}@{c.probability:g}"
+            for c in self.chances
+        ]
+        if self.sequence:
+            items.append("seq=" + "/".join("ok" if s is None else str(s) for s in self.sequence))
+        if self.latency or self.jitter:
+            items.append(f"latency={self.latency * 1000:g}+{self.jitter * 1000:g}")
+        if self.slow:
+            items.append(f"slow={self.slow * 1000:g}")
+        return ",".join(items) or "none"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one request: the fault (None = answer normally) and the delays."""
+
+    fault: Fault | None
+    delay: float = 0.0
+    slow: float = 0.0
+
+
+def decide(plan: FaultPlan, index: int, draw: float, jitter_draw: float) -> Decision:
+    """The fate of a provider's request number ``index`` (0-based), given two uniform draws."""
+    delay = plan.latency + plan.jitter * jitter_draw
+    if index < len(plan.sequence):
+        return Decision(plan.sequence[index], delay, plan.slow)
+    edge = 0.0
+    for chance in plan.chances:
+        edge += chance.probability
+        if draw < edge:
+            return Decision(chance.fault, delay, plan.slow)
+    return Decision(None, delay, plan.slow)
+
+
+def parse_faults(spec: str) -> dict[str, FaultPlan]:
+    """Parse a whole spec into one plan per provider it names (``all`` names every one)."""
+    plans: dict[str, FaultPlan] = {}
+    for section in (s.strip() for s in spec.split(";")):
+        if not section:
+            continue
+        target, sep, body = section.partition(":")
+        target = target.strip().lower()
+        if not sep or (target not in PROVIDERS and target != "all"):
+            raise _bad(spec, f"section {section!r} must start with one of kimi:, glm:, all:")
+        plan = parse_plan(body)
+        for provider in PROVIDERS if target == "all" else (target,):
+            plans[provider] = plan
+    return plans
+
+
+def parse_plan(text: str) -> FaultPlan:
+    """Parse one provider's comma-separated items (the part after ``kimi:``)."""
+    chances: list[Chance] = []
+    sequence: tuple[Fault | None, ...] = ()
+    latency = jitter = slow = 0.0
+    for item in (i.strip() for i in text.split(",")):
+        if not item or item == "none":
+            continue
+        if item.startswith("seq="):
+            sequence = tuple(
+                None if step.strip() == "ok" else _fault(step.strip(), text)
+                for step in item[4:].split("/")
+            )
+        elif item.startswith("latency="):
+            fixed, _, extra = item[8:].partition("+")
+            latency, jitter = _millis(fixed, text), _millis(extra or "0", text)
+        elif item.startswith("slow="):
+            slow = _millis(item[5:], text)
+        else:
+            name, _, prob = item.partition("@")
+            chances.append(Chance(_fault(name.strip(), text), _probability(prob or "1", text)))
+    if sum(c.probability for c in chances) > 1 + 1e-9:
+        raise _bad(text, "the probabilities of one provider's faults add up to more than 1")
+    return FaultPlan(tuple(chances), sequence, latency, jitter, slow)
+
+
+def coerce_plans(faults: str | FaultPlan | Mapping[str, FaultPlan] | None) -> dict[str, FaultPlan]:
+    """Plans per provider from a spec string, one plan for every provider, or a mapping."""
+    if faults is None:
+        return {}
+    if isinstance(faults, FaultPlan):
+        return dict.fromkeys(PROVIDERS, faults)
+    if isinstance(faults, str):
+        return parse_faults(faults)
+    return dict(faults)
+
+
+def _fault(text: str, spec: str) -> Fault:
+    kind, _, arg = text.partition(":")
+    kind = kind.lower()
+    if kind not in FAULT_KINDS:
+        raise _bad(spec, f"unknown fault {text!r}; known: {', '.join(sorted(FAULT_KINDS))}, ok")
+    if kind != "429":
+        if arg:
+            raise _bad(spec, f"fault {kind!r} takes no ':' argument")
+        return Fault(kind)
+    if not arg:
+        return Fault(kind, _DEFAULT_RETRY_AFTER)
+    if not arg.isdigit():
+        raise _bad(spec, f"429:{arg}: Retry-After must be whole seconds, e.g. 429:2")
+    return Fault(kind, int(arg))
+
+
+def _probability(text: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise _bad(spec, f"probability {text!r} must be a number from 0 to 1")
+    return value
+
+
+def _millis(text: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise _bad(spec, f"duration {text!r} must be milliseconds >= 0")
+    return value / 1000
+
+
+def _bad(spec: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"bad emulator fault spec {spec!r}: {why} (example: kimi:500@0.3,429:2@0.1;glm:seq=500/ok)"
+    )

@@ -1,0 +1,149 @@
+"""The :class:`Emulator`: a local Moonshot + Z.ai files API on loopback, on the running loop.
+
+Default keys are :data:`DEFAULT_KEYS`. The fault spec language is documented in
+``providers.emulator.faults``. File content lives on disk under ``data_dir`` (a temporary
+directory, removed on stop, unless one is given); the ground truth stays in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from providers.emulator.app import PREFIXES, EmulatorApp
+from providers.emulator.faults import FaultPlan, coerce_plans, parse_plan
+from providers.emulator.state import StoredFile
+from providers.limits import LIMITS, PROVIDERS, ProviderLimits
+
+__all__ = ["DEFAULT_KEYS", "Emulator"]
+
+DEFAULT_KEYS: Mapping[str, str] = {"kimi": "sk-emulator-kimi", "glm": "emulator-id.emulator-secret"}
+
+
+class Emulator:
+    """Both providers' files APIs on ``host:port`` (port 0: a free one), for tests and demos.
+
+    ``keys`` maps provider → API key (missing ones take DEFAULT_KEYS); ``faults`` is a spec
+    string, one plan for every provider, or None; ``limits`` replaces providers.limits.LIMITS
+    (e.g. a lowered ``max_files`` to test quotas quickly).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        keys: Mapping[str, str] | None = None,
+        faults: str | FaultPlan | None = None,
+        seed: int = 0,
+        data_dir: Path | None = None,
+        limits: Mapping[str, ProviderLimits] | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._keys = {**DEFAULT_KEYS, **(keys or {})}
+        self._limits = {**LIMITS, **(limits or {})}
+        self._initial = coerce_plans(faults)
+        self._seed = seed
+        self._data_dir = data_dir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._runner: web.AppRunner | None = None
+        self._app: EmulatorApp | None = None
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Listen on host:port and serve until :meth:`stop`."""
+        if self._data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="inboxd-emulator-")
+        data_dir = self._data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._app = EmulatorApp(
+            keys=self._keys, limits=self._limits, data_dir=data_dir, seed=self._seed
+        )
+        for provider, plan in self._initial.items():
+            self._app.set_plan(provider, plan)
+        # No access log: one line per request would cost more than serving it.
+        self._runner = web.AppRunner(self._app.build(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, backlog=1024)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port nowhere else
+        assert isinstance(server, asyncio.Server)
+        self._port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop serving and remove the temporary data directory."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one once started, when 0 was asked)."""
+        return self._port
+
+    @property
+    def host(self) -> str:
+        """The listening address."""
+        return self._host
+
+    def base_url(self, provider: str) -> str:
+        """The base URL for that provider's SDK: ``http://host:port/v1`` or ``…/api/paas/v4``."""
+        return f"http://{self._host}:{self._port}{PREFIXES[provider]}"
+
+    def key(self, provider: str) -> str:
+        """The API key the emulator accepts for that provider."""
+        return self._keys[provider]
+
+    def set_faults(self, provider: str, spec: str | FaultPlan | None) -> None:
+        """Replace one provider's faults: items like ``500@0.5,latency=5``, a plan, or None."""
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}")
+        if spec is None:
+            plan = FaultPlan()
+        elif isinstance(spec, FaultPlan):
+            plan = spec
+        else:
+            plan = parse_plan(spec.split(":", 1)[1] if spec.startswith(f"{provider}:") else spec)
+        self._initial[provider] = plan
+        if self._app is not None:
+            self._app.set_plan(provider, plan)
+
+    def files(self) -> list[StoredFile]:
+        """Every stored file of every provider, in upload order per provider."""
+        return self._running().store.all()
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Requests per provider per ``op.outcome``, e.g. ``{"kimi": {"upload.200": 3}}``.
+
+        ``op`` is upload, list, retrieve, delete or content; ``outcome`` the HTTP status, or
+        ``reset`` / ``drop`` for aborted connections.
+        """
+        return {p: dict(c) for p, c in self._running().counts.items()}
+
+    def reset(self) -> None:
+        """Forget stored files and counts and restart the seeded decisions (faults stay)."""
+        self._running().reset()
+
+    def _running(self) -> EmulatorApp:
+        if self._app is None:
+            raise RuntimeError("the emulator is not started: use 'async with Emulator()'")
+        return self._app

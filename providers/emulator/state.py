@@ -1,0 +1,329 @@
+"""What the emulator stores and how it judges requests, as each provider would.
+
+Pure decisions (plain values in, an :class:`ApiError` or a JSON-ready value out) plus the
+in-memory :class:`Store`. Every limit comes from ``providers.limits`` (one table); messages
+and error shapes follow ``shared/provider-facts.md``. Where the facts mark a reaction as
+unverified, the choice made here is noted beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from providers.emulator.faults import Fault
+from providers.limits import MIB, PROVIDERS, ProviderLimits, extension_of
+
+__all__ = [
+    "TEXT_TYPES",
+    "ApiError",
+    "Store",
+    "StoredFile",
+    "Usage",
+    "as_json",
+    "auth_error",
+    "bad_request",
+    "content_error",
+    "extracted",
+    "fault_error",
+    "file_object",
+    "glm_page",
+    "judge_upload",
+    "not_found",
+]
+
+# Types whose "extracted" content is the file's own text; others get a placeholder.
+TEXT_TYPES = frozenset(
+    {"txt", "md", "csv", "json", "jsonl", "html", "log", "go", "h", "c", "cpp", "cxx", "cc"}
+    | {"cs", "java", "js", "css", "jsp", "php", "py", "py3", "asp", "yaml", "yml", "ini"}
+    | {"conf", "ts", "tsx"}
+)
+_MIME = {"json": "application/json", "html": "text/html", "csv": "text/csv", "md": "text/markdown"}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One stored file: the ground truth tests compare against (content stays on disk)."""
+
+    provider: str
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    sha256: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one key has stored: file count, total bytes, file count per purpose."""
+
+    files: int = 0
+    bytes: int = 0
+    by_purpose: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApiError:
+    """An error answer: HTTP status, Moonshot ``type`` or GLM ``code`` (a string), message."""
+
+    status: int
+    code: str
+    message: str
+
+    def body(self, provider: str) -> dict[str, Any]:
+        """The provider's error body: ``{"error":{"type"|"code", "message"}}``."""
+        field = "type" if provider == "kimi" else "code"
+        return {"error": {field: self.code, "message": self.message}}
+
+
+def _bad_request(provider: str, message: str) -> ApiError:
+    # GLM answers every parameter problem with code 1214 (provider-facts example).
+    return ApiError(400, "invalid_request_error" if provider == "kimi" else "1214", message)
+
+
+def bad_request(provider: str, message: str) -> ApiError:
+    """A 400 in the provider's shape (malformed multipart, bad query, missing field)."""
+    return _bad_request(provider, message)
+
+
+def not_found(provider: str, file_id: str) -> ApiError:
+    """404 for an unknown file id (shape unverified for both providers)."""
+    code = "resource_not_found_error" if provider == "kimi" else "1214"
+    return ApiError(404, code, f"File not found: {file_id}")
+
+
+def auth_error(provider: str, authorization: str | None, key: str) -> ApiError | None:
+    """401 unless the request carries ``Authorization: Bearer <key>``."""
+    if authorization == f"Bearer {key}":
+        return None
+    if provider == "kimi":
+        return ApiError(401, "invalid_authentication_error", "Invalid Authentication")
+    if not authorization:
+        return ApiError(401, "1001", "Authentication parameter not received in Header")
+    return ApiError(401, "1002", "Invalid Authorization token")
+
+
+def fault_error(provider: str, fault: Fault) -> ApiError:
+    """The answer an injected status fault produces (``reset``/``drop`` are not answers)."""
+    kimi = provider == "kimi"
+    if fault.kind == "401":
+        return auth_error(provider, "Bearer revoked", "\0") or ApiError(401, "", "")
+    if fault.kind == "429":
+        if kimi:
+            return ApiError(
+                429,
+                "rate_limit_reached_error",
+                f"Your account request reached max request, please try again after "
+                f"{fault.retry_after} seconds",
+            )
+        return ApiError(429, "1302", "High concurrency usage of this API, please slow down")
+    if fault.kind == "quota":
+        if kimi:
+            return ApiError(
+                429,
+                "exceeded_current_quota_error",
+                "Your account is suspended, please check your plan and billing details",
+            )
+        return ApiError(429, "1113", "Your account is in arrears, please recharge and retry")
+    return ApiError(
+        int(fault.kind),
+        "server_error" if kimi else "500",
+        f"Internal server error (HTTP {fault.kind} injected by the emulator)",
+    )
+
+
+def judge_upload(  # noqa: PLR0911 - one return per documented refusal reads best
+    limits: ProviderLimits, purpose: str, filename: str, size: int, usage: Usage
+) -> ApiError | None:
+    """Why the provider refuses this upload, or None to store it."""
+    provider = limits.provider
+    kimi = provider == "kimi"
+    rules = limits.purposes.get(purpose)
+    if rules is None:
+        valid = ", ".join(f"'{p}'" for p in limits.purposes)
+        if kimi:
+            return _bad_request(provider, f"Invalid purpose: only {valid} accepted")
+        return _bad_request(provider, f"Invalid purpose {purpose!r}: use one of {valid}")
+    if size == 0:
+        return _bad_request(provider, "File size is zero, please confirm and re-upload the file")
+    # GLM's API-wide cap (HTTP 435) is the largest per-purpose limit: 100 MB today.
+    cap = max(p.max_bytes for p in limits.purposes.values())
+    if not kimi and size > cap:
+        return ApiError(435, "1214", f"File size exceeds {cap // MIB}MB")
+    refusal = rules.refusal(size, extension_of(filename))
+    if refusal is not None and refusal[0] == "too_large":
+        if kimi:
+            return _bad_request(
+                provider,
+                f"File size is too large, max file size is {rules.max_bytes // MIB}MB, "
+                "please confirm and re-upload the file",
+            )
+        return _bad_request(provider, f"File size too large for purpose '{purpose}': {refusal[1]}")
+    if refusal is not None:
+        return _bad_request(
+            provider, f"File type not supported for purpose '{purpose}': {refusal[1]}"
+        )
+    return _quota_error(limits, purpose, size, usage)
+
+
+def _quota_error(limits: ProviderLimits, purpose: str, size: int, usage: Usage) -> ApiError | None:
+    provider = limits.provider
+    if limits.max_files is not None and usage.files >= limits.max_files:
+        return _bad_request(
+            provider,
+            f"The number of files you have uploaded exceeded the max file count "
+            f"{limits.max_files}, please delete previous uploaded files",
+        )
+    if limits.max_total_bytes is not None and usage.bytes + size > limits.max_total_bytes:
+        return _bad_request(
+            provider,
+            f"The total size of files you have uploaded exceeded the max size "
+            f"{limits.max_total_bytes // MIB}MB, please delete previous uploaded files",
+        )
+    max_count = limits.purposes[purpose].max_count
+    if max_count is not None and usage.by_purpose.get(purpose, 0) >= max_count:
+        return _bad_request(
+            provider,
+            f"The number of files for purpose '{purpose}' exceeded the max count "
+            f"{max_count}, please delete previous uploaded files",
+        )
+    return None
+
+
+def file_object(f: StoredFile) -> dict[str, Any]:
+    """The FileObject each provider returns (Moonshot adds ``status``/``status_details``)."""
+    obj: dict[str, Any] = {
+        "id": f.id,
+        "object": "file",
+        "bytes": f.bytes,
+        "created_at": f.created_at,
+        "filename": f.filename,
+        "purpose": f.purpose,
+    }
+    if f.provider == "kimi":
+        obj["status"] = "ok"
+        obj["status_details"] = ""
+    return obj
+
+
+def glm_page(
+    files: list[StoredFile], query: Mapping[str, str], limits: ProviderLimits
+) -> dict[str, Any] | ApiError:
+    """GLM's list: ``purpose`` filter, ``order`` asc|desc (default desc, newest first),
+    ``after`` = the id of the last file of the previous page, ``limit`` 1..100 (default 20).
+
+    The page shape ``{"object":"list","data":[...],"has_more":bool}`` follows the OpenAI
+    convention the GLM API mirrors (the exact live shape is unverified).
+    """
+    purpose = query.get("purpose")
+    if purpose is not None and purpose not in limits.purposes:
+        return _bad_request("glm", f"Invalid purpose {purpose!r}")
+    order = query.get("order", "desc")
+    raw_limit = query.get("limit", "20")
+    if order not in ("asc", "desc") or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        return _bad_request("glm", "limit must be 1..100 and order asc or desc")
+    chosen = [f for f in files if purpose is None or f.purpose == purpose]
+    if order == "desc":
+        chosen.reverse()
+    after = query.get("after")
+    if after:
+        ids = [f.id for f in chosen]
+        if after not in ids:
+            return _bad_request("glm", f"after: unknown file id {after}")
+        chosen = chosen[ids.index(after) + 1 :]
+    page = chosen[: int(raw_limit)]
+    return {
+        "object": "list",
+        "data": [file_object(f) for f in page],
+        "has_more": len(chosen) > len(page),
+    }
+
+
+def content_error(f: StoredFile) -> ApiError | None:
+    """Why ``GET /files/{id}/content`` is refused: only file-extract (and GLM batch) files."""
+    allowed = ("file-extract",) if f.provider == "kimi" else ("batch", "file-extract")
+    if f.purpose in allowed:
+        return None
+    return _bad_request(
+        f.provider, f"File content is only available for purpose {' or '.join(allowed)}"
+    )
+
+
+def extracted(f: StoredFile, data: bytes | None) -> tuple[bytes, str]:
+    """Content bytes and Content-Type; ``data`` is the file's bytes for TEXT_TYPES, else None.
+
+    Moonshot answers JSON ``{"content","file_type","filename","title","type"}`` (what its
+    file-extract docs show); GLM answers the raw bytes for batch and the text otherwise.
+    """
+    ext = extension_of(f.filename)
+    if data is not None and ext in TEXT_TYPES:
+        text = data.decode("utf-8", errors="replace")
+    else:
+        text = f"[emulator: extracted text of {f.filename}, {f.bytes} bytes]"
+    if f.provider == "glm":
+        if f.purpose == "batch" and data is not None:
+            return data, "application/octet-stream"
+        return text.encode(), "text/plain; charset=utf-8"
+    body = {
+        "content": text,
+        "file_type": _MIME.get(ext, "text/plain" if ext in TEXT_TYPES else f"application/{ext}"),
+        "filename": f.filename,
+        "title": "",
+        "type": "file",
+    }
+    return json.dumps(body, ensure_ascii=False).encode(), "application/json"
+
+
+class Store:
+    """Stored files per provider, in upload order."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, dict[str, StoredFile]] = {p: {} for p in PROVIDERS}
+        self._bytes = dict.fromkeys(PROVIDERS, 0)
+        self._by_purpose: dict[str, dict[str, int]] = {p: {} for p in PROVIDERS}
+
+    def usage(self, provider: str) -> Usage:
+        """What this provider's key has stored."""
+        return Usage(len(self._files[provider]), self._bytes[provider], self._by_purpose[provider])
+
+    def add(self, f: StoredFile) -> None:
+        """Record a stored file."""
+        self._files[f.provider][f.id] = f
+        self._bytes[f.provider] += f.bytes
+        counts = self._by_purpose[f.provider]
+        counts[f.purpose] = counts.get(f.purpose, 0) + 1
+
+    def get(self, provider: str, file_id: str) -> StoredFile | None:
+        """The file, or None."""
+        return self._files[provider].get(file_id)
+
+    def remove(self, provider: str, file_id: str) -> StoredFile | None:
+        """Forget the file; the removed file or None."""
+        f = self._files[provider].pop(file_id, None)
+        if f is not None:
+            self._bytes[provider] -= f.bytes
+            self._by_purpose[provider][f.purpose] -= 1
+        return f
+
+    def of(self, provider: str) -> list[StoredFile]:
+        """One provider's files, oldest first."""
+        return list(self._files[provider].values())
+
+    def all(self) -> list[StoredFile]:
+        """Every file of every provider."""
+        return [f for p in PROVIDERS for f in self._files[p].values()]
+
+    def clear(self) -> None:
+        """Forget everything."""
+        for provider in PROVIDERS:
+            self._files[provider].clear()
+            self._bytes[provider] = 0
+            self._by_purpose[provider].clear()
+
+
+def as_json(f: StoredFile) -> dict[str, Any]:
+    """A stored file as the admin endpoint lists it."""
+    return asdict(f)
