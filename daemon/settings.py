@@ -27,6 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from daemon.keys import KEY_CREDENTIAL, KEY_ENV, with_keys
 from providers.errors import ConfigError
 from providers.limits import LIMITS, MIB, ProviderLimits, PurposeOverride
 
@@ -48,13 +49,6 @@ DEFAULT_CONFIG = Path("/etc/inboxd/config.toml")
 
 ProviderName = Literal["kimi", "glm"]
 TransportName = Literal["zhipuai", "openai", "http"]
-
-# Where each provider's key may come from, in order (see module docstring).
-KEY_ENV: Mapping[str, tuple[str, ...]] = {
-    "kimi": ("MOONSHOT_API_KEY",),
-    "glm": ("ZHIPUAI_API_KEY", "ZAI_API_KEY"),
-}
-KEY_CREDENTIAL: Mapping[str, str] = {"kimi": "moonshot_api_key", "glm": "zhipuai_api_key"}
 
 
 class _Section(BaseModel):
@@ -156,7 +150,9 @@ class ProviderSettings(_Section):
         overrides = {
             purpose: PurposeOverride(
                 max_bytes=o.max_bytes,
-                types=None if o.types is None else frozenset(t.lower().lstrip(".") for t in o.types),
+                types=None
+                if o.types is None
+                else frozenset(t.lower().lstrip(".") for t in o.types),
                 max_image_bytes=o.max_image_bytes,
                 max_count=o.max_count,
             )
@@ -296,7 +292,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML ({exc}); fix the syntax") from None
     except OSError as exc:
-        raise ConfigError(f"config: cannot read {path} ({exc.strerror}); check permissions") from None
+        raise ConfigError(
+            f"config: cannot read {path} ({exc.strerror}); check permissions"
+        ) from None
 
 
 def load_settings(
@@ -324,7 +322,7 @@ def load_settings(
         raise ConfigError([_describe(err) for err in exc.errors()]) from None
     finally:
         _TomlSource.data = {}
-    return _with_keys(settings, env)
+    return with_keys(settings, env)
 
 
 def _build(overrides: dict[str, Any], env: Mapping[str, str]) -> Settings:
@@ -351,52 +349,6 @@ def _keys_in_file(data: Mapping[str, Any]) -> list[str]:
         for name, section in providers.items()
         if name in KEY_ENV and isinstance(section, Mapping) and "api_key" in section
     ]
-
-
-def _with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
-    updates: dict[str, ProviderSettings] = {}
-    problems: list[str] = []
-    for name in ("kimi", "glm"):
-        section = settings.providers.get(name)
-        if section.api_key is not None:
-            continue
-        try:
-            key = _find_key(name, section, env)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
-        if key is not None:
-            updates[name] = section.model_copy(update={"api_key": SecretStr(key)})
-    if problems:
-        raise ConfigError(problems)
-    if not updates:
-        return settings
-    providers = settings.providers.model_copy(update=updates)
-    return settings.model_copy(update={"providers": providers})
-
-
-def _find_key(name: str, section: ProviderSettings, env: Mapping[str, str]) -> str | None:
-    for var in KEY_ENV[name]:
-        if env.get(var, "").strip():
-            return env[var].strip()
-    if section.api_key_file is not None:
-        return _read_key(section.api_key_file, f"providers.{name}.api_key_file")
-    creds = env.get("CREDENTIALS_DIRECTORY")
-    if creds and (Path(creds) / KEY_CREDENTIAL[name]).is_file():
-        return _read_key(Path(creds) / KEY_CREDENTIAL[name], f"$CREDENTIALS_DIRECTORY/{name}")
-    return None
-
-
-def _read_key(path: Path, key: str) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"{key}: cannot read {path} ({exc.strerror}); make it readable by the daemon's user"
-        ) from None
-    if not value:
-        raise ConfigError(f"{key}: {path} is empty; write the API key into it")
-    return value
 
 
 _TYPE_WORDS = {
@@ -426,7 +378,10 @@ def _describe(err: Any) -> str:
     key = ".".join(parts) or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{key}: unknown key; remove it or fix its spelling (config.example.toml lists every key)"
+        return (
+            f"{key}: unknown key; remove it or fix its spelling "
+            "(config.example.toml lists every key)"
+        )
     if kind == "missing":
         return f"{key}: missing; set it (config.example.toml shows an example)"
     if kind in _TYPE_WORDS:

@@ -1,0 +1,153 @@
+"""The ``inboxd`` command line (also ``python -m daemon``).
+
+Exit codes: 0 success, 1 runtime failure, 2 configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from daemon.config_check import check
+from daemon.settings import DEFAULT_CONFIG, Settings, load_settings
+from providers.errors import ConfigError, InboxdError
+
+__all__ = ["main", "package_version"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+DEV_WORKSPACE = Path("inboxd-dev")
+
+
+def package_version() -> str:
+    """The installed inboxd version ('0+unknown' when running from an uninstalled tree)."""
+    try:
+        return version("inboxd")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inboxd",
+        description="Watch inbox folders and upload every file to Kimi or GLM file storage.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            default=None,
+            help=f"the TOML config file (default: {DEFAULT_CONFIG}, if it exists)",
+        )
+        p.add_argument("--state-dir", type=Path, help="override state_dir")
+        p.add_argument("--settle-seconds", type=float, help="override settle_seconds")
+        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        p.add_argument("--log-format", choices=["text", "json"])
+        p.add_argument("--metrics-listen", metavar="HOST:PORT", help="override metrics.listen")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT"))
+    run.add_argument(
+        "--emulator",
+        action="store_true",
+        help="start the bundled provider emulator on loopback and point every provider at it "
+        f"(no API key needed; without a config file, uses ./{DEV_WORKSPACE}/ as a workspace)",
+    )
+    with_config(sub.add_parser("check-config", help="validate the config and exit"))
+    sub.add_parser("version", help="print the version")
+    emulator = sub.add_parser(
+        "emulator",
+        help="run the Kimi + GLM files API emulator on loopback",
+        add_help=False,
+    )
+    emulator.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.state_dir is not None:
+        out["state_dir"] = args.state_dir
+    if args.settle_seconds is not None:
+        out["settle_seconds"] = args.settle_seconds
+    log = {k: v for k, v in (("level", args.log_level), ("format", args.log_format)) if v}
+    if log:
+        out["log"] = log
+    if args.metrics_listen:
+        out["metrics"] = {"listen": args.metrics_listen}
+    return out
+
+
+def dev_overrides(workspace: Path) -> dict[str, Any]:
+    """Built-in defaults for ``run --emulator`` with no config file: a workspace under cwd."""
+    root = workspace.resolve()
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    return {
+        "state_dir": root / "state",
+        "inbox": [{"name": "default", "path": inbox, "providers": ["kimi", "glm"]}],
+    }
+
+
+def load_for(args: argparse.Namespace, *, emulator: bool = False) -> Settings:
+    """Load settings for a command; ``--emulator`` without any config uses the dev workspace."""
+    overrides = _overrides(args)
+    if emulator and args.config is None and not DEFAULT_CONFIG.exists():
+        overrides = {**dev_overrides(DEV_WORKSPACE), **overrides}
+    return load_settings(args.config, overrides)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_for(args)
+    report = check(settings)
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if report.problems:
+        raise ConfigError(report.problems)
+    print(
+        f"config OK: {len(settings.inbox)} inbox(es), providers in use: "
+        f"{', '.join(settings.providers_in_use()) or 'none'}"
+    )
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from daemon.app import run_daemon  # the whole daemon only for `run`
+
+    settings = load_for(args, emulator=args.emulator)
+    return run_daemon(settings, emulator=args.emulator)
+
+
+def _cmd_emulator(args: argparse.Namespace) -> int:
+    from providers.emulator.cli import main as emulator_main
+
+    return emulator_main(args.args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one inboxd command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            print(f"inboxd {package_version()}")
+            return EXIT_OK
+        if args.command == "check-config":
+            return _cmd_check_config(args)
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "emulator":
+            return _cmd_emulator(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"config error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except InboxdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse guarantees one

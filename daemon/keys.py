@@ -1,0 +1,74 @@
+"""API keys: found in the environment, an ``api_key_file`` or systemd credentials, never logged.
+
+Order per provider: ``MOONSHOT_API_KEY`` (kimi) / ``ZHIPUAI_API_KEY`` then ``ZAI_API_KEY`` (glm);
+else ``providers.<name>.api_key_file``; else ``$CREDENTIALS_DIRECTORY/<credential name>``
+(systemd ``LoadCredential=``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
+
+from providers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from daemon.settings import ProviderSettings, Settings
+
+__all__ = ["KEY_CREDENTIAL", "KEY_ENV", "with_keys"]
+
+# Where each provider's key may come from, in order (see module docstring).
+KEY_ENV: Mapping[str, tuple[str, ...]] = {
+    "kimi": ("MOONSHOT_API_KEY",),
+    "glm": ("ZHIPUAI_API_KEY", "ZAI_API_KEY"),
+}
+KEY_CREDENTIAL: Mapping[str, str] = {"kimi": "moonshot_api_key", "glm": "zhipuai_api_key"}
+
+
+def with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
+    updates: dict[str, ProviderSettings] = {}
+    problems: list[str] = []
+    for name in ("kimi", "glm"):
+        section = settings.providers.get(name)
+        if section.api_key is not None:
+            continue
+        try:
+            key = _find_key(name, section, env)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if key is not None:
+            updates[name] = section.model_copy(update={"api_key": SecretStr(key)})
+    if problems:
+        raise ConfigError(problems)
+    if not updates:
+        return settings
+    providers = settings.providers.model_copy(update=updates)
+    return settings.model_copy(update={"providers": providers})
+
+
+def _find_key(name: str, section: ProviderSettings, env: Mapping[str, str]) -> str | None:
+    for var in KEY_ENV[name]:
+        if env.get(var, "").strip():
+            return env[var].strip()
+    if section.api_key_file is not None:
+        return _read_key(section.api_key_file, f"providers.{name}.api_key_file")
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / KEY_CREDENTIAL[name]).is_file():
+        return _read_key(Path(creds) / KEY_CREDENTIAL[name], f"$CREDENTIALS_DIRECTORY/{name}")
+    return None
+
+
+def _read_key(path: Path, key: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: cannot read {path} ({exc.strerror}); make it readable by the daemon's user"
+        ) from None
+    if not value:
+        raise ConfigError(f"{key}: {path} is empty; write the API key into it")
+    return value

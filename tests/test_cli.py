@@ -1,0 +1,66 @@
+"""The command line: version, help, and a clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main, package_version
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`inboxd version` prints the installed version."""
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out == f"inboxd {package_version()}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["check-config"], ["version"]])
+def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command answers --help with its usage and exits 0."""
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: inboxd")
+
+
+def _start(tmp_path: Path) -> subprocess.Popen[str]:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[metrics]\nlisten = "127.0.0.1:0"\n'
+        f'[[inbox]]\nname = "a"\npath = "{inbox}"\nproviders = ["kimi"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXD_")}
+    env["MOONSHOT_API_KEY"] = "sk-test"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "run", "-c", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "inboxd running" in line:
+            return proc
+    proc.kill()
+    proc.communicate()
+    pytest.fail(f"inboxd never reported running; exit {proc.returncode}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
+    """`inboxd run` exits 0 within 2 s of SIGTERM or SIGINT."""
+    proc = _start(tmp_path)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    proc.communicate(timeout=10)
+    elapsed = time.monotonic() - sent
+    assert proc.returncode == 0
+    assert elapsed < 2.0
