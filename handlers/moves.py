@@ -1,0 +1,193 @@
+"""Moving files out of the inbox without ever overwriting, and writing sidecars atomically.
+
+Same filesystem: ``renameat2(RENAME_NOREPLACE)`` (atomic, refuses to overwrite); where the
+filesystem lacks it, ``link`` + ``unlink`` (also refuses to overwrite). Across filesystems
+(EXDEV): copy to a dot-named temp file in the target folder, fsync it, rename it into place
+without overwriting, fsync the folder, and only then remove the source. Folders are fsynced
+after every change so a crash cannot undo a move the ledger already recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from providers.errors import InboxdError
+
+__all__ = [
+    "SIDECAR_SUFFIXES",
+    "DestinationExists",
+    "MoveError",
+    "fsync_dir",
+    "move_file",
+    "move_unique",
+    "unique_destination",
+    "write_json_atomic",
+]
+
+SIDECAR_SUFFIXES = (".reason.json", ".upload.json")
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_MAX_TRIES = 10_000
+
+
+class MoveError(InboxdError):
+    """A file could not be moved or a sidecar written (the message names both paths and why)."""
+
+
+class DestinationExists(MoveError):
+    """The destination name is taken; nothing was moved (pick another name)."""
+
+
+def _libc_renameat2() -> ctypes._NamedFuncPointer | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_renameat2 = _libc_renameat2()
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename without overwriting; raises FileExistsError, or OSError(EXDEV) across devices."""
+    if _renameat2 is not None:
+        if (
+            _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+            == 0
+        ):
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
+    # No renameat2 here: a hard link refuses to overwrite just the same.
+    os.link(src, dst, follow_symlinks=False)
+    src.unlink()
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder so renames, links and unlinks in it survive a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _taken(folder: Path, name: str) -> bool:
+    return any(os.path.lexists(folder / (name + s)) for s in ("", *SIDECAR_SUFFIXES))
+
+
+def _candidates(name: str) -> Iterator[str]:
+    yield name
+    stem, dot, ext = name.rpartition(".")
+    if not stem or not dot:  # no extension (or a leading dot only): suffix the whole name
+        stem, dot, ext = name, "", ""
+    for n in range(1, _MAX_TRIES):
+        yield f"{stem}~{n}{dot}{ext}"
+
+
+def unique_destination(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``stem~N.ext``: the first name with no file and no sidecar beside it.
+
+    ``report.pdf`` → ``report~1.pdf`` → ``report~2.pdf``; the extension is kept.
+    A check only: ``move_unique`` retries when a racing writer takes the name first.
+    """
+    for candidate in _candidates(name):
+        if not _taken(folder, candidate):
+            return folder / candidate
+    raise MoveError(f"no free name for {name!r} in {folder} after {_MAX_TRIES} tries; clean it up")
+
+
+def move_file(src: Path, dst: Path) -> Path:
+    """Move ``src`` to ``dst`` (never overwriting), durably; returns ``dst``.
+
+    Raises FileNotFoundError when ``src`` is gone, ``DestinationExists`` when ``dst`` exists,
+    ``MoveError`` for anything else.
+    """
+    try:
+        try:
+            _rename_noreplace(src, dst)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_across(src, dst)
+        fsync_dir(dst.parent)
+        if src.parent != dst.parent:
+            fsync_dir(src.parent)
+    except FileExistsError as exc:
+        raise DestinationExists(f"{dst} already exists; not overwriting it") from exc
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise MoveError(f"cannot move {src} to {dst}: {exc.strerror or exc}") from exc
+    return dst
+
+
+def move_unique(src: Path, folder: Path, name: str | None = None) -> Path:
+    """Move ``src`` into ``folder`` under ``name`` (default: its own) or a free variant of it."""
+    name = src.name if name is None else name
+    for _ in range(_MAX_TRIES):
+        try:
+            return move_file(src, unique_destination(folder, name))
+        except DestinationExists:
+            continue  # a racing writer took the name between the check and the move
+    raise MoveError(f"no free name for {name!r} in {folder}; clean it up")
+
+
+def _copy_across(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.inboxd-{secrets.token_hex(4)}.tmp")
+    try:
+        with (
+            os.fdopen(os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as fin,
+            os.fdopen(
+                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb"
+            ) as fout,
+        ):
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            st = os.fstat(fin.fileno())
+            os.fchmod(fout.fileno(), st.st_mode & 0o7777)
+            os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.fsync(fout.fileno())
+        _rename_noreplace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(dst.parent)
+    src.unlink()
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write ``obj`` as indented UTF-8 JSON: temp file, fsync, rename, folder fsync."""
+    data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+    tmp = path.with_name(f".{path.name}.inboxd-{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise MoveError(
+            f"cannot write {path}: {exc.strerror or exc}; check space and permissions"
+        ) from exc
