@@ -1,0 +1,213 @@
+"""What every transport shares: the "was it sent?" probe, error translation, normalising.
+
+The probe is an HTTP ``request`` event hook installed on the HTTP client under each SDK (and
+called by hand in the raw transport): it fires when the request is handed to the HTTP layer,
+after the SDK has built it. A failure before the hook fired certainly never reached the server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from providers.classify import classify, redact
+from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
+from providers.types import RemoteFile
+
+__all__ = [
+    "GLM_PAGE_LIMIT",
+    "Clock",
+    "SendProbe",
+    "attempt",
+    "collect_pages",
+    "find_listed",
+    "from_status",
+    "mark_sent",
+    "mark_sent_async",
+    "now_clock",
+    "remote_file",
+    "translate",
+    "unavailable",
+]
+
+Clock = Callable[[], float]
+GLM_PAGE_LIMIT = 100  # provider-facts.md: GLM "limit=1..100"
+_MAX_PAGES = 10_000
+
+# Raised while connecting (or waiting for a pooled connection): no byte of the request left.
+_NOT_CONNECTED = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
+# Raised before any connection is opened: this client cannot reach that URL at all.
+_UNUSABLE = frozenset({"UnsupportedProtocol", "InvalidURL"})
+_HTTP_MODULES = frozenset({"httpx", "httpx2", "httpcore"})
+
+
+@dataclass
+class SendProbe:
+    """Set to ``sent=True`` by the request hook: the request reached the HTTP layer."""
+
+    sent: bool = False
+
+
+# A mutable probe object (not a bool) so that a worker thread running in a copy of the
+# context (anyio.to_thread) marks the same object the caller reads.
+_CURRENT: ContextVar[SendProbe | None] = ContextVar("inboxd_send_probe", default=None)
+
+
+@contextmanager
+def attempt() -> Iterator[SendProbe]:
+    """A fresh probe for one request, visible to the hooks of this task (and its threads)."""
+    probe = SendProbe()
+    token = _CURRENT.set(probe)
+    try:
+        yield probe
+    finally:
+        _CURRENT.reset(token)
+
+
+def mark_sent(_request: object) -> None:
+    """Sync ``request`` event hook: the request is being handed to the HTTP layer."""
+    probe = _CURRENT.get()
+    if probe is not None:
+        probe.sent = True
+
+
+async def mark_sent_async(request: object) -> None:
+    """Async ``request`` event hook: the request is being handed to the HTTP layer."""
+    mark_sent(request)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _http_names(exc: BaseException) -> set[str]:
+    """Class names of the httpx/httpx2/httpcore exceptions anywhere in the cause chain."""
+    names: set[str] = set()
+    for link in _chain(exc):
+        for cls in type(link).__mro__:
+            if cls.__module__.split(".", 1)[0] in _HTTP_MODULES:
+                names.add(cls.__name__)
+    return names
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, naming the root cause too when an SDK wrapped it."""
+    text = redact(str(exc))
+    own = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    root = list(_chain(exc))[-1]
+    if root is exc:
+        return own
+    root_text = redact(str(root))
+    return f"{own} <- {type(root).__name__}" + (f": {root_text}" if root_text else "")
+
+
+def unavailable(provider: str, transport: str, why: str) -> TransportUnavailable:
+    """The error that moves the chain down: this transport never sent the request."""
+    return TransportUnavailable(
+        f"{transport} transport cannot be used, nothing was sent ({why})", provider=provider
+    )
+
+
+def translate(provider: str, transport: str, exc: BaseException, *, sent: bool) -> ProviderError:
+    """A foreign exception that is not a server answer, as one ProviderError.
+
+    Never sent → TransportUnavailable; not connected → Retryable; anything later → ambiguous.
+    """
+    if not sent:
+        return unavailable(provider, transport, f"raised before sending: {_describe(exc)}")
+    names = _http_names(exc)
+    if names & _UNUSABLE:
+        return unavailable(provider, transport, f"check base_url: {_describe(exc)}")
+    if names & _NOT_CONNECTED:
+        return Retryable(
+            f"could not connect ({_describe(exc)}); nothing was sent", provider=provider
+        )
+    return Retryable(
+        f"failed after the request was sent ({_describe(exc)}); the provider may have stored "
+        "the file: reconcile against its listing before sending it again",
+        ambiguous=True,
+        provider=provider,
+    )
+
+
+def from_status(
+    provider: str, status: int, body: object, headers: Mapping[str, str], clock: Clock
+) -> ProviderError:
+    """A server's error answer, classified by its body (providers.classify)."""
+    return classify(provider, status, body, headers, now=clock())
+
+
+def _field(obj: object, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def remote_file(provider: str, obj: object) -> RemoteFile:
+    """A provider's file object (JSON mapping or SDK model) as a RemoteFile.
+
+    Raises ValueError when ``id`` or ``bytes`` is missing: the caller decides what that means.
+    """
+    file_id = _field(obj, "id")
+    size = _field(obj, "bytes")
+    if not isinstance(file_id, str) or not file_id or not isinstance(size, int):
+        raise ValueError(f"file object without id/bytes: {redact(repr(obj))}")
+    created = _field(obj, "created_at")
+    status = _field(obj, "status")
+    return RemoteFile(
+        provider=provider,
+        id=file_id,
+        filename=str(_field(obj, "filename") or ""),
+        bytes=size,
+        created_at=float(created) if isinstance(created, (int, float)) else 0.0,
+        purpose=str(_field(obj, "purpose") or ""),
+        status=None if status is None else str(status),
+    )
+
+
+PageFetch = Callable[[str | None], Awaitable[tuple[list[RemoteFile], bool]]]
+
+
+async def collect_pages(fetch: PageFetch, purpose: str | None) -> list[RemoteFile]:
+    """Every page of a listing: ``fetch(after)`` returns (files, has_more).
+
+    Follows ``has_more`` with ``after`` = the last id (GLM; harmless for Kimi, which sends
+    one page). Stops if a page repeats a cursor, so a server ignoring ``after`` cannot loop.
+    Files are filtered by ``purpose`` here too, since Kimi documents no filter.
+    """
+    out: list[RemoteFile] = []
+    after: str | None = None
+    seen: set[str] = set()
+    for _ in range(_MAX_PAGES):
+        files, has_more = await fetch(after)
+        out.extend(files)
+        if not has_more or not files or files[-1].id in seen:
+            break
+        after = files[-1].id
+        seen.add(after)
+    unique = {f.id: f for f in out}
+    return [f for f in unique.values() if purpose is None or f.purpose == purpose]
+
+
+async def find_listed(
+    provider: str, file_id: str, listing: Callable[[], Awaitable[list[RemoteFile]]]
+) -> RemoteFile:
+    """``retrieve`` for an API without GET /files/{id} (GLM documents none): scan the listing."""
+    for f in await listing():
+        if f.id == file_id:
+            return f
+    raise Permanent(f"file {file_id} is not in the listing", reason="not_found", provider=provider)
+
+
+def now_clock() -> float:
+    """The default clock: wall time, which Retry-After HTTP dates are compared with."""
+    return time.time()
