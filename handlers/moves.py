@@ -171,8 +171,16 @@ def _copy_across(src: Path, dst: Path) -> None:
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
-    """Write ``obj`` as indented UTF-8 JSON: temp file, fsync, rename, folder fsync."""
-    data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+    """Write ``obj`` as indented UTF-8 JSON: temp file, fsync, rename, folder fsync.
+
+    Raises ``MoveError`` naming the path when it cannot be written.
+    """
+    try:
+        data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+    except UnicodeEncodeError:
+        # An undecodable file name (lone surrogates): \u escapes keep the JSON valid UTF-8
+        # and json.loads gives the exact name back.
+        data = (json.dumps(obj, indent=2) + "\n").encode()
     tmp = path.with_name(f".{path.name}.inboxd-{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
