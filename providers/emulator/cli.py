@@ -67,12 +67,15 @@ async def _serve(emulator: Emulator, out: TextIO) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with emulator:
-        # Config lines to paste; the emulator's keys are not secrets.
-        print("# inboxd emulator: put these in your config", file=out)
+        # Config lines to paste; the emulator's keys are not secrets. Keys never go in the
+        # config file, so they are printed as the environment variables inboxd reads.
+        print("# inboxd emulator: put these in your config (inboxd.toml)", file=out)
         for provider in ("kimi", "glm"):
             print(f"[providers.{provider}]", file=out)
             print(f'base_url = "{emulator.base_url(provider)}"', file=out)
-            print(f'api_key = "{emulator.key(provider)}"', file=out)
+        print("# ...and these in the environment", file=out)
+        for provider, env in (("kimi", "MOONSHOT_API_KEY"), ("glm", "ZHIPUAI_API_KEY")):
+            print(f"{env}={emulator.key(provider)}", file=out)
         print(f"# admin: http://{emulator.host}:{emulator.port}/_emulator/files", file=out)
         out.flush()
         await stop.wait()
