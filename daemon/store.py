@@ -1,0 +1,391 @@
+"""The SQLite state file: the ledger and the circuit breakers, durable before every side effect.
+
+WAL journal, ``synchronous=FULL``, a ``busy_timeout`` (two processes may share one state file:
+the daemon and ``inboxd status``/``breaker reset``). Every write runs in a ``BEGIN IMMEDIATE``
+transaction that is committed before the method returns, shielded from cancellation so it
+either happens whole or not at all. At open, ``PRAGMA quick_check`` runs; a corrupt state file
+(with its -wal/-shm) is renamed ``<name>.corrupt-<UTC time>`` and a fresh one is built: the
+history is lost, no file is. sqlite3 errors an operator must act on (disk full, read-only,
+unopenable, locked too long) become ConfigError naming the state file and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from daemon import _ledger_sql as sql
+from daemon.schema import migrations_after
+from handlers.ledger import (
+    PENDING,
+    QUARANTINED,
+    STATES,
+    LedgerRow,
+    transition_fields,
+)
+from providers.errors import ConfigError
+from providers.types import BreakerRecord
+
+__all__ = ["Store"]
+
+logger = logging.getLogger(__name__)
+
+_CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_WRITABLE_HINT = "make state_dir writable by the daemon's user"
+# Primary result code → what the operator should do. Anything else is a bug and propagates.
+_HINTS = {
+    sqlite3.SQLITE_FULL: "free space on the filesystem holding state_dir",
+    sqlite3.SQLITE_IOERR: "check the disk holding state_dir",
+    sqlite3.SQLITE_READONLY: _WRITABLE_HINT,
+    sqlite3.SQLITE_CANTOPEN: _WRITABLE_HINT,
+    sqlite3.SQLITE_PERM: _WRITABLE_HINT,
+    sqlite3.SQLITE_BUSY: "another process held the state file locked too long; stop it",
+    sqlite3.SQLITE_LOCKED: "another process held the state file locked too long; stop it",
+    sqlite3.SQLITE_CORRUPT: "restart inboxd: it moves a corrupt state file aside and rebuilds",
+    sqlite3.SQLITE_NOTADB: "restart inboxd: it moves a corrupt state file aside and rebuilds",
+}
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+class _CorruptError(Exception):
+    """The state file failed its integrity check (internal: handled inside ``Store.open``).
+
+    Carries the still-open connection: SQLite deletes the -wal/-shm when the last connection
+    closes, so the files are moved aside first and the connection closed after.
+    """
+
+    def __init__(self, detail: str, db: aiosqlite.Connection) -> None:
+        super().__init__(detail)
+        self.db = db
+
+
+class Store:
+    """The state file. Implements ``handlers.ledger.Ledger`` and ``providers.types.BreakerStore``.
+
+    Build it with ``async with Store.open(path) as store``; one Store is safe to share between
+    tasks (its operations are serialised), and several processes may open the same file.
+    """
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._path = path
+        self._clock = clock
+        self._lock = anyio.Lock()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, path: Path, *, clock: Callable[[], float] = time.time, busy_timeout: float = 10.0
+    ) -> AsyncIterator[Store]:
+        """Open (creating, checking, migrating, or rebuilding when corrupt) the state file."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"state_dir: cannot create {path.parent} ({exc.strerror}); {_WRITABLE_HINT}"
+            ) from exc
+        try:
+            db = await _connect(path, busy_timeout)
+        except _CorruptError as exc:
+            try:
+                aside = await anyio.to_thread.run_sync(_move_aside, path, clock())
+            except OSError as move_exc:
+                raise ConfigError(
+                    f"state_dir: {path} is corrupt ({exc}) and cannot be moved aside "
+                    f"({move_exc.strerror}); {_WRITABLE_HINT}"
+                ) from move_exc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await exc.db.close()
+            logger.error(
+                "state file %s is corrupt (%s): moved aside to %s and starting a fresh one; "
+                "the ledger's history and breaker states are lost, no file is",
+                path,
+                exc,
+                aside,
+            )
+            db = await _connect(path, busy_timeout)
+        try:
+            store = cls(db, path, clock)
+            await store._migrate()
+            yield store
+        finally:
+            with anyio.CancelScope(shield=True):
+                await db.close()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            hint = _HINTS.get(_code(exc) or -1)
+            if hint is None:
+                raise
+            raise ConfigError(f"state_dir: {self._path}: {exc}; {hint}") from exc
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            with anyio.CancelScope(shield=True), self._translate():
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+
+    async def _fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            with self._translate():
+                async with self._db.execute(query, params) as cursor:
+                    return list(await cursor.fetchall())
+
+    @staticmethod
+    async def _one(
+        db: aiosqlite.Connection, query: str, params: tuple[Any, ...]
+    ) -> sqlite3.Row | None:
+        async with db.execute(query, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _migrate(self) -> None:
+        async with self._write() as db:
+            row = await self._one(db, "PRAGMA user_version", ())
+            version = int(row[0]) if row else 0
+            for migration in migrations_after(version, path=str(self._path)):
+                for statement in migration.statements:
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_history (version, summary, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.summary, self._clock()),
+                )
+                # PRAGMA takes no parameters; the version is an int from our own table.
+                await db.execute(f"PRAGMA user_version = {int(migration.version)}")
+                logger.info(
+                    "state file %s: schema migrated to v%d (%s)",
+                    self._path,
+                    migration.version,
+                    migration.summary,
+                )
+
+    async def pragmas(self) -> dict[str, Any]:
+        """The connection's journal_mode, synchronous, busy_timeout, foreign_keys, user_version."""
+        out: dict[str, Any] = {}
+        for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys", "user_version"):
+            rows = await self._fetch(f"PRAGMA {name}")
+            out[name] = rows[0][0]
+        return out
+
+    # -- ledger -----------------------------------------------------------------------------
+
+    async def begin(self, inbox: str, relpath: str, *, size: int, mtime_ns: int) -> LedgerRow:
+        """The active row for (inbox, relpath), or a new ``pending`` one (see ``Ledger``)."""
+        key = (inbox, sql.encode_path(relpath))
+        async with self._write() as db:
+            now = self._clock()
+            row = await self._one(db, sql.ACTIVE_ROW, key)
+            if row is None:
+                cursor = await db.execute(sql.INSERT_PENDING, (*key, size, mtime_ns, now, now))
+                row_id = cursor.lastrowid
+            else:
+                row_id = row["id"]
+                if row["state"] == PENDING and (row["size"], row["mtime_ns"]) != (size, mtime_ns):
+                    await db.execute(
+                        "UPDATE ledger SET size = ?, mtime_ns = ?, sha256 = NULL, updated_at = ?"
+                        " WHERE id = ?",
+                        (size, mtime_ns, now, row_id),
+                    )
+            return await self._get_in(db, row_id)
+
+    async def _get_in(self, db: aiosqlite.Connection, row_id: int | None) -> LedgerRow:
+        row = await self._one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
+        if row is None:
+            raise KeyError(row_id)
+        return sql.ledger_from_row(row)
+
+    async def get(self, row_id: int) -> LedgerRow:
+        """The row with this id; KeyError when there is none."""
+        rows = await self._fetch("SELECT * FROM ledger WHERE id = ?", (row_id,))
+        if not rows:
+            raise KeyError(row_id)
+        return sql.ledger_from_row(rows[0])
+
+    async def transition(self, row_id: int, to_state: str, **fields: Any) -> LedgerRow:
+        """Move a row to ``to_state`` with ``fields``; InvalidTransition changes nothing."""
+        async with self._write() as db:
+            current = await self._get_in(db, row_id)
+            updates = transition_fields(current.state, to_state, fields, self._clock())
+            values = sql.encode_updates(updates)
+            columns = sorted(values)
+            await db.execute(
+                sql.update_sql(columns), (*(values[column] for column in columns), row_id)
+            )
+            return await self._get_in(db, row_id)
+
+    async def set_sha256(self, row_id: int, sha256: str) -> LedgerRow:
+        """Record the content hash (the state does not change)."""
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE ledger SET sha256 = ?, updated_at = ? WHERE id = ?",
+                (sha256, self._clock(), row_id),
+            )
+            return await self._get_in(db, row_id)
+
+    async def find_uploaded(self, sha256: str, provider: str, purpose: str) -> LedgerRow | None:
+        """The oldest original upload of this content to this provider and purpose, if any."""
+        rows = await self._fetch(sql.FIND_UPLOADED, (sha256, provider, purpose))
+        return sql.ledger_from_row(rows[0]) if rows else None
+
+    async def rows_in_state(
+        self, state: str, *, inbox: str | None = None, limit: int | None = None
+    ) -> list[LedgerRow]:
+        """Rows in ``state`` (optionally of one inbox), oldest first."""
+        query = "SELECT * FROM ledger WHERE state = ?"
+        params: tuple[Any, ...] = (state,)
+        if inbox is not None:
+            query += " AND inbox = ?"
+            params += (inbox,)
+        query += " ORDER BY id LIMIT ?"
+        params += (-1 if limit is None else limit,)
+        return [sql.ledger_from_row(row) for row in await self._fetch(query, params)]
+
+    async def counts_by_state(self) -> dict[str, int]:
+        """Every state (present at 0) → number of rows in it."""
+        counts = dict.fromkeys(STATES, 0)
+        for state, count in await self._fetch("SELECT state, count(*) FROM ledger GROUP BY state"):
+            counts[state] = count
+        return counts
+
+    async def recent_failures(self, limit: int) -> list[LedgerRow]:
+        """Quarantined rows, newest first."""
+        rows = await self._fetch(
+            "SELECT * FROM ledger WHERE state = ? ORDER BY finished_at DESC, id DESC LIMIT ?",
+            (QUARANTINED, limit),
+        )
+        return [sql.ledger_from_row(row) for row in rows]
+
+    async def outcome_counts(self, since: float) -> dict[str, int]:
+        """``{"done": n, "quarantined": m}`` finished at or after ``since`` (requeued included)."""
+        rows = await self._fetch(
+            "SELECT CASE state WHEN 'done' THEN 'done' ELSE 'quarantined' END, count(*)"
+            " FROM ledger WHERE finished_at >= ? AND state IN ('done', 'quarantined', 'requeued')"
+            " GROUP BY 1",
+            (since,),
+        )
+        counts = {"done": 0, "quarantined": 0}
+        counts.update({row[0]: row[1] for row in rows})
+        return counts
+
+    async def active_for(self, inbox: str, relpath: str) -> LedgerRow | None:
+        """The pending/uploading/uploaded row for this file, if any."""
+        rows = await self._fetch(sql.ACTIVE_ROW, (inbox, sql.encode_path(relpath)))
+        return sql.ledger_from_row(rows[0]) if rows else None
+
+    # -- breakers ---------------------------------------------------------------------------
+
+    async def load_breaker(self, provider: str) -> BreakerRecord | None:
+        """The persisted breaker of ``provider``, or None when it never left ``closed``."""
+        rows = await self._fetch("SELECT * FROM breakers WHERE provider = ?", (provider,))
+        return sql.breaker_from_row(rows[0]) if rows else None
+
+    async def save_breaker(self, provider: str, record: BreakerRecord) -> None:
+        """Persist ``record`` as the breaker of ``provider`` (committed on return)."""
+        async with self._write() as db:
+            await db.execute(sql.SAVE_BREAKER, sql.breaker_params(provider, record))
+
+    async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
+        """Atomically claim the one half-open probe (see ``providers.types.BreakerStore``)."""
+        async with self._write() as db:
+            cursor = await db.execute(
+                sql.CLAIM_PROBE, (lease_until, self._clock(), provider, now, now)
+            )
+            return cursor.rowcount == 1
+
+    async def reset_breaker(self, provider: str) -> None:
+        """Close ``provider``'s breaker and forget its history (``inboxd breaker reset``)."""
+        record = BreakerRecord(reason="reset by operator", updated_at=self._clock())
+        await self.save_breaker(provider, record)
+
+    async def all_breakers(self) -> dict[str, BreakerRecord]:
+        """Every persisted breaker, by provider name."""
+        rows = await self._fetch("SELECT * FROM breakers ORDER BY provider")
+        return {row["provider"]: sql.breaker_from_row(row) for row in rows}
+
+
+async def _connect(path: Path, busy_timeout: float) -> aiosqlite.Connection:
+    """Connect and configure; raise _CorruptError when the file fails its integrity check."""
+    try:
+        db = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"state_dir: cannot open {path} ({exc}); {_WRITABLE_HINT}") from exc
+    try:
+        db.row_factory = sqlite3.Row
+        await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        async with db.execute("PRAGMA quick_check") as cursor:
+            verdict = [row[0] for row in await cursor.fetchall()]
+        if verdict != ["ok"]:
+            raise _CorruptError("; ".join(str(line) for line in verdict[:5]), db)
+        async with db.execute("PRAGMA user_version") as cursor:
+            version = await cursor.fetchone()
+        # Refuse a newer file before anything (even the journal mode) is written to it.
+        migrations_after(int(version[0]) if version else 0, path=str(path))
+        async with db.execute("PRAGMA journal_mode = WAL") as cursor:
+            mode = await cursor.fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise ConfigError(
+                f"state_dir: {path} cannot use the WAL journal (got {mode and mode[0]}); "
+                "put state_dir on a local filesystem"
+            )
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = ON")
+    except _CorruptError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, sqlite3.Error) and _code(exc) in _CORRUPT:
+            raise _CorruptError(str(exc), db) from exc
+        with anyio.CancelScope(shield=True):
+            await db.close()
+        if isinstance(exc, sqlite3.Error):
+            raise ConfigError(f"state_dir: cannot open {path} ({exc}); {_WRITABLE_HINT}") from exc
+        raise
+    return db
+
+
+def _move_aside(path: Path, now: float) -> Path:
+    """Rename a corrupt state file and its -wal/-shm to ``<name>.corrupt-<UTC time>[-wal|-shm]``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 0
+    while any(Path(f"{aside}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}.{n}")
+    # The -wal goes first: a stale WAL left beside a fresh database would be replayed into it.
+    for suffix in ("-wal", "-shm", ""):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.replace(f"{aside}{suffix}")
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return aside

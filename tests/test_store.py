@@ -1,0 +1,487 @@
+"""The SQLite state file, on real files in tmp_path: pragmas, migrations, corruption, data."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from daemon import _ledger_sql
+from daemon.schema import ACTIVE_STATES_SQL, SCHEMA_VERSION
+from daemon.store import Store
+from handlers.ledger import ACTIVE_STATES, InvalidTransition
+from providers.errors import ConfigError
+from providers.types import BreakerRecord
+
+pytestmark = pytest.mark.anyio
+
+# Version 1 as released, spelled out independently of daemon/schema.py on purpose.
+V1_DDL = """
+CREATE TABLE schema_history (version INTEGER PRIMARY KEY, summary TEXT NOT NULL,
+                             applied_at REAL NOT NULL);
+CREATE TABLE ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, inbox TEXT NOT NULL, relpath TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'uploading', 'uploaded',
+                                         'done', 'quarantined', 'requeued')),
+    provider TEXT, purpose TEXT, file_id TEXT, remote_bytes INTEGER, transport TEXT,
+    intent_at REAL, uploaded_at REAL, finished_at REAL, reason TEXT, detail TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, not_before REAL,
+    dedupe_of INTEGER REFERENCES ledger (id), final_path TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE UNIQUE INDEX ledger_active ON ledger (inbox, relpath)
+    WHERE state IN ('pending', 'uploading', 'uploaded');
+CREATE INDEX ledger_dedupe ON ledger (sha256, provider, purpose);
+CREATE INDEX ledger_state ON ledger (state, id);
+CREATE INDEX ledger_finished ON ledger (finished_at);
+INSERT INTO schema_history VALUES (1, 'ledger', 1.0);
+INSERT INTO ledger (inbox, relpath, size, mtime_ns, sha256, state, provider, purpose, file_id,
+                    created_at, updated_at)
+    VALUES ('docs', 'old.pdf', 10, 5, 'abc', 'done', 'kimi', 'file-extract', 'f-1', 1.0, 2.0);
+PRAGMA user_version = 1;
+"""
+
+
+def _put(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def _get(path: Path | str) -> bytes | None:
+    """The file's bytes, or None when it does not exist."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _drop(path: Path | str) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+class Clock:
+    """A settable wall clock."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    """Where each test's state file lives (its parent does not exist yet)."""
+    return tmp_path / "state" / "inboxd.sqlite3"
+
+
+async def test_open_sets_wal_full_busy_timeout_and_version(state: Path) -> None:
+    """A new state file is created with WAL, synchronous=FULL, busy_timeout and the schema."""
+    async with Store.open(state, busy_timeout=2.5) as store:
+        pragmas = await store.pragmas()
+    assert pragmas == {
+        "journal_mode": "wal",
+        "synchronous": 2,  # FULL
+        "busy_timeout": 2500,
+        "foreign_keys": 1,
+        "user_version": SCHEMA_VERSION,
+    }
+    with sqlite3.connect(state) as raw:
+        history = raw.execute("SELECT version, summary FROM schema_history").fetchall()
+    assert history == [(1, "ledger"), (2, "circuit breakers")]
+
+
+async def test_v1_file_is_migrated_keeping_its_rows(state: Path) -> None:
+    """A version-1 file (ledger only) gains the breakers table and keeps its ledger rows."""
+    state.parent.mkdir()
+    with sqlite3.connect(state) as raw:
+        raw.executescript(V1_DDL)
+    async with Store.open(state, clock=Clock(50.0)) as store:
+        assert (await store.pragmas())["user_version"] == 2
+        old = await store.get(1)
+        assert (old.relpath, old.state, old.file_id) == ("old.pdf", "done", "f-1")
+        assert await store.find_uploaded("abc", "kimi", "file-extract") == old
+        await store.save_breaker("kimi", BreakerRecord(state="open", open_until=9.0))
+        assert await store.all_breakers() == {"kimi": BreakerRecord(state="open", open_until=9.0)}
+    with sqlite3.connect(state) as raw:
+        history = raw.execute("SELECT version, applied_at FROM schema_history").fetchall()
+    assert history == [(1, 1.0), (2, 50.0)]
+
+
+async def test_newer_schema_is_refused_untouched(state: Path) -> None:
+    """A file from a later inboxd raises ConfigError naming it, and is left as it was."""
+    state.parent.mkdir()
+    with sqlite3.connect(state) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = _get(state)
+    with pytest.raises(ConfigError, match=f"{state} has schema version {SCHEMA_VERSION + 1}"):
+        async with Store.open(state):
+            pass
+    assert _get(state) == before
+    assert _get(f"{state}.corrupt") is None
+
+
+async def test_corrupt_file_is_moved_aside_and_rebuilt(
+    state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A garbage state file and its -wal/-shm are renamed .corrupt-<UTC>; a fresh store works."""
+    state.parent.mkdir()
+    garbage = b"this is not a database, just garbage bytes " * 200
+    _put(state, garbage)
+    _put(Path(f"{state}-wal"), b"stale wal")
+    _put(Path(f"{state}-shm"), b"stale shm")
+    clock = Clock(1_764_103_500.0)  # 2025-11-25T20:45:00Z
+    async with Store.open(state, clock=clock) as store:
+        row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        assert (row.id, row.state) == (1, "pending")
+    aside = state.parent / "inboxd.sqlite3.corrupt-20251125T204500Z"
+    assert _get(aside) == garbage
+    assert _get(f"{aside}-wal") == b"stale wal"
+    # The -shm is SQLite's rebuildable index of the -wal: moved with it, content not kept.
+    assert _get(f"{aside}-shm") is not None
+    assert _get(f"{state}-wal") != b"stale wal"
+    assert "is corrupt" in caplog.text
+    assert str(aside) in caplog.text
+
+
+async def test_second_corruption_in_same_second_gets_its_own_name(state: Path) -> None:
+    """Moving aside never overwrites an earlier corrupt copy."""
+    state.parent.mkdir()
+    clock = Clock(1_764_103_500.0)
+    for content in (b"first garbage " * 100, b"second garbage " * 100):
+        _put(state, content)
+        _drop(f"{state}-wal")
+        _drop(f"{state}-shm")
+        async with Store.open(state, clock=clock):
+            pass
+    base = state.parent / "inboxd.sqlite3.corrupt-20251125T204500Z"
+    assert _get(base) == b"first garbage " * 100
+    assert _get(f"{base}.1") == b"second garbage " * 100
+
+
+async def test_unopenable_state_dir_is_a_config_error(tmp_path: Path) -> None:
+    """A state_dir that cannot be created raises ConfigError naming it and the fix."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="make state_dir writable") as info:
+        async with Store.open(blocker / "inboxd.sqlite3"):
+            pass
+    assert str(blocker) in str(info.value)
+
+
+# -- breakers ---------------------------------------------------------------------------------
+
+
+async def test_breaker_round_trips_every_field(state: Path) -> None:
+    """A saved record loads back equal, window included; an unknown provider loads None."""
+    record = BreakerRecord(
+        state="half_open",
+        open_until=1234.5,
+        consecutive_opens=3,
+        consecutive_failures=7,
+        window=(True, False, True, True, False),
+        probe_until=1250.25,
+        reason="HTTP 503",
+        updated_at=1200.0,
+    )
+    async with Store.open(state) as store:
+        assert await store.load_breaker("glm") is None
+        await store.save_breaker("glm", record)
+        assert await store.load_breaker("glm") == record
+        await store.save_breaker("glm", BreakerRecord())
+        assert await store.load_breaker("glm") == BreakerRecord()
+    with sqlite3.connect(state) as raw:
+        assert raw.execute("SELECT window_bits FROM breakers").fetchall() == [("",)]
+
+
+@pytest.mark.parametrize("state_name", ["open", "half_open"])
+async def test_restart_resumes_breaker_exactly(state: Path, state_name: str) -> None:
+    """Closing and reopening the store gives back an open/half-open breaker unchanged."""
+    record = BreakerRecord(
+        state=state_name,
+        open_until=2000.0,
+        consecutive_opens=2,
+        window=(True,) * 5,
+        probe_until=1990.0 if state_name == "half_open" else None,
+        reason="5 consecutive failures",
+        updated_at=1500.0,
+    )
+    async with Store.open(state) as store:
+        await store.save_breaker("kimi", record)
+    async with Store.open(state) as store:
+        assert await store.load_breaker("kimi") == record
+
+
+@pytest.mark.parametrize(
+    ("record", "now", "claimed"),
+    [
+        (BreakerRecord(state="open", open_until=100.0), 100.0, True),
+        (BreakerRecord(state="open", open_until=100.0), 99.9, False),
+        (BreakerRecord(state="half_open", probe_until=None), 0.0, True),
+        (BreakerRecord(state="half_open", probe_until=100.0), 100.0, True),
+        (BreakerRecord(state="half_open", probe_until=100.0), 99.0, False),
+        (BreakerRecord(state="closed"), 100.0, False),
+        (BreakerRecord(state="forced_open", open_until=1.0), 100.0, False),
+    ],
+)
+async def test_claim_probe_conditions(
+    state: Path, record: BreakerRecord, now: float, claimed: bool
+) -> None:
+    """claim_probe succeeds only for an expired open or an unleased half-open breaker."""
+    async with Store.open(state, clock=Clock(7.0)) as store:
+        await store.save_breaker("kimi", record)
+        assert await store.claim_probe("kimi", now=now, lease_until=now + 30) is claimed
+        after = await store.load_breaker("kimi")
+    if claimed:
+        assert after == BreakerRecord(
+            state="half_open",
+            open_until=record.open_until,
+            probe_until=now + 30,
+            updated_at=7.0,
+        )
+    else:
+        assert after == record
+
+
+async def test_claim_probe_unknown_provider_is_false(state: Path) -> None:
+    """A provider with no persisted breaker has no probe to claim."""
+    async with Store.open(state) as store:
+        assert await store.claim_probe("kimi", now=1.0, lease_until=2.0) is False
+        assert await store.all_breakers() == {}
+
+
+async def test_two_stores_racing_claim_exactly_one_probe(state: Path) -> None:
+    """Two Store instances on one file (as two processes would) race; exactly one claim wins."""
+    async with Store.open(state) as first, Store.open(state) as second:
+        await first.save_breaker("glm", BreakerRecord(state="open", open_until=10.0))
+        results: list[bool] = []
+
+        async def claim(store: Store) -> None:
+            for _ in range(20):
+                results.append(await store.claim_probe("glm", now=11.0, lease_until=41.0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim, first)
+            tg.start_soon(claim, second)
+    assert sorted(results) == [False] * 39 + [True]
+
+
+async def test_reset_breaker_closes_and_lists(state: Path) -> None:
+    """reset_breaker leaves a closed, clean record; all_breakers lists every provider."""
+    async with Store.open(state, clock=Clock(77.0)) as store:
+        await store.save_breaker("kimi", BreakerRecord(state="forced_open", reason="HTTP 401"))
+        await store.save_breaker("glm", BreakerRecord(state="open", open_until=5.0))
+        await store.reset_breaker("kimi")
+        assert await store.all_breakers() == {
+            "glm": BreakerRecord(state="open", open_until=5.0),
+            "kimi": BreakerRecord(reason="reset by operator", updated_at=77.0),
+        }
+
+
+# -- ledger -----------------------------------------------------------------------------------
+
+
+async def test_begin_creates_then_returns_the_active_row(state: Path) -> None:
+    """begin makes and returns one pending row per file; a changed pending file drops its hash."""
+    clock = Clock(10.0)
+    async with Store.open(state, clock=clock) as store:
+        row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        assert (row.id, row.state, row.size, row.mtime_ns, row.attempts) == (1, "pending", 3, 1, 0)
+        assert (row.created_at, row.updated_at, row.sha256) == (10.0, 10.0, None)
+        await store.set_sha256(row.id, "h1")
+        clock.now = 11.0
+        same = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        assert same == (await store.get(row.id))
+        assert same.sha256 == "h1"
+        changed = await store.begin("docs", "a.pdf", size=5, mtime_ns=2)
+        assert (changed.id, changed.size, changed.mtime_ns, changed.sha256) == (1, 5, 2, None)
+        assert changed.updated_at == 11.0
+        other = await store.begin("mail", "a.pdf", size=3, mtime_ns=1)
+        assert other.id == 2
+
+
+async def test_begin_leaves_an_uploading_row_alone(state: Path) -> None:
+    """An uploading row is returned unchanged by begin, even if the stat differs."""
+    async with Store.open(state, clock=Clock(10.0)) as store:
+        row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        uploading = await store.transition(row.id, "uploading", provider="kimi", attempts=1)
+        assert await store.begin("docs", "a.pdf", size=9, mtime_ns=9) == uploading
+
+
+async def test_full_lifecycle_and_new_row_after_done(state: Path) -> None:
+    """A full lifecycle records every field; the same path then starts a new row."""
+    clock = Clock(100.0)
+    async with Store.open(state, clock=clock) as store:
+        row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        clock.now = 101.0
+        up = await store.transition(row.id, "uploading", provider="glm", purpose="file-extract")
+        assert (up.state, up.intent_at, up.provider, up.purpose) == (
+            "uploading",
+            101.0,
+            "glm",
+            "file-extract",
+        )
+        clock.now = 102.0
+        ok = await store.transition(
+            row.id, "uploaded", file_id="f-9", remote_bytes=3, transport="zhipuai"
+        )
+        assert (ok.state, ok.file_id, ok.remote_bytes, ok.transport, ok.uploaded_at) == (
+            "uploaded",
+            "f-9",
+            3,
+            "zhipuai",
+            102.0,
+        )
+        clock.now = 103.0
+        done = await store.transition(row.id, "done", final_path="/done/a.pdf")
+        assert (done.state, done.finished_at, done.final_path, done.updated_at) == (
+            "done",
+            103.0,
+            "/done/a.pdf",
+            103.0,
+        )
+        assert await store.active_for("docs", "a.pdf") is None
+        again = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        assert (again.id, again.state) == (2, "pending")
+        assert await store.active_for("docs", "a.pdf") == again
+
+
+async def test_invalid_transition_raises_and_changes_nothing(state: Path) -> None:
+    """A transition outside the table raises InvalidTransition and leaves the row as it was."""
+    async with Store.open(state, clock=Clock(5.0)) as store:
+        row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        with pytest.raises(InvalidTransition, match="pending → uploaded"):
+            await store.transition(row.id, "uploaded", file_id="f-1")
+        with pytest.raises(InvalidTransition, match="unknown field"):
+            await store.transition(row.id, "uploading", inbox="elsewhere")
+        assert await store.get(row.id) == row
+        # The store still works after the rolled-back transactions.
+        moved = await store.transition(row.id, "quarantined", reason="empty", detail="0 bytes")
+        assert (moved.state, moved.reason, moved.detail) == ("quarantined", "empty", "0 bytes")
+        with pytest.raises(KeyError):
+            await store.get(999)
+        with pytest.raises(KeyError):
+            await store.transition(999, "done")
+
+
+async def test_one_active_row_per_path_is_enforced_by_the_schema(state: Path) -> None:
+    """The partial unique index refuses a second active row for a path, and allows history."""
+    async with Store.open(state) as store:
+        row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        await store.transition(row.id, "quarantined", reason="empty")
+        await store.begin("docs", "a.pdf", size=4, mtime_ns=2)
+    assert ACTIVE_STATES_SQL in _ledger_sql.ACTIVE_ROW
+    assert set(ACTIVE_STATES_SQL.strip("()").replace("'", "").split(", ")) == ACTIVE_STATES
+    with sqlite3.connect(state) as raw:
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            raw.execute(
+                "INSERT INTO ledger (inbox, relpath, size, mtime_ns, state, created_at, updated_at)"
+                " VALUES ('docs', 'a.pdf', 1, 1, 'uploading', 0, 0)"
+            )
+        raw.execute(
+            "INSERT INTO ledger (inbox, relpath, size, mtime_ns, state, created_at, updated_at)"
+            " VALUES ('docs', 'a.pdf', 1, 1, 'done', 0, 0)"
+        )
+        assert raw.execute("SELECT count(*) FROM ledger").fetchone() == (3,)
+
+
+async def test_dedupe_finds_the_original_upload_only(state: Path) -> None:
+    """find_uploaded returns the original upload of the same sha256, provider and purpose."""
+    async with Store.open(state) as store:
+        assert await store.find_uploaded("h", "kimi", "file-extract") is None
+        first = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
+        await store.set_sha256(first.id, "h")
+        await store.transition(first.id, "uploading", provider="kimi", purpose="file-extract")
+        assert await store.find_uploaded("h", "kimi", "file-extract") is None
+        original = await store.transition(first.id, "uploaded", file_id="f-1", remote_bytes=3)
+        assert await store.find_uploaded("h", "kimi", "file-extract") == original
+        dup = await store.begin("docs", "b.pdf", size=3, mtime_ns=1)
+        await store.set_sha256(dup.id, "h")
+        await store.transition(
+            dup.id,
+            "done",
+            provider="kimi",
+            purpose="file-extract",
+            file_id="f-1",
+            dedupe_of=first.id,
+        )
+        assert await store.find_uploaded("h", "kimi", "file-extract") == original
+        assert await store.find_uploaded("h", "glm", "file-extract") is None
+        assert await store.find_uploaded("h", "kimi", "batch") is None
+        assert await store.find_uploaded("other", "kimi", "file-extract") is None
+
+
+async def test_counts_failures_and_outcomes(state: Path) -> None:
+    """counts_by_state, rows_in_state, recent_failures and outcome_counts report the rows."""
+    clock = Clock(100.0)
+    async with Store.open(state, clock=clock) as store:
+        assert await store.counts_by_state() == dict.fromkeys(
+            ["pending", "uploading", "uploaded", "done", "quarantined", "requeued"], 0
+        )
+        rows = [await store.begin("docs", f"{n}.pdf", size=n + 1, mtime_ns=n) for n in range(5)]
+        clock.now = 200.0
+        await store.transition(rows[0].id, "quarantined", reason="empty")
+        clock.now = 300.0
+        await store.transition(rows[1].id, "quarantined", reason="too_large")
+        await store.transition(rows[2].id, "done", dedupe_of=None)
+        clock.now = 400.0
+        await store.transition(rows[0].id, "requeued")
+        await store.begin("mail", "x.pdf", size=1, mtime_ns=1)
+        assert await store.counts_by_state() == {
+            "pending": 3,
+            "uploading": 0,
+            "uploaded": 0,
+            "done": 1,
+            "quarantined": 1,
+            "requeued": 1,
+        }
+        assert [r.relpath for r in await store.rows_in_state("pending")] == [
+            "3.pdf",
+            "4.pdf",
+            "x.pdf",
+        ]
+        assert [r.relpath for r in await store.rows_in_state("pending", inbox="mail")] == ["x.pdf"]
+        assert [r.relpath for r in await store.rows_in_state("pending", limit=1)] == ["3.pdf"]
+        failures = await store.recent_failures(10)
+        assert [(r.relpath, r.reason, r.finished_at) for r in failures] == [
+            ("1.pdf", "too_large", 300.0)
+        ]
+        assert await store.outcome_counts(since=0.0) == {"done": 1, "quarantined": 2}
+        assert await store.outcome_counts(since=250.0) == {"done": 1, "quarantined": 1}
+        assert await store.outcome_counts(since=301.0) == {"done": 0, "quarantined": 0}
+
+
+async def test_undecodable_filename_round_trips(state: Path) -> None:
+    """A filename with undecodable bytes is stored and found again exactly (name_invalid files)."""
+    name = b"bad\xff\xfename.pdf".decode("utf-8", "surrogateescape")
+    async with Store.open(state) as store:
+        row = await store.begin("docs", name, size=1, mtime_ns=1)
+        assert row.relpath == name
+        assert await store.active_for("docs", name) == row
+        assert await store.active_for("docs", "badname.pdf") is None
+        moved = await store.transition(
+            row.id,
+            "quarantined",
+            reason="name_invalid",
+            detail=f"undecodable: {name}",
+            final_path=f"/q/{name}",
+        )
+        assert moved.final_path == f"/q/{name}"
+        assert moved.detail == "undecodable: bad\\udcff\\udcfename.pdf"
+
+
+async def test_cancelled_write_is_whole_or_absent(state: Path) -> None:
+    """A write cancelled before it starts is absent; cancelled mid-way it commits whole."""
+    async with Store.open(state) as store:
+        row = await store.begin("docs", "a.pdf", size=1, mtime_ns=1)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await store.transition(row.id, "uploading", provider="kimi")
+        assert await store.get(row.id) == row
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.transition, row.id, "uploading")
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        assert (await store.get(row.id)).state == "uploading"
+        assert (await store.transition(row.id, "pending")).state == "pending"
