@@ -25,6 +25,7 @@ __all__ = [
     "SIDECAR_SUFFIXES",
     "DestinationExists",
     "MoveError",
+    "candidate_names",
     "fsync_dir",
     "move_file",
     "move_unique",
@@ -89,7 +90,8 @@ def _taken(folder: Path, name: str) -> bool:
     return any(os.path.lexists(folder / (name + s)) for s in ("", *SIDECAR_SUFFIXES))
 
 
-def _candidates(name: str) -> Iterator[str]:
+def candidate_names(name: str) -> Iterator[str]:
+    """``name``, then ``stem~1.ext``, ``stem~2.ext`` … (the collision scheme, in order)."""
     yield name
     stem, dot, ext = name.rpartition(".")
     if not stem or not dot:  # no extension (or a leading dot only): suffix the whole name
@@ -104,7 +106,7 @@ def unique_destination(folder: Path, name: str) -> Path:
     ``report.pdf`` → ``report~1.pdf`` → ``report~2.pdf``; the extension is kept.
     A check only: ``move_unique`` retries when a racing writer takes the name first.
     """
-    for candidate in _candidates(name):
+    for candidate in candidate_names(name):
         if not _taken(folder, candidate):
             return folder / candidate
     raise MoveError(f"no free name for {name!r} in {folder} after {_MAX_TRIES} tries; clean it up")

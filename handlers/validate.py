@@ -59,11 +59,11 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _ONLY_REGULAR = "only regular files are uploaded"
 
 
-class FileVanished(InboxdError):  # noqa: N818 -- an event, not a fault: "gone, forget it"
+class FileVanished(InboxdError):
     """The file is no longer there (ENOENT): not a rejection; forget it."""
 
 
-class FileBusy(InboxdError):  # noqa: N818 -- a state that passes, like FileVanished
+class FileBusy(InboxdError):
     """The file could not be opened or read for a reason that may pass: retry later."""
 
 

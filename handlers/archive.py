@@ -1,0 +1,96 @@
+"""Finish an uploaded file: archive it to ``done_dir`` with its upload record, or delete it.
+
+The ``<final name>.upload.json`` sidecar is written BEFORE the move, so an archived file
+never lacks its record. A crash between the two leaves the file in the inbox and an orphan
+sidecar; the next ``finish`` with the same record adopts that name instead of making a
+second one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from handlers.moves import (
+    DestinationExists,
+    MoveError,
+    candidate_names,
+    fsync_dir,
+    move_file,
+    write_json_atomic,
+)
+from handlers.validate import FileVanished
+
+__all__ = ["RECORD_FIELDS", "UPLOAD_SUFFIX", "finish"]
+
+UPLOAD_SUFFIX = ".upload.json"
+RECORD_FIELDS = ("provider", "purpose", "file_id", "bytes", "sha256", "uploaded_at", "transport")
+_MAX_RACES = 100
+
+
+def finish(
+    src: Path,
+    *,
+    on_success: Literal["archive", "delete"],
+    done_dir: Path,
+    record: Mapping[str, object],
+) -> Path | None:
+    """Archive ``src`` into ``done_dir`` (returns the final path) or delete it (returns None).
+
+    ``record`` must hold RECORD_FIELDS (plus ``dedupe_of`` for a duplicate, or any extra
+    key); the sidecar lists RECORD_FIELDS first, in that order, then the extras. Archiving
+    raises ``FileVanished`` when ``src`` is gone; deleting an already-gone file is a no-op.
+    """
+    missing = [key for key in RECORD_FIELDS if key not in record]
+    if missing:
+        raise ValueError(f"upload record lacks {', '.join(missing)}")
+    if on_success == "delete":
+        try:
+            src.unlink()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise MoveError(f"cannot delete {src}: {exc.strerror}; check permissions") from exc
+        fsync_dir(src.parent)
+        return None
+    if on_success != "archive":
+        raise ValueError(f"on_success must be 'archive' or 'delete', not {on_success!r}")
+    sidecar = {key: record[key] for key in RECORD_FIELDS}
+    sidecar.update((key, value) for key, value in record.items() if key not in sidecar)
+    done_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(_MAX_RACES):
+        dst = _destination(done_dir, src.name, sidecar)
+        record_path = dst.with_name(dst.name + UPLOAD_SUFFIX)
+        write_json_atomic(record_path, sidecar)
+        try:
+            return move_file(src, dst)
+        except DestinationExists:
+            record_path.unlink()  # a racing writer took the name: try the next one
+        except FileNotFoundError as exc:
+            record_path.unlink()
+            raise FileVanished(f"{src} vanished before it could be archived") from exc
+    raise MoveError(f"cannot find a free name for {src.name!r} in {done_dir}; clean it up")
+
+
+def _destination(done_dir: Path, name: str, sidecar: Mapping[str, object]) -> Path:
+    for candidate in candidate_names(name):
+        path = done_dir / candidate
+        record_path = done_dir / (candidate + UPLOAD_SUFFIX)
+        reason_path = done_dir / (candidate + ".reason.json")
+        if path.is_symlink() or path.exists() or reason_path.exists():
+            continue
+        if not record_path.exists() or _same_upload(record_path, sidecar):
+            return path
+    raise MoveError(f"no free name for {name!r} in {done_dir}; clean it up")
+
+
+def _same_upload(record_path: Path, sidecar: Mapping[str, object]) -> bool:
+    """True for an orphan sidecar of this very upload (left by a crash mid-finish)."""
+    try:
+        old = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    keys = ("provider", "file_id", "sha256")
+    return isinstance(old, dict) and all(old.get(k) == sidecar[k] for k in keys)
