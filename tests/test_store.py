@@ -485,3 +485,35 @@ async def test_cancelled_write_is_whole_or_absent(state: Path) -> None:
             tg.cancel_scope.cancel()
         assert (await store.get(row.id)).state == "uploading"
         assert (await store.transition(row.id, "pending")).state == "pending"
+
+
+async def test_two_processes_opening_a_new_file_migrate_once(state: Path) -> None:
+    """Two stores opening one fresh file at once both work; each migration ran exactly once."""
+    opened: list[int] = []
+
+    async def open_one() -> None:
+        async with Store.open(state) as store:
+            opened.append((await store.pragmas())["user_version"])
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(open_one)
+        tg.start_soon(open_one)
+    assert opened == [SCHEMA_VERSION, SCHEMA_VERSION]
+    with sqlite3.connect(state) as raw:
+        assert raw.execute("SELECT version FROM schema_history").fetchall() == [(1,), (2,)]
+
+
+async def test_lock_held_too_long_is_a_config_error_naming_the_file(state: Path) -> None:
+    """A write blocked past busy_timeout by another process raises ConfigError naming the file."""
+    async with Store.open(state, busy_timeout=0.01) as store:
+        other = sqlite3.connect(state, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(ConfigError, match="locked too long") as info:
+                await store.save_breaker("kimi", BreakerRecord(state="open"))
+            assert str(state) in str(info.value)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        await store.save_breaker("kimi", BreakerRecord(state="open"))
+        assert await store.load_breaker("kimi") == BreakerRecord(state="open")
