@@ -3,8 +3,9 @@
 Same filesystem: ``renameat2(RENAME_NOREPLACE)`` (atomic, refuses to overwrite); where the
 filesystem lacks it, ``link`` + ``unlink`` (also refuses to overwrite). Across filesystems
 (EXDEV): copy to a dot-named temp file in the target folder, fsync it, rename it into place
-without overwriting, fsync the folder, and only then remove the source. Folders are fsynced
-after every change so a crash cannot undo a move the ledger already recorded.
+without overwriting, fsync the folder, and only then remove the source (a symlink or fifo is
+re-created, never opened; a directory, socket or device cannot cross filesystems). Folders
+are fsynced after every change so a crash cannot undo a move the ledger already recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,20 +151,20 @@ def move_unique(src: Path, folder: Path, name: str | None = None) -> Path:
 
 
 def _copy_across(src: Path, dst: Path) -> None:
+    st = os.lstat(src)
     tmp = dst.with_name(f".{dst.name}.inboxd-{secrets.token_hex(4)}.tmp")
     try:
-        with (
-            os.fdopen(os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as fin,
-            os.fdopen(
-                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb"
-            ) as fout,
-        ):
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            st = os.fstat(fin.fileno())
-            os.fchmod(fout.fileno(), st.st_mode & 0o7777)
-            os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-            os.fsync(fout.fileno())
+        if stat.S_ISREG(st.st_mode):
+            _copy_regular(src, tmp)
+        elif stat.S_ISLNK(st.st_mode):
+            tmp.symlink_to(src.readlink())  # the link itself moves; its target is untouched
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(tmp, st.st_mode & 0o7777)  # never open a fifo: it would block
+        else:
+            raise MoveError(
+                f"cannot move {src} (not a file, link or fifo) across filesystems to "
+                f"{dst.parent}; put that folder on the inbox's filesystem"
+            )
         _rename_noreplace(tmp, dst)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -170,6 +172,21 @@ def _copy_across(src: Path, dst: Path) -> None:
         raise
     fsync_dir(dst.parent)
     src.unlink()
+
+
+def _copy_regular(src: Path, tmp: Path) -> None:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    with os.fdopen(os.open(src, flags), "rb") as fin:
+        st = os.fstat(fin.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise MoveError(f"{src} was replaced while being moved; it is left in place")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fchmod(fd, st.st_mode & 0o7777)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.fsync(fd)
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from handlers.moves import (
     DestinationExists,
+    MoveError,
     move_file,
     move_unique,
     unique_destination,
@@ -141,3 +143,41 @@ def test_write_json_atomic_exact_text(tmp_path: Path) -> None:
     write_json_atomic(path, {"reason": "empty", "name": "отчёт"})
     assert path.read_text(encoding="utf-8") == '{\n  "reason": "empty",\n  "name": "отчёт"\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["x.reason.json"]
+
+
+def test_cross_device_symlink_moves_link_not_target(tmp_path: Path, other_fs: Path) -> None:
+    """A symlink crossing filesystems is re-created as a link; its target is never read or moved."""
+    target = tmp_path / "secret.txt"
+    target.write_bytes(b"secret")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    dst = move_file(link, other_fs / "link.txt")
+    assert (dst.is_symlink(), dst.readlink(), link.is_symlink()) == (True, target, False)
+    assert target.read_bytes() == b"secret"
+
+
+def test_cross_device_fifo_never_blocks(tmp_path: Path, other_fs: Path) -> None:
+    """A fifo crossing filesystems is re-created, never opened (pytest-timeout guards a hang)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo, 0o640)
+    dst = move_file(fifo, other_fs / "pipe")
+    assert (stat.S_ISFIFO(dst.lstat().st_mode), fifo.exists()) == (True, False)
+
+
+def test_cross_device_directory_refused(tmp_path: Path, other_fs: Path) -> None:
+    """A directory cannot cross filesystems: MoveError names the fix and nothing moves."""
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    with pytest.raises(MoveError, match="put that folder on the inbox's filesystem"):
+        move_file(folder, other_fs / "sub")
+    assert (folder.is_dir(), list(other_fs.iterdir())) == (True, [])
+
+
+def test_same_fs_directory_moves(tmp_path: Path) -> None:
+    """On one filesystem a directory (a not_regular_file reject) moves whole."""
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "inner.txt").write_bytes(b"x")
+    (tmp_path / "q").mkdir()
+    dst = move_file(folder, tmp_path / "q" / "sub")
+    assert (dst / "inner.txt").read_bytes() == b"x"
