@@ -181,3 +181,40 @@ def test_requeue_refuses_sidecar(tmp_path: Path) -> None:
     side.write_text("{}", encoding="utf-8")
     with pytest.raises(MoveError, match="requeue the file it describes instead"):
         requeue(side, tmp_path)
+
+
+def test_quarantine_symlink_moves_link_only(tmp_path: Path) -> None:
+    """A symlink is quarantined as a link; the file it points to stays where it was."""
+    target = tmp_path / "outside.txt"
+    target.write_bytes(b"keep me")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "l.txt").symlink_to(target)
+    dst = quarantine(
+        inbox / "l.txt",
+        tmp_path / "q",
+        reason="symlink",
+        detail="",
+        inbox="i",
+        size=None,
+        sha256=None,
+        now=0,
+    )
+    assert (dst.is_symlink(), dst.readlink(), target.read_bytes()) == (True, target, b"keep me")
+
+
+def test_quarantine_fifo_never_blocks(tmp_path: Path) -> None:
+    """A fifo is quarantined without being opened (pytest-timeout guards a hang)."""
+    fifo = tmp_path / "p.txt"
+    os.mkfifo(fifo)
+    dst = quarantine(
+        fifo,
+        tmp_path / "q",
+        reason="not_regular_file",
+        detail="",
+        inbox="i",
+        size=None,
+        sha256=None,
+        now=0,
+    )
+    assert (dst.is_fifo(), fifo.exists()) == (True, False)
