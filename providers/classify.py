@@ -10,7 +10,7 @@ Decision order (the first rule that matches wins):
 
 1. 401/403/434, Moonshot auth/permission types, GLM codes 1000-1004 → ``AuthFailed``.
 2. Moonshot ``exceeded_current_quota_error``, GLM 1110-1121 (1113 balance exhausted),
-   Moonshot 400 "exceeded the max file count" → ``QuotaExhausted``.
+   a 400 saying the account's file count or total size is exceeded → ``QuotaExhausted``.
 3. Moonshot ``rate_limit_reached_error`` / ``engine_overloaded_error``, GLM 1302-1305
    → ``Retryable`` with ``retry_after``.
 4. 435, or a 400 saying the file is too large → ``Permanent(reason="too_large")``;
@@ -68,7 +68,7 @@ _SECRET_RE = re.compile(
 )
 _TOO_LARGE_RE = re.compile(r"too large|exceed[s]?\s+\d+\s*[mg]i?b|size exceeds|超过|过大")
 _EMPTY_RE = re.compile(r"size is zero|empty file|file is empty|为空")
-_FILE_COUNT_RE = re.compile(r"max(imum)? file count|number of files")
+_FILE_COUNT_RE = re.compile(r"max(imum)? file count|number of files|total size of files")
 
 
 def redact(text: str) -> str:

@@ -54,6 +54,13 @@ CASES: list[tuple[str, int, object, type[ProviderError], str | None]] = [
         QuotaExhausted,
         None,
     ),
+    (
+        "glm",
+        400,
+        _glm("1214", "The total size of files you have uploaded exceeded the max size 10GB"),
+        QuotaExhausted,
+        None,
+    ),
     ("kimi", 429, _kimi("rate_limit_reached_error"), Retryable, None),
     ("kimi", 429, _kimi("engine_overloaded_error"), Retryable, None),
     ("glm", 429, _glm("1302"), Retryable, None),
