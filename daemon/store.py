@@ -149,10 +149,13 @@ class Store:
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
+                    await self._db.execute("COMMIT")
                 except BaseException:
-                    await self._db.execute("ROLLBACK")
+                    # A failed COMMIT may leave the transaction open; never let the next
+                    # BEGIN inherit it.
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
                     raise
-                await self._db.execute("COMMIT")
 
     async def _fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         async with self._lock:

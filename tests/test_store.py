@@ -11,9 +11,9 @@ import pytest
 from daemon import _ledger_sql
 from daemon.schema import ACTIVE_STATES_SQL, SCHEMA_VERSION
 from daemon.store import Store
-from handlers.ledger import ACTIVE_STATES, InvalidTransition
+from handlers.ledger import ACTIVE_STATES, STATES, InvalidTransition, Ledger
 from providers.errors import ConfigError
-from providers.types import BreakerRecord
+from providers.types import BreakerRecord, BreakerStore
 
 pytestmark = pytest.mark.anyio
 
@@ -145,6 +145,36 @@ async def test_corrupt_file_is_moved_aside_and_rebuilt(
     assert str(aside) in caplog.text
 
 
+def _damage_a_page(path: Path) -> bytes:
+    """Fill a valid state file's ledger, overwrite part of its root page; return the bytes."""
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA journal_mode = DELETE")
+        raw.executemany(
+            "INSERT INTO ledger (inbox, relpath, size, mtime_ns, state, created_at, updated_at)"
+            " VALUES ('docs', ?, 1, 1, 'done', 0, 0)",
+            [(f"{n:04}" * 20,) for n in range(2000)],
+        )
+    raw.close()
+    data = bytearray(path.read_bytes())
+    with sqlite3.connect(path) as raw:
+        (root,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'ledger'").fetchone()
+    raw.close()
+    start = (root - 1) * 4096  # the ledger table's root page
+    data[start + 8 : start + 400] = b"\xff" * 392
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+async def test_damaged_page_fails_quick_check_and_is_moved_aside(state: Path) -> None:
+    """A valid file with one damaged page fails quick_check and is moved aside byte for byte."""
+    async with Store.open(state, clock=Clock(1_764_103_500.0)):
+        pass
+    damaged = _damage_a_page(state)
+    async with Store.open(state, clock=Clock(1_764_103_500.0)) as store:
+        assert await store.counts_by_state() == dict.fromkeys(STATES, 0)
+    assert _get(state.parent / "inboxd.sqlite3.corrupt-20251125T204500Z") == damaged
+
+
 async def test_second_corruption_in_same_second_gets_its_own_name(state: Path) -> None:
     """Moving aside never overwrites an earlier corrupt copy."""
     state.parent.mkdir()
@@ -245,9 +275,12 @@ async def test_claim_probe_conditions(
 
 
 async def test_claim_probe_unknown_provider_is_false(state: Path) -> None:
-    """A provider with no persisted breaker has no probe to claim."""
+    """A provider with no persisted breaker has no probe to claim (Store fits both Protocols)."""
     async with Store.open(state) as store:
-        assert await store.claim_probe("kimi", now=1.0, lease_until=2.0) is False
+        breakers: BreakerStore = store
+        ledger: Ledger = store
+        assert await breakers.claim_probe("kimi", now=1.0, lease_until=2.0) is False
+        assert await ledger.counts_by_state() == dict.fromkeys(STATES, 0)
         assert await store.all_breakers() == {}
 
 
