@@ -26,7 +26,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-__all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "Metrics"]
+__all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "NO_TRANSPORT", "Metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ DURATION_BUCKETS: tuple[float, ...] = (
 # Stable codes and names only: letters, digits, ``_ . : -``; no ``/``, no spaces.
 _SAFE_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _OTHER = "other"
+# The transport label of a failed call, and the outcomes that always name a real transport.
+NO_TRANSPORT = "none"
+_SUCCESS_OUTCOMES = frozenset({"success", "reconciled"})
 
 
 def _label(value: str) -> str:
@@ -66,9 +69,14 @@ class Metrics:
 
     ``transports`` maps each provider to its ordered transport chain; fallbacks are
     pre-created for each step down that chain. ``reasons`` are the quarantine reason codes,
-    ``retry_reasons`` the retry reason codes, ``outcomes`` the upload outcome codes.
+    ``retry_reasons`` the retry reason codes, ``outcomes`` the upload outcome codes (each
+    pre-created per transport, and per ``"none"`` for the failures).
     Methods are cheap and never raise on an unknown (but safe) label value: it is created on
     first use.
+
+    It is also the dispatcher's ``providers.dispatch.ResilienceEvents``. Count each upload
+    call once: either ``upload(...)`` or, when the dispatcher reports ``upload_outcome``,
+    ``upload_stored(...)`` for the bytes and duration of a stored file.
     """
 
     def __init__(
@@ -165,6 +173,11 @@ class Metrics:
         for transport in chain:
             for outcome in outcomes:
                 self._uploads.labels(p, _label(transport), _label(outcome))
+        # A failed call is reported with transport "none" (the server's answer is the same
+        # whichever client sent it); successes always name their transport.
+        for outcome in outcomes:
+            if outcome not in _SUCCESS_OUTCOMES:
+                self._uploads.labels(p, NO_TRANSPORT, _label(outcome))
         for upper, lower in itertools.pairwise(chain):
             self._fallbacks.labels(p, _label(upper), _label(lower))
         for reason in self._retry_reasons:
@@ -214,20 +227,45 @@ class Metrics:
     def fallback(self, provider: str, from_t: str, to_t: str) -> None:
         self._fallbacks.labels(_label(provider), _label(from_t), _label(to_t)).inc()
 
+    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None:
+        """Add a stored file's bytes and duration (when ``upload_outcome`` did the counting)."""
+        p = _label(provider)
+        self._upload_bytes.labels(p).inc(nbytes)
+        self._upload_seconds.labels(p).observe(seconds)
+
     def breaker(self, provider: str, state: str) -> None:
         """Set the breaker gauge; count a transition when the state really changed.
 
         The first report of a provider only sets the gauge (a restart resuming OPEN is not a
         transition). ``state`` is a ``BreakerRecord.state`` value.
         """
+        previous = self._states.get(_label(provider))
+        self.breaker_state(provider, state)
+        if previous is not None and previous != state:
+            self.breaker_transition(provider, state)
+
+    # -- providers.dispatch.ResilienceEvents ------------------------------------------------
+
+    def breaker_transition(self, provider: str, to_state: str) -> None:
+        """Count a transition the dispatcher observed (it reports the state separately)."""
+        self._breaker_transitions.labels(_label(provider), _label(to_state)).inc()
+
+    def breaker_state(self, provider: str, state: str) -> None:
+        """Set the breaker gauge without counting a transition."""
         if state not in BREAKER_STATES:
             raise ValueError(f"unknown breaker state {state!r}; one of {sorted(BREAKER_STATES)}")
         p = _label(provider)
-        previous = self._states.get(p)
         self._states[p] = state
         self._breaker_state.labels(p).set(BREAKER_STATES[state])
-        if previous is not None and previous != state:
-            self._breaker_transitions.labels(p, state).inc()
+
+    def upload_outcome(self, provider: str, transport: str, outcome: str) -> None:
+        """Count one upload call (bytes and duration then come through ``upload_stored``)."""
+        self._uploads.labels(_label(provider), _label(transport), _label(outcome)).inc()
+
+    def give_up(self, provider: str, reason: str) -> None:
+        """Nothing to count: the file's fate (failover, park, quarantine) is counted later."""
+
+    # -- gauges -----------------------------------------------------------------------------
 
     def queue_depth(self, n: int) -> None:
         self._queue_depth.set(n)

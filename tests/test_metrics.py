@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
@@ -78,6 +79,11 @@ def expected_zero_series() -> list[tuple[str, frozenset[tuple[str, str]]]]:
             key("inboxd_uploads_total", provider=provider, transport=t, outcome=o)
             for t in chain
             for o in OUTCOMES
+        ]
+        out += [
+            key("inboxd_uploads_total", provider=provider, transport="none", outcome=o)
+            for o in OUTCOMES
+            if o != "success"
         ]
         out += [
             key(
@@ -273,6 +279,47 @@ def test_two_instances_do_not_collide_on_separate_registries() -> None:
     assert samples(second)[key("inboxd_duplicates_total")] == 0
 
 
+def test_resilience_events_count_like_the_dispatcher_reports() -> None:
+    """The dispatcher's hooks move the same series: one count per call, gauge and transitions."""
+    registry = CollectorRegistry()
+    metrics = make_metrics(registry)
+    metrics.breaker_state("glm", "open")  # first load: gauge only
+    metrics.breaker_transition("glm", "half_open")
+    metrics.breaker_state("glm", "half_open")
+    metrics.upload_outcome("glm", "none", "http_503")
+    metrics.retry("glm", "http_503")
+    metrics.upload_outcome("glm", "zhipuai", "success")
+    metrics.upload_stored("glm", 5000, 0.7)
+    metrics.give_up("glm", "attempts_exhausted")
+    got = samples(registry)
+    assert got[key("inboxd_breaker_state", provider="glm")] == 2
+    assert got[key("inboxd_breaker_transitions_total", provider="glm", to="half_open")] == 1
+    assert got[key("inboxd_breaker_transitions_total", provider="glm", to="open")] == 0
+    assert (
+        got[key("inboxd_uploads_total", provider="glm", transport="none", outcome="http_503")] == 1
+    )
+    assert (
+        got[key("inboxd_uploads_total", provider="glm", transport="zhipuai", outcome="success")]
+        == 1
+    )
+    assert got[key("inboxd_retries_total", provider="glm", reason="http_503")] == 1
+    assert got[key("inboxd_upload_bytes_total", provider="glm")] == 5000
+    assert got[key("inboxd_upload_duration_seconds_count", provider="glm")] == 1
+    assert not any("attempts_exhausted" in str(k) for k in got)
+
+
+def test_metrics_has_every_resilience_events_method() -> None:
+    """Metrics offers each ResilienceEvents method with the same parameters (when it exists)."""
+    dispatch = pytest.importorskip("providers.dispatch")
+    protocol = dispatch.ResilienceEvents
+    names = [n for n in vars(protocol) if not n.startswith("_")]
+    assert names == ["retry", "breaker_transition", "breaker_state", "upload_outcome", "give_up"]
+    for name in names:
+        ours = inspect.signature(getattr(Metrics, name))
+        theirs = inspect.signature(getattr(protocol, name))
+        assert list(ours.parameters) == list(theirs.parameters), name
+
+
 # -- the real tools -----------------------------------------------------------------------
 
 
@@ -399,6 +446,8 @@ async def test_real_prometheus_scrapes_the_upload_counter(
     assert sorted(z["metric"]["transport"] for z in zeros) == [  # type: ignore[index]
         "http",
         "http",
+        "none",
+        "none",
         "openai",
         "openai",
         "zhipuai",
