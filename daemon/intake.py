@@ -8,9 +8,9 @@ they wait here as one record each, so 100,000 waiting files cost 100,000 small r
 nothing more.
 
 A key handed out is *in flight*: further sightings are ignored until the consumer calls
-``done(key)``. A consumer that finds the file changed calls ``done`` and ``offer`` again to put
-it back to settle. Handed-out candidates carry the size and mtime seen at settle time; the
-consumer must still ``fstat`` its own fd (the file may change at any moment).
+``done(key)``. Handed-out candidates carry the size and mtime seen at settle time (possibly a
+little stale: the file may change at any moment); the consumer compares them with ``fstat`` of
+its own fd and, when they differ, calls ``done(key)`` then ``offer()`` to settle it again.
 """
 
 from __future__ import annotations
@@ -184,9 +184,13 @@ class Intake:
                 self._ready_event = anyio.Event()
                 await self._ready_event.wait()
             key = next(iter(self._ready))
-            candidate = self._ready.pop(key)
+            # Left in _ready while send() waits for room, so it is counted and can be
+            # superseded; once sent, the consumer owns the path and every other record goes.
+            await self._send.send(self._ready[key])
+            self._ready.pop(key, None)
+            self._tracker.forget(key)
+            self._pending.pop(key, None)
             self._inflight.add(key)
-            await self._send.send(candidate)
 
 
 def _stat_all(stat: Callable[[Path], StatLike], paths: Sequence[Path]) -> list[StatLike | None]:

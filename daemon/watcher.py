@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 # amortise the thread hop, small enough that a 100,000-file inbox never becomes one list.
 _SCAN_CHUNK = 512
 
+# The longest wait between attempts to set a failed watch up again (rescans go on meanwhile).
+_MAX_ERROR_BACKOFF = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class WatchedInbox:
@@ -202,6 +205,11 @@ class Watcher:
     ) -> None:
         recursive = group[0].recursive
         paths = [inbox.path for inbox in group]
+        names = ", ".join(str(p) for p in paths)
+        # Doubles after each failure in a row (a deleted inbox must not flood the log), back to
+        # the start once a watch delivers again.
+        delay = self._error_backoff
+        cap = max(self._error_backoff, min(self._rescan_interval, _MAX_ERROR_BACKOFF))
         while not halt.is_set():
             self._up[index] = True
             try:
@@ -213,22 +221,25 @@ class Watcher:
                     stop_event=halt,
                     recursive=recursive,
                 ):
+                    delay = self._error_backoff
                     for _, raw in changes:
                         await self._offer_event(group, Path(raw), send)
                 if halt.is_set():
                     return
-                logger.warning("watcher: watch on %s ended unexpectedly; rescanning", paths)
+                logger.warning("watcher: watch on %s ended unexpectedly; rescanning", names)
             except Exception as exc:  # watchfiles raises many kinds; a rescan covers all
                 logger.warning(
-                    "watcher: watching %s failed (%s: %s); rescanning and retrying in %.1f s",
-                    [str(p) for p in paths],
+                    "watcher: watching %s failed (%s: %s); rescanning, retrying in %.1f s "
+                    "(check the folders exist and are readable by the daemon)",
+                    names,
                     type(exc).__name__,
                     exc,
-                    self._error_backoff,
+                    delay,
                 )
             self._up[index] = False
             self._trigger.set()
-            await anyio.sleep(self._error_backoff)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, cap)
 
     async def _offer_event(
         self,
