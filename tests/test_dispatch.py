@@ -1,0 +1,569 @@
+"""The async dispatcher with hand-written fakes: retries, reconcile, failover, breakers, parking."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import BinaryIO
+
+import anyio
+import pytest
+
+from providers.breaker import CLOSED, FORCED_OPEN, HALF_OPEN, OPEN, BreakerConfig
+from providers.dispatch import Dispatcher, NullEvents, Parked
+from providers.errors import (
+    AuthFailed,
+    Permanent,
+    ProviderError,
+    QuotaExhausted,
+    RejectedFile,
+    Retryable,
+)
+from providers.limits import LIMITS, MIB
+from providers.retry import RetryPolicy
+from providers.types import BreakerRecord, RemoteFile, UploadResult
+
+T0 = 1_000_000.0
+
+
+def _remote(provider: str, name: str = "a.pdf", size: int = 3) -> RemoteFile:
+    return RemoteFile(provider, f"{provider}-id", name, size, T0, "file-extract")
+
+
+OK = "ok"
+Step = str | ProviderError
+
+
+@dataclass
+class FakeClient:
+    """An UploadClient that replays a script of results and errors, one per upload call."""
+
+    name: str
+    script: list[Step] = field(default_factory=list)
+    calls: list[tuple[str, str, bytes]] = field(default_factory=list)
+    gate: anyio.Event | None = None
+    entered: anyio.Event = field(default_factory=anyio.Event)
+
+    async def upload(
+        self, *, filename: str, fileobj: BinaryIO, size: int, purpose: str, content_type: str
+    ) -> UploadResult:
+        self.calls.append((filename, purpose, fileobj.read()))
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        step = self.script.pop(0) if self.script else OK
+        if isinstance(step, ProviderError):
+            raise step
+        return UploadResult(_remote(self.name, filename, size), transport="http")
+
+    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
+        return []
+
+    async def delete(self, file_id: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FakeStore:
+    """An in-memory BreakerStore with the same conditional claim semantics as the SQLite one."""
+
+    def __init__(self, records: dict[str, BreakerRecord] | None = None) -> None:
+        self.records = dict(records or {})
+        self.saves: list[tuple[str, BreakerRecord]] = []
+        self.claims: list[tuple[str, bool]] = []
+
+    async def load_breaker(self, provider: str) -> BreakerRecord | None:
+        return self.records.get(provider)
+
+    async def save_breaker(self, provider: str, record: BreakerRecord) -> None:
+        self.records[provider] = record
+        self.saves.append((provider, record))
+
+    async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
+        rec = self.records.get(provider)
+        ok = rec is not None and (
+            (rec.state == OPEN and rec.open_until is not None and rec.open_until <= now)
+            or (rec.state == HALF_OPEN and (rec.probe_until is None or rec.probe_until <= now))
+        )
+        if ok:
+            assert rec is not None
+            self.records[provider] = replace(rec, state=HALF_OPEN, probe_until=lease_until)
+        self.claims.append((provider, ok))
+        return ok
+
+
+@dataclass
+class Events:
+    """Records every instrumentation hook call."""
+
+    log: list[tuple[str, ...]] = field(default_factory=list)
+
+    def retry(self, provider: str, reason: str) -> None:
+        self.log.append(("retry", provider, reason))
+
+    def breaker_transition(self, provider: str, to_state: str) -> None:
+        self.log.append(("transition", provider, to_state))
+
+    def breaker_state(self, provider: str, state: str) -> None:
+        self.log.append(("state", provider, state))
+
+    def upload_outcome(self, provider: str, transport: str, outcome: str) -> None:
+        self.log.append(("outcome", provider, transport, outcome))
+
+    def give_up(self, provider: str, reason: str) -> None:
+        self.log.append(("give_up", provider, reason))
+
+    def of(self, kind: str) -> list[tuple[str, ...]]:
+        return [entry for entry in self.log if entry[0] == kind]
+
+
+@dataclass
+class Clock:
+    """A wall clock that only moves when the fake sleep is awaited (or a test moves it)."""
+
+    now: float = T0
+    slept: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.slept.append(delay)
+        self.now += delay
+
+
+@dataclass
+class Rig:
+    """One Dispatcher with its fakes."""
+
+    kimi: FakeClient
+    glm: FakeClient
+    store: FakeStore
+    events: Events
+    clock: Clock
+    dispatcher: Dispatcher
+    reconciled: list[tuple[str, str]] = field(default_factory=list)
+    found: RemoteFile | None = None
+    opened: list[io.BytesIO] = field(default_factory=list)
+
+    def open_file(self) -> BinaryIO:
+        handle = io.BytesIO(b"pdf")
+        self.opened.append(handle)
+        return handle
+
+    async def reconcile(self, provider: str, purpose: str) -> RemoteFile | None:
+        self.reconciled.append((provider, purpose))
+        return self.found
+
+    async def upload(
+        self, preference: Sequence[str] = ("kimi", "glm"), *, name: str = "a.pdf", size: int = 3
+    ) -> UploadResult:
+        return await self.dispatcher.upload(
+            preference=preference,
+            purposes={},
+            filename=name,
+            size=size,
+            content_type="application/pdf",
+            open_file=self.open_file,
+            reconcile=self.reconcile,
+        )
+
+
+def _rig(
+    kimi: list[Step] | None = None,
+    glm: list[Step] | None = None,
+    *,
+    records: dict[str, BreakerRecord] | None = None,
+    policy: RetryPolicy | None = None,
+    config: BreakerConfig | None = None,
+    store: FakeStore | None = None,
+) -> Rig:
+    clients = {"kimi": FakeClient("kimi", kimi or []), "glm": FakeClient("glm", glm or [])}
+    store, events, clock = store or FakeStore(records), Events(), Clock()
+    dispatcher = Dispatcher(
+        clients,
+        LIMITS,
+        store,
+        {name: policy or RetryPolicy() for name in clients},
+        {name: config or BreakerConfig() for name in clients},
+        events,
+        clock=clock,
+        sleep=clock.sleep,
+        rand=lambda: 0.5,
+    )
+    return Rig(clients["kimi"], clients["glm"], store, events, clock, dispatcher)
+
+
+def _err503() -> Retryable:
+    return Retryable("unavailable", provider="kimi", status=503)
+
+
+@pytest.mark.anyio
+async def test_first_try_success_records_a_closed_window() -> None:
+    """A clean upload returns the client's result and saves one success to the breaker."""
+    rig = _rig()
+    result = await rig.upload()
+    assert result == UploadResult(_remote("kimi"), transport="http")
+    assert rig.kimi.calls == [("a.pdf", "file-extract", b"pdf")]
+    assert rig.store.records["kimi"].window == (False,)
+    assert rig.events.of("outcome") == [("outcome", "kimi", "http", "success")]
+    assert all(handle.closed for handle in rig.opened)
+
+
+@pytest.mark.anyio
+async def test_retries_with_full_jitter_then_succeeds() -> None:
+    """Two 503s are retried after full-jitter delays 0.5 and 1.0 (rand 0.5), with fresh files."""
+    rig = _rig(kimi=[_err503(), _err503()])
+    result = await rig.upload()
+    assert result.remote.provider == "kimi"
+    assert rig.clock.slept == [0.5, 1.0]
+    assert [call[2] for call in rig.kimi.calls] == [b"pdf"] * 3
+    assert len(rig.opened) == 3
+    assert rig.events.of("retry") == [("retry", "kimi", "http_503")] * 2
+    assert rig.glm.calls == []
+
+
+@pytest.mark.anyio
+async def test_retry_after_within_cap_is_slept_exactly() -> None:
+    """A 429 with Retry-After 7 s waits exactly 7 s before the retry."""
+    rig = _rig(kimi=[Retryable("slow down", status=429, retry_after=7.0)])
+    await rig.upload()
+    assert rig.clock.slept == [7.0]
+    assert rig.events.of("retry") == [("retry", "kimi", "retry_after")]
+
+
+@pytest.mark.anyio
+async def test_long_retry_after_parks_provider_and_fails_over() -> None:
+    """A Retry-After beyond the cap opens kimi until then and the file goes to glm at once."""
+    rig = _rig(kimi=[Retryable("later", status=429, retry_after=600.0)])
+    result = await rig.upload()
+    assert result.remote.provider == "glm"
+    assert rig.clock.slept == []
+    rec = rig.store.records["kimi"]
+    assert (rec.state, rec.open_until, rec.reason) == (OPEN, T0 + 600.0, "retry_after")
+
+
+@pytest.mark.anyio
+async def test_ambiguous_failure_reconciled_is_the_result() -> None:
+    """An ambiguous timeout whose upload actually landed returns the remote copy: no resend."""
+    rig = _rig(kimi=[Retryable("timeout", ambiguous=True)])
+    rig.found = _remote("kimi")
+    result = await rig.upload()
+    assert result == UploadResult(_remote("kimi"), transport="reconcile")
+    assert len(rig.kimi.calls) == 1
+    assert rig.reconciled == [("kimi", "file-extract")]
+    assert rig.clock.slept == []
+    assert rig.events.of("outcome") == [("outcome", "kimi", "reconcile", "reconciled")]
+
+
+@pytest.mark.anyio
+async def test_ambiguous_failure_not_found_is_retried() -> None:
+    """An ambiguous failure that did not land is sent again after reconcile answered None."""
+    rig = _rig(kimi=[Retryable("timeout", ambiguous=True)])
+    result = await rig.upload()
+    assert result.transport == "http"
+    assert len(rig.kimi.calls) == 2
+    assert rig.reconciled == [("kimi", "file-extract")]
+
+
+@pytest.mark.anyio
+async def test_unreconcilable_ambiguity_lists_again_before_resending() -> None:
+    """When the listing fails after an ambiguous attempt, the next attempt lists before sending."""
+    rig = _rig(kimi=[Retryable("timeout", ambiguous=True)])
+    outcomes: list[RemoteFile | ProviderError | None] = [Retryable("list failed"), _remote("kimi")]
+
+    async def flaky(provider: str, purpose: str) -> RemoteFile | None:
+        rig.reconciled.append((provider, purpose))
+        step = outcomes.pop(0)
+        if isinstance(step, ProviderError):
+            raise step
+        return step
+
+    rig.reconcile = flaky  # type: ignore[method-assign]
+    result = await rig.upload()
+    assert result.transport == "reconcile"
+    assert len(rig.kimi.calls) == 1
+    assert len(rig.reconciled) == 2
+
+
+@pytest.mark.anyio
+async def test_exhausted_attempts_fail_over_to_next_provider() -> None:
+    """Three 503s on kimi move the file to glm, which succeeds."""
+    rig = _rig(kimi=[_err503()] * 3)
+    result = await rig.upload()
+    assert result.remote.provider == "glm"
+    assert len(rig.kimi.calls) == 3
+    assert rig.events.of("give_up") == [("give_up", "kimi", "attempts_exhausted")]
+
+
+@pytest.mark.anyio
+async def test_every_provider_exhausted_is_upload_failed() -> None:
+    """Retries exhausted everywhere (breakers still closed) quarantines as upload_failed."""
+    rig = _rig(kimi=[_err503()] * 3, glm=[_err503()] * 3)
+    with pytest.raises(RejectedFile) as info:
+        await rig.upload()
+    assert info.value.reason == "upload_failed"
+    assert "attempts_exhausted" in info.value.detail
+
+
+@pytest.mark.anyio
+async def test_breaker_opening_mid_retries_fails_over_and_parks() -> None:
+    """When kimi's breaker opens during the retries, kimi stops and glm takes the file."""
+    rig = _rig(kimi=[_err503()] * 2, config=BreakerConfig(consecutive_failures=2))
+    result = await rig.upload()
+    assert result.remote.provider == "glm"
+    assert len(rig.kimi.calls) == 2
+    assert rig.events.of("give_up") == [("give_up", "kimi", "breaker_open")]
+    assert ("transition", "kimi", OPEN) in rig.events.log
+
+
+@pytest.mark.anyio
+async def test_breaker_open_everywhere_after_failures_parks_not_fails() -> None:
+    """If the failures opened the only provider's breaker, the file is parked, not quarantined."""
+    rig = _rig(kimi=[_err503()] * 2, config=BreakerConfig(consecutive_failures=2))
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"])
+    assert (info.value.until, info.value.reason) == (T0 + 0.5 + 30.0, "consecutive_failures")
+
+
+@pytest.mark.anyio
+async def test_permanent_moves_on_only_if_next_is_eligible() -> None:
+    """A Permanent on kimi goes on to glm for a pdf, but not for a .py glm cannot take."""
+    rig = _rig(kimi=[Permanent("bad", reason="upload_rejected")])
+    assert (await rig.upload()).remote.provider == "glm"
+    rig = _rig(kimi=[Permanent("bad file", reason="upload_rejected")])
+    with pytest.raises(RejectedFile) as info:
+        await rig.upload(name="a.py")
+    assert info.value.reason == "upload_rejected"
+    assert rig.glm.calls == []
+    assert "kimi" not in rig.store.records  # neutral: nothing counted, nothing to save
+
+
+@pytest.mark.anyio
+async def test_quota_parks_provider_and_moves_on() -> None:
+    """QuotaExhausted opens kimi for quota_park; glm takes the file."""
+    rig = _rig(kimi=[QuotaExhausted("balance")])
+    assert (await rig.upload()).remote.provider == "glm"
+    rec = rig.store.records["kimi"]
+    assert (rec.state, rec.open_until, rec.reason) == (OPEN, T0 + 3600.0, "quota")
+
+
+@pytest.mark.anyio
+async def test_quota_with_no_eligible_alternative_parks_file() -> None:
+    """Quota on the only provider that can take the file parks it for quota_park."""
+    rig = _rig(kimi=[QuotaExhausted("balance")])
+    with pytest.raises(Parked) as info:
+        await rig.upload(name="a.py")
+    assert (info.value.until, info.value.reason) == (T0 + 3600.0, "quota")
+
+
+@pytest.mark.anyio
+async def test_auth_failed_forces_open_and_parks_until_reset() -> None:
+    """AuthFailed forces kimi open; alone, the file parks until a reset (inf); reset closes it."""
+    rig = _rig(kimi=[AuthFailed("bad key", status=401)])
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"])
+    assert (info.value.until, info.value.reason) == (math.inf, "auth_failed")
+    assert rig.store.records["kimi"].state == FORCED_OPEN
+    await rig.dispatcher.reset_breaker("kimi")
+    states = await rig.dispatcher.breaker_states()
+    assert states["kimi"] == BreakerRecord(state=CLOSED, reason="reset", updated_at=T0)
+    assert (await rig.upload(["kimi"])).remote.provider == "kimi"
+
+
+@pytest.mark.anyio
+async def test_preferred_open_is_skipped_without_a_call() -> None:
+    """An open kimi in the store is not called; glm takes the file."""
+    rig = _rig(records={"kimi": BreakerRecord(state=OPEN, open_until=T0 + 100)})
+    assert (await rig.upload()).remote.provider == "glm"
+    assert rig.kimi.calls == []
+
+
+@pytest.mark.anyio
+async def test_all_open_parks_until_earliest_reopening() -> None:
+    """Both providers open: parked until the earliest open_until, with that breaker's reason."""
+    rig = _rig(
+        records={
+            "kimi": BreakerRecord(state=OPEN, open_until=T0 + 500, reason="quota"),
+            "glm": BreakerRecord(state=OPEN, open_until=T0 + 90, reason="failure_ratio"),
+        }
+    )
+    with pytest.raises(Parked) as info:
+        await rig.upload()
+    assert (info.value.until, info.value.reason) == (T0 + 90, "failure_ratio")
+    assert rig.kimi.calls == rig.glm.calls == []
+
+
+@pytest.mark.anyio
+async def test_router_rejection_never_calls_a_provider() -> None:
+    """A file too large for every provider is rejected with the limits named."""
+    rig = _rig()
+    with pytest.raises(RejectedFile) as info:
+        await rig.upload(size=200 * MIB)
+    assert info.value.reason == "too_large"
+    assert "kimi (file-extract)" in info.value.detail
+    assert "glm (agent)" in info.value.detail
+    assert rig.kimi.calls == rig.glm.calls == []
+
+
+@pytest.mark.anyio
+async def test_due_breaker_probes_through_the_store_and_closes() -> None:
+    """An OPEN breaker past open_until is probed once via claim_probe; success closes it."""
+    rig = _rig(records={"kimi": BreakerRecord(state=OPEN, open_until=T0, consecutive_opens=2)})
+    assert (await rig.upload()).remote.provider == "kimi"
+    assert rig.store.claims == [("kimi", True)]
+    assert rig.store.records["kimi"] == BreakerRecord(
+        state=CLOSED, consecutive_opens=2, updated_at=T0
+    )
+    transitions = rig.events.of("transition")
+    assert transitions == [("transition", "kimi", HALF_OPEN), ("transition", "kimi", CLOSED)]
+
+
+@pytest.mark.anyio
+async def test_failed_probe_reopens_longer_and_fails_over() -> None:
+    """A failed probe is not retried: kimi reopens for the next, longer period; glm uploads."""
+    rig = _rig(
+        kimi=[_err503()],
+        records={"kimi": BreakerRecord(state=OPEN, open_until=T0, consecutive_opens=1)},
+    )
+    assert (await rig.upload()).remote.provider == "glm"
+    rec = rig.store.records["kimi"]
+    assert (rec.state, rec.open_until, rec.consecutive_opens) == (OPEN, T0 + 60.0, 2)
+    assert len(rig.kimi.calls) == 1
+
+
+@pytest.mark.anyio
+async def test_probe_held_elsewhere_skips_provider() -> None:
+    """A half-open breaker whose probe another process holds is skipped, then parks alone."""
+    held = BreakerRecord(state=HALF_OPEN, open_until=T0 - 5, probe_until=T0 + 40)
+    rig = _rig(records={"kimi": held})
+    assert (await rig.upload()).remote.provider == "glm"
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"])
+    assert info.value.until == T0 + 40
+    assert rig.kimi.calls == []
+
+
+@pytest.mark.anyio
+async def test_two_workers_never_both_probe() -> None:
+    """Two concurrent uploads on a due breaker: one probes kimi, the other goes to glm."""
+    rig = _rig(records={"kimi": BreakerRecord(state=OPEN, open_until=T0)})
+    rig.kimi.gate = anyio.Event()
+    results: list[str] = []
+
+    async def one() -> None:
+        results.append((await rig.upload()).remote.provider)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one)
+        await rig.kimi.entered.wait()
+        assert rig.store.records["kimi"].state == HALF_OPEN
+        await one()  # the second worker runs while the probe is in flight
+        rig.kimi.gate.set()
+    assert sorted(results) == ["glm", "kimi"]
+    assert len(rig.kimi.calls) == 1
+    assert rig.store.claims == [("kimi", True)]
+    assert rig.store.records["kimi"].state == CLOSED
+
+
+class StaleStore(FakeStore):
+    """A store whose first loads answer an old row: the window in which two workers race."""
+
+    def __init__(self, stale: BreakerRecord, records: dict[str, BreakerRecord]) -> None:
+        super().__init__(records)
+        self.stale_loads = 2
+        self.stale = stale
+
+    async def load_breaker(self, provider: str) -> BreakerRecord | None:
+        if provider == "kimi" and self.stale_loads:
+            self.stale_loads -= 1
+            return self.stale
+        return await super().load_breaker(provider)
+
+
+@pytest.mark.anyio
+async def test_lost_claim_race_skips_provider() -> None:
+    """A worker that saw a due breaker but lost the conditional claim does not call kimi."""
+    held = BreakerRecord(state=HALF_OPEN, open_until=T0 - 5, probe_until=T0 + 40)
+    store = StaleStore(BreakerRecord(state=OPEN, open_until=T0), {"kimi": held})
+    rig = _rig(store=store)
+    assert (await rig.upload()).remote.provider == "glm"
+    assert store.claims == [("kimi", False)]
+    assert rig.kimi.calls == []
+    assert store.records["kimi"] == held
+
+
+@pytest.mark.anyio
+async def test_deadline_stops_retrying() -> None:
+    """A retry that would end past the file's deadline is not made; the file is upload_failed."""
+    rig = _rig(
+        kimi=[Retryable("slow", status=429, retry_after=50.0)] * 2,
+        policy=RetryPolicy(deadline=60.0),
+    )
+    with pytest.raises(RejectedFile) as info:
+        await rig.upload()
+    assert info.value.reason == "upload_failed"
+    assert info.value.detail.startswith("deadline passed")
+    assert rig.glm.calls == []
+
+
+@pytest.mark.anyio
+async def test_empty_budget_gives_up_without_retrying() -> None:
+    """With no retry budget, a 503 is not retried on that provider."""
+    rig = _rig(kimi=[_err503()], policy=RetryPolicy(budget_floor=0.0, budget_ratio=0.0))
+    assert (await rig.upload()).remote.provider == "glm"
+    assert rig.clock.slept == []
+    assert rig.events.of("give_up") == [("give_up", "kimi", "budget_exhausted")]
+
+
+@pytest.mark.anyio
+async def test_absurd_record_is_clamped_and_saved_on_load() -> None:
+    """A record pushed far into the future by a clock jump is clamped and written back."""
+    rig = _rig(records={"kimi": BreakerRecord(state=OPEN, open_until=T0 + 10**7)})
+    states = await rig.dispatcher.breaker_states()
+    assert states["kimi"].open_until == T0 + 4320.0
+    assert rig.store.records["kimi"].open_until == T0 + 4320.0
+
+
+@pytest.mark.anyio
+async def test_null_events_satisfies_the_protocol() -> None:
+    """A Dispatcher wired with NullEvents retries, trips and uploads without any hook failing."""
+    clock = Clock()
+    store = FakeStore()
+    dispatcher = Dispatcher(
+        {"kimi": FakeClient("kimi", [_err503(), _err503()])},
+        LIMITS,
+        store,
+        {},
+        {"kimi": BreakerConfig(consecutive_failures=3)},
+        NullEvents(),
+        clock=clock,
+        sleep=clock.sleep,
+        rand=lambda: 0.5,
+    )
+    result = await dispatcher.upload(
+        preference=["kimi"],
+        purposes={"kimi": "file-extract"},
+        filename="a.pdf",
+        size=3,
+        content_type="application/pdf",
+        open_file=lambda: io.BytesIO(b"pdf"),
+        reconcile=lambda provider, purpose: _none(),
+    )
+    assert result.remote.provider == "kimi"
+    assert clock.slept == [0.5, 1.0]
+    assert store.records["kimi"].window == (True, True, False)
+
+
+async def _none() -> RemoteFile | None:
+    return None
+
+
+def test_parked_message_names_when() -> None:
+    """Parked says until when, or that only a reset helps."""
+    assert str(Parked(math.inf, "auth_failed")) == "parked until a breaker reset: auth_failed"
+    assert str(Parked(1234.4, "quota")) == "parked until 1234: quota"
