@@ -15,10 +15,12 @@ import logging
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 
 from providers.emulator.faults import Decision, FaultPlan, decide, parse_faults
 from providers.emulator.state import (
@@ -200,7 +202,7 @@ class EmulatorApp:
         purpose = ""
         size = 0
         digest = hashlib.sha256()
-        reader = await request.multipart()
+        reader = MultipartReader(request.headers, _QuietContent(request.content))
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 return bad_request(provider, "Nested multipart bodies are not accepted")
@@ -311,6 +313,31 @@ class EmulatorApp:
             status=error.status,
             headers={"Content-Type": "application/json", **headers},
         )
+
+
+class _QuietContent(StreamReader):
+    """The request body, minus the DeprecationWarning aiohttp's own multipart reader triggers.
+
+    BodyPartReader calls the deprecated ``StreamReader.unread_data`` when a read overshoots
+    a boundary (aiohttp#3260), at random, depending on TCP segmentation; under
+    ``filterwarnings = error`` that warning became a 500. The call is synchronous, so the
+    ``catch_warnings`` below cannot interleave with another request's.
+    """
+
+    def __init__(self, inner: StreamReader) -> None:
+        object.__setattr__(self, "_inner", inner)
+
+    def __getattribute__(self, name: str) -> Any:
+        inner = object.__getattribute__(self, "_inner")
+        if name != "unread_data":
+            return getattr(inner, name)
+
+        def unread_data(data: bytes) -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                inner.unread_data(data)
+
+        return unread_data
 
 
 async def _drain(request: web.Request) -> None:
