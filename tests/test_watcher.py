@@ -200,6 +200,26 @@ async def test_watch_error_triggers_a_rescan_and_a_new_watch(tmp_path: Path) -> 
     assert got.inbox == "docs"
 
 
+async def test_undecodable_name_breaks_the_watch_but_the_rescan_offers_it(tmp_path: Path) -> None:
+    """watchfiles fails on a non-UTF-8 name; the watcher rescans, offers it, and watches again."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    async with _watching([WatchedInbox("docs", inbox)]) as (watcher, receive):
+        await watcher.rescan_now()
+        scans = watcher.scans_completed
+        fd = os.open(os.fsencode(inbox) + b"/bad\xff.txt", os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+        seen: list[Candidate] = []
+        await _until(receive, "bad\udcff.txt", seen)
+        with anyio.fail_after(5):
+            while watcher.scans_completed == scans or not watcher.healthy:
+                await anyio.wait_all_tasks_blocked()
+        _make(inbox / "after.txt")
+        await _until(receive, "after.txt", seen)  # the watch was set up again
+    assert {c.relpath for c in seen} >= {"bad\udcff.txt", "after.txt"}
+    assert seen[0].path == inbox / "bad\udcff.txt"
+
+
 async def test_non_recursive_inbox_ignores_subfolders(tmp_path: Path) -> None:
     """A non-recursive inbox offers its top-level files only, never a folder or its content."""
     inbox = tmp_path / "in"
