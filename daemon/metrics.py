@@ -26,7 +26,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-__all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "NO_TRANSPORT", "Metrics"]
+__all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "NO_TRANSPORT", "RETRY_REASONS", "Metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,17 @@ DURATION_BUCKETS: tuple[float, ...] = (
     120.0,
     300.0,
     600.0,
+)
+
+# The retry reasons providers.retry reports most (error_kind of a Retryable, or retry_after).
+RETRY_REASONS: tuple[str, ...] = (
+    "ambiguous",
+    "connection",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+    "retry_after",
 )
 
 # Stable codes and names only: letters, digits, ``_ . : -``; no ``/``, no spaces.
@@ -89,7 +100,7 @@ class Metrics:
         transports: Mapping[str, Sequence[str]],
         reasons: Sequence[str],
         outcomes: Sequence[str],
-        retry_reasons: Sequence[str] = (),
+        retry_reasons: Sequence[str] = RETRY_REASONS,
     ) -> None:
         self.registry = registry
         ProcessCollector(registry=registry)
