@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,3 +223,42 @@ async def test_dashboard_queries_are_valid_promql(
     result = await anyio.run_process([promtool, "check", "rules", str(path)], check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout.decode()
+
+
+# Run in a child: PR_SET_MDWE (Linux 6.3+) is the kernel's own MemoryDenyWriteExecute, and
+# systemd uses it when available. Then every third-party module inboxd loads is imported.
+_MDWE_CHILD = """
+import ctypes, mmap, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    sys.exit("W+X mapping allowed: MDWE not in force")
+except PermissionError:
+    pass
+import hashlib, ssl
+import aiohttp, aiosqlite, anyio, httpx, openai, prometheus_client, pydantic_settings
+import watchfiles, zhipuai
+import daemon.http, daemon.logs, daemon.metrics, daemon.notify
+
+async def main():
+    async with aiosqlite.connect(":memory:") as db:
+        await db.execute("select 1")
+    ssl.create_default_context()
+    hashlib.sha256(bytes(1 << 20)).hexdigest()
+
+anyio.run(main)
+print("ok")
+"""
+
+
+@pytest.mark.anyio
+async def test_python_and_dependencies_run_with_memory_deny_write_execute() -> None:
+    """CPython and every dependency import and run with W^X enforced (MemoryDenyWriteExecute)."""
+    result = await anyio.run_process(
+        [sys.executable, "-c", _MDWE_CHILD], check=False, cwd=SYSTEMD.parent
+    )
+    if result.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"ok\n", b"")
