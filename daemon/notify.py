@@ -14,11 +14,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 
-__all__ = ["Notifier", "watchdog_interval", "watchdog_loop"]
+__all__ = ["Notifier", "status_loop", "watchdog_interval", "watchdog_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,4 +115,23 @@ async def watchdog_loop(notifier: Notifier, *, environ: Mapping[str, str] = os.e
     logger.debug("systemd notify: watchdog ping every %.3f s", interval)
     while True:
         notifier.watchdog()
+        await anyio.sleep(interval)
+
+
+async def status_loop(
+    notifier: Notifier, describe: Callable[[], str], *, interval: float = 5.0
+) -> None:
+    """Every ``interval`` seconds send ``STATUS=<describe()>`` when the text changed.
+
+    ``describe`` is cheap and synchronous (counts the daemon already holds); what
+    ``systemctl status`` shows is the last STATUS sent, so unchanged text is not re-sent.
+    """
+    if not notifier.enabled:
+        return
+    last: str | None = None
+    while True:
+        text = describe()
+        if text != last:
+            notifier.status(text)
+            last = text
         await anyio.sleep(interval)

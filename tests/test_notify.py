@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.notify import Notifier, watchdog_interval, watchdog_loop
+from daemon.notify import Notifier, status_loop, watchdog_interval, watchdog_loop
 
 
 @pytest.fixture
@@ -188,3 +188,27 @@ async def test_a_blocked_loop_stops_the_pings(receiver: tuple[socket.socket, str
         tg.cancel_scope.cancel()
     notifier.close()
     assert during == []
+
+
+@pytest.mark.anyio
+async def test_status_loop_sends_only_changed_text(receiver: tuple[socket.socket, str]) -> None:
+    """status_loop sends STATUS each time the description changes, and never a repeat."""
+    sock, address = receiver
+    notifier = Notifier(address)
+    texts = iter(["0 queued", "0 queued", "2 queued, 1 uploading", "2 queued, 1 uploading"])
+    done = anyio.Event()
+
+    def describe() -> str:
+        text = next(texts, None)
+        if text is None:
+            done.set()
+            return "2 queued, 1 uploading"
+        return text
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: status_loop(notifier, describe, interval=0.001))
+        with anyio.fail_after(5):
+            await done.wait()
+        tg.cancel_scope.cancel()
+    notifier.close()
+    assert pending(sock) == [b"STATUS=0 queued", b"STATUS=2 queued, 1 uploading"]
