@@ -18,7 +18,7 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 
@@ -202,7 +202,8 @@ class EmulatorApp:
         purpose = ""
         size = 0
         digest = hashlib.sha256()
-        reader = MultipartReader(request.headers, _QuietContent(request.content))
+        quiet = cast("StreamReader", _QuietContent(request.content))
+        reader = MultipartReader(request.headers, quiet)
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 return bad_request(provider, "Nested multipart bodies are not accepted")
@@ -315,7 +316,7 @@ class EmulatorApp:
         )
 
 
-class _QuietContent(StreamReader):
+class _QuietContent:
     """The request body, minus the DeprecationWarning aiohttp's own multipart reader triggers.
 
     BodyPartReader calls the deprecated ``StreamReader.unread_data`` when a read overshoots
@@ -325,19 +326,18 @@ class _QuietContent(StreamReader):
     """
 
     def __init__(self, inner: StreamReader) -> None:
-        object.__setattr__(self, "_inner", inner)
+        self._inner = inner
+        self.read = inner.read
+        self.readline = inner.readline
+        self.at_eof = inner.at_eof
 
-    def __getattribute__(self, name: str) -> Any:
-        inner = object.__getattribute__(self, "_inner")
-        if name != "unread_data":
-            return getattr(inner, name)
+    def unread_data(self, data: bytes) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._inner.unread_data(data)
 
-        def unread_data(data: bytes) -> None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                inner.unread_data(data)
-
-        return unread_data
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 async def _drain(request: web.Request) -> None:
