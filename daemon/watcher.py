@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 import watchfiles
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from handlers.names import is_temp_name
@@ -164,7 +164,7 @@ class Watcher:
             async with anyio.create_task_group() as tg:
                 try:
                     for index, group in enumerate(self._groups):
-                        tg.start_soon(self._watch_group, index, group, halt, send)
+                        tg.start_soon(self._watch_group, index, group, halt, send, tg)
                     # On asyncio a new task's first step runs before we resume, and awatch sets
                     # up its inotify watches synchronously in that first step: scanning after
                     # this leaves no gap in which a new file is neither watched nor scanned.
@@ -202,6 +202,7 @@ class Watcher:
         group: tuple[WatchedInbox, ...],
         halt: anyio.Event,
         send: Callable[[Candidate], Awaitable[None]],
+        tg: TaskGroup,
     ) -> None:
         recursive = group[0].recursive
         paths = [inbox.path for inbox in group]
@@ -210,8 +211,13 @@ class Watcher:
         # the start once a watch delivers again.
         delay = self._error_backoff
         cap = max(self._error_backoff, min(self._rescan_interval, _MAX_ERROR_BACKOFF))
+        retry = False
         while not halt.is_set():
             self._up[index] = True
+            if retry:
+                # Events between the failure and this new watch are lost: scan once it is up.
+                tg.start_soon(self._rescan_after_first_step)
+            retry = True
             try:
                 async for changes in self._awatch(
                     *paths,
@@ -240,6 +246,12 @@ class Watcher:
             self._trigger.set()
             await anyio.sleep(delay)
             delay = min(delay * 2, cap)
+
+    async def _rescan_after_first_step(self) -> None:
+        # Same reasoning as in run(): by now the watch task has set its inotify watches up.
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        self._trigger.set()
 
     async def _offer_event(
         self,

@@ -220,6 +220,23 @@ async def test_undecodable_name_breaks_the_watch_but_the_rescan_offers_it(tmp_pa
     assert seen[0].path == inbox / "bad\udcff.txt"
 
 
+async def test_missing_inbox_is_watched_once_it_appears(tmp_path: Path) -> None:
+    """An inbox folder absent at start is retried, then watched and scanned once it exists."""
+    inbox = tmp_path / "in"
+    async with _watching([WatchedInbox("docs", inbox)]) as (watcher, receive):
+        assert not watcher.healthy
+        _make(inbox / "first.txt")
+        await _until(receive, "first.txt")
+        with anyio.fail_after(5):
+            while not watcher.healthy:
+                await anyio.wait_all_tasks_blocked()
+        await watcher.rescan_now()
+        _drain(receive)
+        _make(inbox / "second.txt")
+        got = await _until(receive, "second.txt")
+    assert got.path == inbox / "second.txt"
+
+
 async def test_non_recursive_inbox_ignores_subfolders(tmp_path: Path) -> None:
     """A non-recursive inbox offers its top-level files only, never a folder or its content."""
     inbox = tmp_path / "in"
