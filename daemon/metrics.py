@@ -82,8 +82,8 @@ class Metrics:
     pre-created for each step down that chain. ``reasons`` are the quarantine reason codes,
     ``retry_reasons`` the retry reason codes, ``outcomes`` the upload outcome codes (each
     pre-created per transport, and per ``"none"`` for the failures).
-    Methods are cheap and never raise on an unknown (but safe) label value: it is created on
-    first use.
+    Methods are cheap and never raise: an unknown but safe label value is created on first
+    use, an unsafe one is recorded as ``other``, an unknown breaker state is logged and ignored.
 
     It is also the dispatcher's ``providers.dispatch.ResilienceEvents``. Count each upload
     call once: either ``upload(...)`` or, when the dispatcher reports ``upload_outcome``,
@@ -252,7 +252,7 @@ class Metrics:
         """
         previous = self._states.get(_label(provider))
         self.breaker_state(provider, state)
-        if previous is not None and previous != state:
+        if previous is not None and previous != state and state in BREAKER_STATES:
             self.breaker_transition(provider, state)
 
     # -- providers.dispatch.ResilienceEvents ------------------------------------------------
@@ -264,7 +264,9 @@ class Metrics:
     def breaker_state(self, provider: str, state: str) -> None:
         """Set the breaker gauge without counting a transition."""
         if state not in BREAKER_STATES:
-            raise ValueError(f"unknown breaker state {state!r}; one of {sorted(BREAKER_STATES)}")
+            # A metrics hook must never break the upload path that calls it.
+            logger.warning("metrics: unknown breaker state %r ignored", state)
+            return
         p = _label(provider)
         self._states[p] = state
         self._breaker_state.labels(p).set(BREAKER_STATES[state])

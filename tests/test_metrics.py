@@ -263,11 +263,18 @@ def test_breaker_sets_gauge_and_counts_only_real_transitions() -> None:
     assert counts == {"closed": 1, "open": 0, "half_open": 1, "forced_open": 1}
 
 
-def test_breaker_rejects_an_unknown_state() -> None:
-    """An unknown breaker state is a programming error, named in the exception."""
-    metrics = make_metrics(CollectorRegistry())
-    with pytest.raises(ValueError, match="'ajar'"):
-        metrics.breaker("kimi", "ajar")
+def test_breaker_ignores_an_unknown_state(caplog: pytest.LogCaptureFixture) -> None:
+    """An unknown breaker state changes nothing and is logged, never raised into the caller."""
+    registry = CollectorRegistry()
+    metrics = make_metrics(registry)
+    metrics.breaker("kimi", "open")
+    metrics.breaker("kimi", "ajar")
+    got = samples(registry)
+    assert got[key("inboxd_breaker_state", provider="kimi")] == 1
+    assert got[key("inboxd_breaker_transitions_total", provider="kimi", to="open")] == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "metrics: unknown breaker state 'ajar' ignored"
+    ]
 
 
 def test_two_instances_do_not_collide_on_separate_registries() -> None:
