@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from providers.emulator import Emulator
-from providers.errors import Permanent, ProviderError, Retryable
+from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
 from providers.limits import GLM_LIMITS, KIMI_LIMITS, PurposeOverride
 from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
 from providers.types import Transport
@@ -309,5 +309,21 @@ async def test_error_kinds_are_classified_identically(
             assert len(emu.files()) == case.stored_after
         assert "not-the-key" not in str(caught.value)
         assert emu.key(provider) not in str(caught.value)
+    finally:
+        await transport.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("provider", "name"), TRANSPORTS)
+async def test_unusable_url_scheme_is_transport_unavailable(
+    emu: Emulator, provider: str, name: str
+) -> None:
+    """A base_url this client cannot speak to is "never sent", and the message names base_url."""
+    transport = make_transport(provider, name, emu, base_url="ftp://127.0.0.1:9/v1")
+    try:
+        with pytest.raises(TransportUnavailable) as caught:
+            await transport.list_files()
+        assert "check base_url" in str(caught.value)
+        assert caught.value.status is None
     finally:
         await transport.aclose()
