@@ -61,12 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     with_config(sub.add_parser("check-config", help="validate the config and exit"))
     sub.add_parser("version", help="print the version")
-    emulator = sub.add_parser(
-        "emulator",
-        help="run the Kimi + GLM files API emulator on loopback",
-        add_help=False,
-    )
-    emulator.add_argument("args", nargs=argparse.REMAINDER)
+    # `inboxd emulator ...` is handed whole to the emulator's own parser (see main()).
+    sub.add_parser("emulator", help="run the Kimi + GLM files API emulator on loopback")
     return parser
 
 
@@ -124,14 +120,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(settings, emulator=args.emulator)
 
 
-def _cmd_emulator(args: argparse.Namespace) -> int:
-    from providers.emulator.cli import main as emulator_main
-
-    return emulator_main(args.args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one inboxd command; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        from providers.emulator.cli import main as emulator_main
+
+        return emulator_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "version":
@@ -141,8 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check_config(args)
         if args.command == "run":
             return _cmd_run(args)
-        if args.command == "emulator":
-            return _cmd_emulator(args)
     except ConfigError as exc:
         for line in exc.problems:
             print(f"config error: {line}", file=sys.stderr)

@@ -29,9 +29,11 @@ KEY_CREDENTIAL: Mapping[str, str] = {"kimi": "moonshot_api_key", "glm": "zhipuai
 
 
 def with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """``settings`` with each provider's key filled in; a provider no inbox uses is skipped,
+    so an unusable key file of an unused provider does not stop the daemon."""
     updates: dict[str, ProviderSettings] = {}
     problems: list[str] = []
-    for name in ("kimi", "glm"):
+    for name in settings.providers_in_use():
         section = settings.providers.get(name)
         if section.api_key is not None:
             continue

@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,19 @@ class Store:
         """The oldest original upload of this content to this provider and purpose, if any."""
         rows = await self._fetch(sql.FIND_UPLOADED, (sha256, provider, purpose))
         return sql.ledger_from_row(rows[0]) if rows else None
+
+    async def claimed_file_ids(self, provider: str, file_ids: Sequence[str]) -> set[str]:
+        """Those of ``file_ids`` that some ledger row already records for ``provider``."""
+        claimed: set[str] = set()
+        for start in range(0, len(file_ids), 500):
+            chunk = tuple(file_ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._fetch(
+                f"SELECT DISTINCT file_id FROM ledger WHERE provider = ? AND file_id IN ({marks})",  # noqa: S608 -- only placeholders are interpolated
+                (provider, *chunk),
+            )
+            claimed.update(row[0] for row in rows)
+        return claimed
 
     async def rows_in_state(
         self, state: str, *, inbox: str | None = None, limit: int | None = None

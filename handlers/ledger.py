@@ -16,7 +16,7 @@ before any byte is sent, so a crash leaves a row that recovery must reconcile.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -230,3 +230,7 @@ class Ledger(Protocol):
         ...
 
     async def active_for(self, inbox: str, relpath: str) -> LedgerRow | None: ...
+
+    async def claimed_file_ids(self, provider: str, file_ids: Sequence[str]) -> set[str]:
+        """Those of ``file_ids`` that some row already records for ``provider`` (reconcile)."""
+        ...

@@ -313,7 +313,10 @@ def test_key_from_file_and_credentials(
     creds.mkdir()
     (creds / "zhipuai_api_key").write_text("id.from-credential")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    config = write(f'[providers.kimi]\napi_key_file = "{keyfile}"\n' + _inbox_toml(inbox))
+    config = write(
+        f'[providers.kimi]\napi_key_file = "{keyfile}"\n'
+        + _inbox_toml(inbox, providers='["kimi", "glm"]')
+    )
     settings = load_settings(config)
     kimi, glm = settings.providers.kimi.api_key, settings.providers.glm.api_key
     assert kimi is not None
@@ -340,6 +343,19 @@ def test_empty_key_file(
             "write the API key into it"
         ],
     )
+
+
+def test_unused_provider_key_file_ignored(
+    write: WriteConfig, inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider no inbox uses is not asked for its key, even when its key file is bad."""
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-test")
+    config = write(
+        f'[providers.glm]\napi_key_file = "{tmp_path / "missing.key"}"\n' + _inbox_toml(inbox)
+    )
+    settings = load_settings(config)
+    assert settings.providers.glm.api_key is None
+    assert settings.providers_in_use() == ["kimi"]
 
 
 def test_example_config_passes(
