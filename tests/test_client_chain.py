@@ -521,3 +521,42 @@ def test_factory_rejects_impossible_chains(
             connect_timeout=1.0,
         )
     assert needle in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_key_quoted_by_a_failing_sdk_never_reaches_the_message(emu: Emulator) -> None:
+    """An SDK error quoting the API key is scrubbed before it reaches logs or the error."""
+
+    class Quoting:
+        def __init__(self, *, api_key: str, **_: object) -> None:
+            raise ValueError(f"malformed key {api_key}")
+
+    def importer(name: str) -> ModuleType:
+        real = importlib.import_module(name)
+        if name != "openai":
+            return real
+        fake = ModuleType(name)
+        fake.__dict__.update(real.__dict__)
+        fake.AsyncOpenAI = Quoting  # type: ignore[attr-defined]
+        return fake
+
+    fallbacks = Fallbacks()
+    key = "emulator-key-without-a-key-shape"
+    transport = OpenAITransport(
+        "kimi",
+        base_url=emu.base_url("kimi"),
+        api_key=key,
+        timeout=1.0,
+        connect_timeout=1.0,
+        importer=importer,
+    )
+    client = ProviderClient("kimi", [transport, transport], on_fallback=fallbacks)
+    try:
+        with pytest.raises(TransportUnavailable) as caught:
+            await upload(client)
+        assert "malformed key [redacted]" in str(caught.value)
+        assert key not in str(caught.value)
+        assert all(key not in call[3] for call in fallbacks.calls)
+        assert len(fallbacks.calls) == 1
+    finally:
+        await client.aclose()

@@ -30,6 +30,7 @@ __all__ = [
     "mark_sent_async",
     "now_clock",
     "remote_file",
+    "scrub",
     "translate",
     "unavailable",
 ]
@@ -99,14 +100,19 @@ def _http_names(exc: BaseException) -> set[str]:
     return names
 
 
-def _describe(exc: BaseException) -> str:
+def scrub(text: str, secret: str) -> str:
+    """``text`` without ``secret`` (the API key) or anything else shaped like a key."""
+    return redact(text.replace(secret, "[redacted]") if secret else text)
+
+
+def _describe(exc: BaseException, secret: str = "") -> str:
     """``Type: message``, naming the root cause too when an SDK wrapped it."""
-    text = redact(str(exc))
+    text = scrub(str(exc), secret)
     own = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     root = list(_chain(exc))[-1]
     if root is exc:
         return own
-    root_text = redact(str(root))
+    root_text = scrub(str(root), secret)
     return f"{own} <- {type(root).__name__}" + (f": {root_text}" if root_text else "")
 
 
@@ -117,23 +123,26 @@ def unavailable(provider: str, transport: str, why: str) -> TransportUnavailable
     )
 
 
-def translate(provider: str, transport: str, exc: BaseException, *, sent: bool) -> ProviderError:
+def translate(
+    provider: str, transport: str, exc: BaseException, *, sent: bool, secret: str = ""
+) -> ProviderError:
     """A foreign exception that is not a server answer, as one ProviderError.
 
     Never sent → TransportUnavailable; not connected → Retryable; anything later → ambiguous.
+    ``secret`` (the API key) is scrubbed from the exception texts quoted in the message.
     """
     if not sent:
-        return unavailable(provider, transport, f"raised before sending: {_describe(exc)}")
+        return unavailable(provider, transport, f"raised before sending: {_describe(exc, secret)}")
     names = _http_names(exc)
     if names & _UNUSABLE:
-        return unavailable(provider, transport, f"check base_url: {_describe(exc)}")
+        return unavailable(provider, transport, f"check base_url: {_describe(exc, secret)}")
     if names & _NOT_CONNECTED:
         return Retryable(
-            f"could not connect ({_describe(exc)}); nothing was sent", provider=provider
+            f"could not connect ({_describe(exc, secret)}); nothing was sent", provider=provider
         )
     return Retryable(
-        f"failed after the request was sent ({_describe(exc)}); the provider may have stored "
-        "the file: reconcile against its listing before sending it again",
+        f"failed after the request was sent ({_describe(exc, secret)}); the provider may have "
+        "stored the file: reconcile against its listing before sending it again",
         ambiguous=True,
         provider=provider,
     )

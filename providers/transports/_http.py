@@ -50,6 +50,7 @@ class HttpTransport:
         clock: Clock = now_clock,
     ) -> None:
         self._provider = provider
+        self._api_key = api_key
         self._clock = clock
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
@@ -63,11 +64,15 @@ class HttpTransport:
         try:
             request = make()
         except Exception as exc:  # raised while building: certainly never sent
-            raise translate(self._provider, self.name, exc, sent=False) from exc
+            raise translate(
+                self._provider, self.name, exc, sent=False, secret=self._api_key
+            ) from exc
         try:
             response = await self._client.send(request)
         except Exception as exc:  # foreign errors are translated here, once
-            raise translate(self._provider, self.name, exc, sent=True) from exc
+            raise translate(
+                self._provider, self.name, exc, sent=True, secret=self._api_key
+            ) from exc
         if response.status_code >= 400:
             raise self._status_error(response)
         return response

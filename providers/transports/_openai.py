@@ -40,6 +40,7 @@ from providers.transports._common import (
     mark_sent_async,
     now_clock,
     remote_file,
+    scrub,
     translate,
     unavailable,
 )
@@ -99,7 +100,9 @@ class OpenAITransport:
                 http_client=http_client,
             )
         except Exception as exc:  # ImportError, or an SDK whose API we do not fit
-            self._broken = f"openai SDK unusable: {type(exc).__name__}: {exc}"
+            self._broken = (
+                f"openai SDK unusable: {type(exc).__name__}: {scrub(str(exc), self._api_key)}"
+            )
             raise unavailable(self._provider, self.name, self._broken) from exc
         self._sdk = sdk
         return self._client
@@ -122,7 +125,7 @@ class OpenAITransport:
             except Exception:  # a non-JSON error page: classify the SDK's parsed body
                 body = exc.body
             return from_status(self._provider, exc.status_code, body, response.headers, self._clock)
-        return translate(self._provider, self.name, exc, sent=sent)
+        return translate(self._provider, self.name, exc, sent=sent, secret=self._api_key)
 
     async def upload(
         self, *, filename: str, fileobj: BinaryIO, purpose: str, content_type: str

@@ -32,6 +32,7 @@ from providers.transports._common import (
     mark_sent,
     now_clock,
     remote_file,
+    scrub,
     translate,
     unavailable,
 )
@@ -95,7 +96,9 @@ class ZhipuAITransport:
                 disable_token_cache=True,
             )
         except Exception as exc:  # ImportError, or an SDK whose API we do not fit
-            self._broken = f"zhipuai SDK unusable: {type(exc).__name__}: {exc}"
+            self._broken = (
+                f"zhipuai SDK unusable: {type(exc).__name__}: {scrub(str(exc), self._api_key)}"
+            )
             raise unavailable(self._provider, self.name, self._broken) from exc
         self._sdk = sdk
         return self._client
@@ -120,7 +123,7 @@ class ZhipuAITransport:
             return from_status(
                 self._provider, response.status_code, body, response.headers, self._clock
             )
-        return translate(self._provider, self.name, exc, sent=sent)
+        return translate(self._provider, self.name, exc, sent=sent, secret=self._api_key)
 
     async def upload(
         self, *, filename: str, fileobj: BinaryIO, purpose: str, content_type: str
