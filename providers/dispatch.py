@@ -43,6 +43,7 @@ __all__ = ["Dispatcher", "NullEvents", "Parked", "ResilienceEvents"]
 logger = logging.getLogger(__name__)
 
 Reconcile = Callable[[str, str], Awaitable[RemoteFile | None]]
+BeforeAttempt = Callable[[str, str], Awaitable[None]]
 
 
 class Parked(InboxdError):
@@ -84,20 +85,11 @@ class ResilienceEvents(Protocol):
 class NullEvents:
     """ResilienceEvents that record nothing."""
 
-    def retry(self, provider: str, reason: str) -> None:
-        """Ignore."""
-
-    def breaker_transition(self, provider: str, to_state: str) -> None:
-        """Ignore."""
-
-    def breaker_state(self, provider: str, state: str) -> None:
-        """Ignore."""
-
-    def upload_outcome(self, provider: str, transport: str, outcome: str) -> None:
-        """Ignore."""
-
-    def give_up(self, provider: str, reason: str) -> None:
-        """Ignore."""
+    def retry(self, provider: str, reason: str) -> None: ...
+    def breaker_transition(self, provider: str, to_state: str) -> None: ...
+    def breaker_state(self, provider: str, state: str) -> None: ...
+    def upload_outcome(self, provider: str, transport: str, outcome: str) -> None: ...
+    def give_up(self, provider: str, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +111,7 @@ class _Job:
     content_type: str
     open_file: Callable[[], BinaryIO]
     reconcile: Reconcile
+    before_attempt: BeforeAttempt | None
     started: float
 
 
@@ -174,13 +167,15 @@ class Dispatcher:
         content_type: str,
         open_file: Callable[[], BinaryIO],
         reconcile: Reconcile,
+        before_attempt: BeforeAttempt | None = None,
     ) -> UploadResult:
         """Upload one file to the first provider in ``preference`` that takes it.
 
         ``open_file`` returns a fresh, rewound file object per attempt (closed here);
         ``reconcile(provider, purpose)`` finds the remote copy an ambiguous attempt may have
-        stored. Raises ``RejectedFile`` (no provider accepts it, a Permanent error, or every
-        attempt failed: ``upload_failed``) or ``Parked``.
+        stored; ``before_attempt(provider, purpose)`` runs before every send (the ledger's
+        intent, committed before any byte leaves). Raises ``RejectedFile`` (no provider
+        accepts it, a Permanent error, or every attempt failed: ``upload_failed``) or ``Parked``.
         """
         job = _Job(
             filename=filename,
@@ -188,6 +183,7 @@ class Dispatcher:
             content_type=content_type,
             open_file=open_file,
             reconcile=reconcile,
+            before_attempt=before_attempt,
             started=self._clock(),
         )
         extension = extension_of(filename)
@@ -215,20 +211,18 @@ class Dispatcher:
                     if avail.get(name) is not None:
                         blocked[name] = avail[name] or now
                 raise self._conclude(failures, blocked)
-            provider, probe = "", False
-            for candidate in plan.candidates:
-                permit = await self._permit(candidate, now)
-                if permit.allowed:
-                    provider, probe = candidate, permit.probe
-                    break
-                done.add(candidate)
-                blocked[candidate] = permit.until if permit.until is not None else now
+            provider, probe = await self._pick(plan.candidates, now, done=done, blocked=blocked)
             if not provider:
                 continue
             done.add(provider)
-            outcome = await self._attempts(
-                provider, job, purpose=plan.purposes[provider], probe=probe
-            )
+            try:
+                outcome = await self._attempts(
+                    provider, job, purpose=plan.purposes[provider], probe=probe
+                )
+            except BaseException:
+                if probe:
+                    await self._release_probe(provider)
+                raise
             if isinstance(outcome, UploadResult):
                 return outcome
             failures.append(outcome)
@@ -314,6 +308,24 @@ class Dispatcher:
                 self._note(provider, new)
             return new
 
+    async def _pick(
+        self, candidates: Sequence[str], now: float, *, done: set[str], blocked: dict[str, float]
+    ) -> tuple[str, bool]:
+        """The first candidate whose breaker lets a call through now, and whether it probes."""
+        for candidate in candidates:
+            permit = await self._permit(candidate, now)
+            if permit.allowed:
+                return candidate, permit.probe
+            done.add(candidate)
+            blocked[candidate] = permit.until if permit.until is not None else now
+        return "", False
+
+    async def _release_probe(self, provider: str) -> None:
+        # Cancelled (shutdown) or crashed mid-probe: free the lease now, not probe_lease later.
+        # A probe already answered left HALF_OPEN, so this changes nothing then.
+        with anyio.CancelScope(shield=True):
+            await self._record(provider, Outcome("neutral"), probe=True)
+
     # --- the one retry loop -------------------------------------------------------------
 
     def _budget(self, provider: str, now: float) -> RetryBudget:
@@ -332,6 +344,8 @@ class Dispatcher:
                 found = await job.reconcile(provider, purpose)
                 if found is not None:
                     return UploadResult(remote=found, transport="reconcile"), None, False
+            if job.before_attempt is not None:
+                await job.before_attempt(provider, purpose)
             with job.open_file() as fileobj:
                 sent = await self._clients[provider].upload(
                     filename=job.filename,

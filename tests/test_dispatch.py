@@ -149,6 +149,7 @@ class Rig:
     reconciled: list[tuple[str, str]] = field(default_factory=list)
     found: RemoteFile | None = None
     opened: list[io.BytesIO] = field(default_factory=list)
+    intents: list[tuple[str, str]] = field(default_factory=list)
 
     def open_file(self) -> BinaryIO:
         handle = io.BytesIO(b"pdf")
@@ -158,6 +159,9 @@ class Rig:
     async def reconcile(self, provider: str, purpose: str) -> RemoteFile | None:
         self.reconciled.append((provider, purpose))
         return self.found
+
+    async def before_attempt(self, provider: str, purpose: str) -> None:
+        self.intents.append((provider, purpose))
 
     async def upload(
         self, preference: Sequence[str] = ("kimi", "glm"), *, name: str = "a.pdf", size: int = 3
@@ -170,6 +174,7 @@ class Rig:
             content_type="application/pdf",
             open_file=self.open_file,
             reconcile=self.reconcile,
+            before_attempt=self.before_attempt,
         )
 
 
@@ -288,6 +293,7 @@ async def test_unreconcilable_ambiguity_lists_again_before_resending() -> None:
     assert result.transport == "reconcile"
     assert len(rig.kimi.calls) == 1
     assert len(rig.reconciled) == 2
+    assert rig.intents == [("kimi", "file-extract")]  # the listing-only attempt sends nothing
 
 
 @pytest.mark.anyio
@@ -298,6 +304,7 @@ async def test_exhausted_attempts_fail_over_to_next_provider() -> None:
     assert result.remote.provider == "glm"
     assert len(rig.kimi.calls) == 3
     assert rig.events.of("give_up") == [("give_up", "kimi", "attempts_exhausted")]
+    assert rig.intents == [("kimi", "file-extract")] * 3 + [("glm", "agent")]
 
 
 @pytest.mark.anyio
@@ -567,3 +574,19 @@ def test_parked_message_names_when() -> None:
     """Parked says until when, or that only a reset helps."""
     assert str(Parked(math.inf, "auth_failed")) == "parked until a breaker reset: auth_failed"
     assert str(Parked(1234.4, "quota")) == "parked until 1234: quota"
+
+
+@pytest.mark.anyio
+async def test_cancelled_probe_frees_its_lease() -> None:
+    """A probe cancelled mid-flight (shutdown) frees the lease at once instead of holding it."""
+    rig = _rig(records={"kimi": BreakerRecord(state=OPEN, open_until=T0)})
+    rig.kimi.gate = anyio.Event()  # never set: the probe hangs until cancelled
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(rig.upload)
+        await rig.kimi.entered.wait()
+        assert rig.store.records["kimi"].probe_until == T0 + BreakerConfig().probe_lease
+        tg.cancel_scope.cancel()
+    rec = rig.store.records["kimi"]
+    assert (rec.state, rec.probe_until) == (HALF_OPEN, None)
+    rig.kimi.gate = None
+    assert (await rig.upload()).remote.provider == "kimi"  # the next worker may probe now
