@@ -143,7 +143,8 @@ class Dispatcher:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._clients = clients
-        self._limits = limits
+        # A provider without a client cannot be routed to (the router says why).
+        self._limits = {name: table for name, table in limits.items() if name in clients}
         self._store = store
         self._policies = policies
         self._configs = breaker_configs

@@ -590,3 +590,24 @@ async def test_cancelled_probe_frees_its_lease() -> None:
     assert (rec.state, rec.probe_until) == (HALF_OPEN, None)
     rig.kimi.gate = None
     assert (await rig.upload()).remote.provider == "kimi"  # the next worker may probe now
+
+
+@pytest.mark.anyio
+async def test_provider_without_client_is_excluded_not_crashed() -> None:
+    """A provider with limits but no client (not configured) is skipped; kimi takes the file."""
+    clock = Clock()
+    kimi = FakeClient("kimi")
+    dispatcher = Dispatcher(
+        {"kimi": kimi}, LIMITS, FakeStore(), {}, {}, Events(), clock=clock, sleep=clock.sleep
+    )
+    result = await dispatcher.upload(
+        preference=["glm", "kimi"],
+        purposes={},
+        filename="a.pdf",
+        size=3,
+        content_type="application/pdf",
+        open_file=lambda: io.BytesIO(b"pdf"),
+        reconcile=lambda provider, purpose: _none(),
+    )
+    assert result.remote.provider == "kimi"
+    assert len(kimi.calls) == 1
