@@ -1,24 +1,60 @@
-"""The composition root: builds the real collaborators and runs the daemon until a signal."""
+"""The composition root: builds the real collaborators from the settings and runs the daemon.
+
+Start order: store (integrity check, migrations) → provider clients → recovery of rows a
+crash left behind → HTTP (/metrics, /healthz, /readyz) → intake and watchers (first full scan
+queued) → ``READY=1``. Stop (SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once, uploads in
+flight get ``shutdown_grace`` seconds, then are cancelled; the ledger holds whatever is left
+and the next start resumes it. SIGHUP reloads the config (see ``daemon.reload``).
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
+import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from daemon.cli import package_version
 from daemon.config_check import check
+from daemon.http import serve_http
+from daemon.intake import Intake
+from daemon.logs import setup_logging
+from daemon.metrics import Metrics
+from daemon.notify import Notifier, watchdog_loop
 from daemon.settings import Settings
+from daemon.store import Store
+from daemon.watcher import Candidate, WatchedInbox, Watcher
+from daemon.wiring import build_clients, build_dispatcher, build_plans
+from handlers.budget import ByteBudget
+from handlers.pipeline import InboxPlan, Pipeline
 from providers.errors import ConfigError
 
-__all__ = ["run_daemon", "with_emulator"]
+__all__ = ["Daemon", "run_daemon", "with_emulator"]
 
 logger = logging.getLogger(__name__)
 
+REASONS = (
+    "not_regular_file",
+    "symlink",
+    "empty",
+    "too_large",
+    "type_not_allowed",
+    "unreadable",
+    "name_invalid",
+    "upload_rejected",
+    "upload_failed",
+    "quota_exhausted",
+)
+OUTCOMES = ("success", "retryable", "permanent", "auth_failed", "quota_exhausted", "ambiguous")
 
-def with_emulator(settings: Settings, urls: dict[str, str], keys: dict[str, str]) -> Settings:
+
+def with_emulator(settings: Settings, urls: Mapping[str, str], keys: Mapping[str, str]) -> Settings:
     """``settings`` with every provider pointed at the emulator's URL and key."""
     updates = {
         name: settings.providers.get(name).model_copy(
@@ -32,9 +68,6 @@ def with_emulator(settings: Settings, urls: dict[str, str], keys: dict[str, str]
 
 def run_daemon(settings: Settings, *, emulator: bool = False) -> int:
     """Run until SIGTERM or SIGINT; returns the exit code. Raises ConfigError before starting."""
-    logging.basicConfig(
-        level=settings.log.level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
     return anyio.run(_main, settings, emulator, backend="asyncio")
 
 
@@ -49,15 +82,262 @@ async def _main(settings: Settings, emulator: bool) -> int:
                 {p: emu.base_url(p) for p in ("kimi", "glm")},
                 {p: emu.key(p) for p in ("kimi", "glm")},
             )
-            print(f"inboxd: emulator on {emu.base_url('kimi')} and {emu.base_url('glm')}")
-        report = check(settings)
+            print(
+                f"inboxd: emulator on {emu.base_url('kimi')} and {emu.base_url('glm')}; "
+                f"drop files into {', '.join(str(i.path) for i in settings.inbox)}",
+                flush=True,
+            )
+        daemon = Daemon(settings)
+        await daemon.run()
+    return 0
+
+
+def _secrets(settings: Settings) -> list[str]:
+    keys = (settings.providers.get(name).api_key for name in ("kimi", "glm"))
+    return [key.get_secret_value() for key in keys if key is not None]
+
+
+class Daemon:
+    """One running inboxd: owns the task tree and the mutable runtime (reloadable) state."""
+
+    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier.from_environ()
+        self.registry = CollectorRegistry()
+        self.http_port: int | None = None
+        self.stopping = anyio.Event()
+        self.ready = anyio.Event()
+        self._park_wake = anyio.Event()
+        self._park_until: float | None = None
+        self.plans: dict[str, InboxPlan] = {}
+        self.watcher: Watcher | None = None
+        self.intake: Intake | None = None
+        self.store: Store | None = None
+        self._fallbacks_seen: set[tuple[str, str, str]] = set()
+
+    # -- start -------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        report = check(self.settings)
         if report.problems:
             raise ConfigError(report.problems)
+        setup_logging(self.settings.log, secrets=_secrets(self.settings))
         for line in report.warnings:
             logger.warning("%s", line)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            logger.info("inboxd running: %d inbox(es)", len(settings.inbox))
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or ``stop()``); every start-up error reaches the caller."""
+        self._prepare()
+        settings = self.settings
+        self.plans = build_plans(settings)
+        for plan in self.plans.values():
+            plan.done_dir.mkdir(parents=True, exist_ok=True)
+            plan.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        providers = settings.providers_in_use()
+        self.metrics = Metrics(
+            self.registry,
+            version=package_version(),
+            inboxes=list(self.plans),
+            providers=providers,
+            transports={p: settings.providers.get(p).transports for p in providers},
+            reasons=REASONS,
+            outcomes=OUTCOMES,
+        )
+        async with AsyncExitStack() as stack:
+            self.store = store = await stack.enter_async_context(Store.open(settings.state_file))
+            self.clients = build_clients(settings, on_fallback=self._on_fallback)
+            for client in self.clients.values():
+                stack.push_async_callback(client.aclose)
+            self.limits = {p: settings.providers.get(p).effective_limits(p) for p in providers}
+            self.dispatcher = build_dispatcher(
+                settings, self.clients, self.limits, store, self.metrics
+            )
+            self.pipeline = Pipeline(
+                ledger=store,
+                uploader=self.dispatcher,
+                clients=self.clients,
+                limits=self.limits,
+                budget=ByteBudget(settings.max_inflight_bytes),
+                events=self.metrics,
+                skew=settings.reconcile_skew,
+            )
+            await self.pipeline.recover(self.plans)
+            await self._serve()
+
+    async def _serve(self) -> None:
+        settings = self.settings
+        async with anyio.create_task_group() as root:
+            if settings.metrics.enabled:
+                self.http_port = await root.start(
+                    serve_http, settings.metrics, self.registry, self.readiness
+                )
+            await root.start(self._signals)
+            root.start_soon(watchdog_loop, self.notifier)
+            async with anyio.create_task_group() as work:
+                intake_scope = await self._start_intake(work)
+                self.notifier.ready()
+                self.ready.set()
+                root.start_soon(self._status_loop)
+                logger.info(
+                    "inboxd %s running: %d inbox(es), providers %s",
+                    package_version(),
+                    len(self.plans),
+                    ", ".join(self.clients),
+                )
+                await self.stopping.wait()
+                self.notifier.stopping()
+                intake_scope.cancel()  # no new files from here on
+                with anyio.move_on_after(settings.shutdown_grace) as grace:
+                    await self._drained.wait()
+                if grace.cancelled_caught:
+                    logger.warning(
+                        "shutdown: %d upload(s) still running after %.0f s; cancelled, they "
+                        "resume on the next start",
+                        self._busy,
+                        settings.shutdown_grace,
+                    )
+                work.cancel_scope.cancel()
+            root.cancel_scope.cancel()
+        logger.info("inboxd stopped")
+
+    async def _start_intake(self, work: TaskGroup) -> anyio.CancelScope:
+        settings = self.settings
+        self.intake = intake = Intake(settle_seconds=settings.settle_seconds)
+        self.watcher = watcher = Watcher(
+            [
+                WatchedInbox(
+                    name=p.name,
+                    path=p.path,
+                    recursive=self._recursive(p.name),
+                    exclude=(p.done_dir, p.quarantine_dir),
+                )
+                for p in self.plans.values()
+            ],
+            rescan_interval=settings.rescan_interval,
+        )
+        self._busy = 0
+        self._drained = anyio.Event()
+        self._drained.set()
+        scope = anyio.CancelScope()
+
+        async def intake_tree() -> None:
+            with scope:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(intake.run)
+                    await tg.start(watcher.run, intake.offer)
+                    tg.start_soon(self._park_loop)
+
+        work.start_soon(intake_tree)
+        workers = sum(self.settings.providers.get(p).concurrency for p in self.clients) + 2
+        for _ in range(workers):
+            work.start_soon(self._worker, intake.receive.clone())
+        return scope
+
+    def _recursive(self, inbox: str) -> bool:
+        return next(i.recursive for i in self.settings.inbox if i.name == inbox)
+
+    # -- work --------------------------------------------------------------------------------
+
+    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[Candidate]) -> None:
+        assert self.intake is not None
+        async with receive:
+            async for candidate in receive:
+                if self.stopping.is_set():
+                    return
+                plan = self.plans.get(candidate.inbox)
+                if plan is None:  # inbox removed by a reload
+                    self.intake.done(candidate.key)
+                    continue
+                self._busy += 1
+                self._drained = anyio.Event() if self._busy == 1 else self._drained
+                try:
+                    self.metrics.file_discovered(candidate.inbox)
+                    result = await self.pipeline.process(plan, candidate.path, candidate.relpath)
+                finally:
+                    self._busy -= 1
+                    if self._busy == 0:
+                        self._drained.set()
+                    self.intake.done(candidate.key)
+                if result.park_until is not None:
+                    self._wake_at(result.park_until)
+
+    def _wake_at(self, until: float) -> None:
+        if self._park_until is None or until < self._park_until:
+            self._park_until = until
+            self._park_wake.set()
+
+    async def _park_loop(self) -> None:
+        """Rescan when the earliest parked file may go again (its provider reopens)."""
+        while True:
+            await self._park_wake.wait()
+            self._park_wake = anyio.Event()
+            while self._park_until is not None:
+                delay = self._park_until - time.time()
+                with anyio.move_on_after(max(delay, 0)):
+                    await self._park_wake.wait()
+                    self._park_wake = anyio.Event()
+                    continue
+                self._park_until = None
+                assert self.watcher is not None
+                await self.watcher.rescan_now()
+
+    def _on_fallback(self, provider: str, from_t: str, to_t: str, reason: str) -> None:
+        self.metrics.fallback(provider, from_t, to_t)
+        first = (provider, from_t, to_t) not in self._fallbacks_seen
+        self._fallbacks_seen.add((provider, from_t, to_t))
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "%s: transport %s unusable (%s); using %s",
+            provider,
+            from_t,
+            reason,
+            to_t,
+        )
+
+    # -- operations --------------------------------------------------------------------------
+
+    def readiness(self) -> list[str]:
+        """Why the daemon is not ready (empty when it is), for /readyz."""
+        reasons = []
+        if self.store is None:
+            reasons.append("state file not open")
+        if self.watcher is None or not self.watcher.healthy:
+            reasons.append("watchers not running")
+        if self.stopping.is_set():
+            reasons.append("stopping")
+        return reasons
+
+    async def _status_loop(self) -> None:
+        assert self.store is not None
+        next_summary = anyio.current_time() + self.settings.log.summary_interval
+        while True:
+            counts = await self.store.counts_by_state()
+            depth = self.intake.queue_depth if self.intake else 0
+            self.metrics.queue_depth(depth)
+            text = (
+                f"done {counts.get('done', 0)}, quarantined {counts.get('quarantined', 0)}, "
+                f"uploading {counts.get('uploading', 0)}, queued {depth}"
+            )
+            self.notifier.status(text)
+            if anyio.current_time() >= next_summary:
+                logger.info("summary: %s", text)
+                next_summary += self.settings.log.summary_interval
+            await anyio.sleep(5.0)
+
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
                 logger.info("received %s, stopping", signal.Signals(signum).name)
-                break
-    return 0
+                self.stop()
+
+    def stop(self) -> None:
+        """Begin a graceful stop (what SIGTERM does)."""
+        self.stopping.set()
+
+    async def reload(self) -> None:
+        """SIGHUP: to be wired by daemon.reload."""
+        logger.info("reload requested")

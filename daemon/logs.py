@@ -36,7 +36,16 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 # syslog priorities (sd-daemon(3) prefixes) for journald.
 _PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 # Chatty libraries: one line per HTTP request is noise at info level.
-_QUIET = ("httpx", "httpcore", "openai", "zhipuai", "aiohttp.access", "watchfiles")
+_QUIET = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "openai",
+    "zhipuai",
+    "aiohttp.access",
+    "watchfiles",
+)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

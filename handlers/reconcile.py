@@ -9,11 +9,16 @@ recorded for another ledger row. Found: it is the upload (no second copy). Not f
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+import logging
+from collections.abc import Container, Iterable, Mapping
+from pathlib import PurePath
 
-from providers.types import RemoteFile
+from handlers.ledger import PENDING, UPLOADED, Ledger, LedgerRow
+from providers.types import RemoteFile, UploadClient
 
-__all__ = ["match_remote"]
+__all__ = ["Reconciler", "match_remote"]
+
+logger = logging.getLogger(__name__)
 
 
 def match_remote(
@@ -41,3 +46,44 @@ def match_remote(
         and f.id not in claimed
     ]
     return min(matches, key=lambda f: (f.created_at, f.id), default=None)
+
+
+class Reconciler:
+    """Settles uploads of unknown outcome against the providers' listings."""
+
+    def __init__(self, *, ledger: Ledger, clients: Mapping[str, UploadClient], skew: float) -> None:
+        self.ledger = ledger
+        self.clients = clients
+        self.skew = skew
+
+    async def find_remote(self, provider: str, purpose: str, row: LedgerRow) -> RemoteFile | None:
+        """The copy ``row``'s latest attempt (intent at ``row.intent_at``) left, if any."""
+        files = await self.clients[provider].list_files(purpose)
+        claimed = await self.ledger.claimed_file_ids(provider, [f.id for f in files])
+        return match_remote(
+            files,
+            filename=PurePath(row.relpath).name,
+            size=row.size,
+            purpose=purpose,
+            intent_at=row.intent_at or 0.0,
+            skew=self.skew,
+            claimed=claimed,
+        )
+
+    async def settle(self, row: LedgerRow) -> LedgerRow:
+        """An ``uploading`` row → ``uploaded`` if the provider has the file, else ``pending``
+        (so it is sent again)."""
+        assert row.provider is not None
+        assert row.purpose is not None
+        where = {"inbox": row.inbox, "file": row.relpath, "provider": row.provider}
+        remote = await self.find_remote(row.provider, row.purpose, row)
+        if remote is None:
+            logger.info("interrupted upload not on the provider; sending it again", extra=where)
+            return await self.ledger.transition(row.id, PENDING)
+        logger.info(
+            "interrupted upload found on the provider; not sending it again",
+            extra=where | {"file_id": remote.id},
+        )
+        return await self.ledger.transition(
+            row.id, UPLOADED, file_id=remote.id, remote_bytes=remote.bytes, transport="reconciled"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +30,8 @@ def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().out.startswith("usage: inboxd")
 
 
-def _start(tmp_path: Path) -> subprocess.Popen[str]:
+def _start(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """Start `inboxd run` as a real process and wait for its READY=1 on a real notify socket."""
     inbox = tmp_path / "in"
     inbox.mkdir()
     config = tmp_path / "c.toml"
@@ -37,21 +39,25 @@ def _start(tmp_path: Path) -> subprocess.Popen[str]:
         f'state_dir = "{tmp_path / "state"}"\n[metrics]\nlisten = "127.0.0.1:0"\n'
         f'[[inbox]]\nname = "a"\npath = "{inbox}"\nproviders = ["kimi"]\n'
     )
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
     env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXD_")}
-    env["MOONSHOT_API_KEY"] = "sk-test"
+    env |= {"MOONSHOT_API_KEY": "sk-test", "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon", "run", "-c", str(config)],
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
         env=env,
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "inboxd running" in line:
-            return proc
-    proc.kill()
-    proc.communicate()
-    pytest.fail(f"inboxd never reported running; exit {proc.returncode}")
+    with notify:
+        try:
+            while b"READY=1" not in notify.recv(4096).split(b"\n"):
+                pass
+        except TimeoutError:
+            proc.kill()
+            proc.wait()
+            pytest.fail("inboxd never sent READY=1")
+    return proc
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -60,7 +66,7 @@ def test_run_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Signals) -> 
     proc = _start(tmp_path)
     sent = time.monotonic()
     proc.send_signal(signum)
-    proc.communicate(timeout=10)
+    proc.wait(timeout=10)
     elapsed = time.monotonic() - sent
     assert proc.returncode == 0
     assert elapsed < 2.0

@@ -1,0 +1,126 @@
+"""Settings → the real collaborators: inbox plans, provider clients, the dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import BinaryIO
+
+import anyio
+
+from daemon.settings import Settings
+from handlers.pipeline import InboxPlan
+from providers.breaker import BreakerConfig
+from providers.dispatch import Dispatcher, ResilienceEvents
+from providers.factory import build_client
+from providers.limits import ProviderLimits
+from providers.retry import RetryPolicy
+from providers.types import BreakerStore, RemoteFile, UploadClient, UploadResult
+
+__all__ = ["LimitedClient", "build_clients", "build_dispatcher", "build_plans"]
+
+FallbackCallback = Callable[[str, str, str, str], None]
+
+
+def build_plans(settings: Settings) -> dict[str, InboxPlan]:
+    """One plan per configured inbox, with every default filled in."""
+    return {
+        inbox.name: InboxPlan(
+            name=inbox.name,
+            path=inbox.path,
+            providers=tuple(inbox.providers),
+            purposes={p: inbox.purpose_for(p) for p in inbox.providers},
+            done_dir=inbox.done_path,
+            quarantine_dir=inbox.quarantine_path,
+            on_success=inbox.on_success,
+            dedupe=inbox.dedupe,
+            on_quota=inbox.on_quota,
+        )
+        for inbox in settings.inbox
+    }
+
+
+class LimitedClient:
+    """An UploadClient that lets at most ``concurrency`` uploads through at once."""
+
+    def __init__(self, inner: UploadClient, concurrency: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.limiter = anyio.CapacityLimiter(concurrency)
+
+    async def upload(
+        self, *, filename: str, fileobj: BinaryIO, size: int, purpose: str, content_type: str
+    ) -> UploadResult:
+        async with self.limiter:
+            return await self.inner.upload(
+                filename=filename,
+                fileobj=fileobj,
+                size=size,
+                purpose=purpose,
+                content_type=content_type,
+            )
+
+    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
+        return await self.inner.list_files(purpose)
+
+    async def delete(self, file_id: str) -> None:
+        await self.inner.delete(file_id)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def build_clients(
+    settings: Settings, *, on_fallback: FallbackCallback | None = None
+) -> dict[str, LimitedClient]:
+    """A client per provider in use, with its transport chain and concurrency limit."""
+    clients: dict[str, LimitedClient] = {}
+    for name in settings.providers_in_use():
+        section = settings.providers.get(name)
+        assert section.api_key is not None  # config_check refuses to start without one
+        client = build_client(
+            name,
+            base_url=section.base_url,
+            api_key=section.api_key.get_secret_value(),
+            transports=section.transports,
+            timeout=section.timeout,
+            connect_timeout=section.connect_timeout,
+            on_fallback=on_fallback,
+        )
+        clients[name] = LimitedClient(client, section.concurrency)
+    return clients
+
+
+def build_dispatcher(
+    settings: Settings,
+    clients: Mapping[str, UploadClient],
+    limits: Mapping[str, ProviderLimits],
+    store: BreakerStore,
+    events: ResilienceEvents,
+) -> Dispatcher:
+    """The resilience layer, with each provider's retry and breaker knobs."""
+    policies: dict[str, RetryPolicy] = {}
+    breakers: dict[str, BreakerConfig] = {}
+    for name in clients:
+        retry = settings.providers.get(name).retry
+        breaker = settings.providers.get(name).breaker
+        policies[name] = RetryPolicy(
+            attempts=retry.attempts,
+            base=retry.base,
+            cap=retry.cap,
+            deadline=retry.deadline,
+            retry_after_cap=retry.retry_after_cap,
+            budget_ratio=retry.budget_ratio,
+            budget_floor=retry.budget_floor,
+        )
+        breakers[name] = BreakerConfig(
+            window=breaker.window,
+            min_calls=breaker.min_calls,
+            failure_ratio=breaker.failure_ratio,
+            consecutive_failures=breaker.consecutive_failures,
+            open_base=breaker.open_base,
+            open_max=breaker.open_max,
+            quota_park=breaker.quota_park,
+            # One probe holds the half-open slot at most this long: longer than any upload.
+            probe_lease=settings.providers.get(name).timeout * 2 + 60,
+        )
+    return Dispatcher(clients, limits, store, policies, breakers, events)

@@ -1,0 +1,447 @@
+"""The path of one file: validate, hash, dedupe, intent, upload, re-check, finish.
+
+Every ledger transition is committed before the next side effect (design.md, "the path of
+one file"): the intent (``uploading``) before any byte is sent, ``uploaded`` before the file
+is moved, so a crash at any point leaves a row that ``recover`` can finish without sending a
+file twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal, Protocol
+
+import anyio
+
+from handlers.archive import finish
+from handlers.budget import ByteBudget
+from handlers.hashing import sha256_file
+from handlers.ledger import PENDING, QUARANTINED, UPLOADED, UPLOADING, Ledger, LedgerRow
+from handlers.moves import MoveError
+from handlers.quarantine import iso_utc, quarantine
+from handlers.reconcile import Reconciler
+from handlers.validate import FileBusy, FileVanished, OpenedFile, open_for_upload
+from providers.dispatch import Parked
+from providers.errors import RejectedFile
+from providers.limits import ProviderLimits
+from providers.router import route
+from providers.types import RemoteFile, UploadClient, UploadResult
+
+__all__ = ["InboxPlan", "Outcome", "Pipeline", "PipelineEvents", "Result", "Uploader"]
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal[
+    "uploaded", "duplicate", "quarantined", "vanished", "busy", "changed", "parked", "finished"
+]
+
+
+@dataclass(frozen=True)
+class InboxPlan:
+    """What the pipeline needs to know of one inbox (built from its settings)."""
+
+    name: str
+    path: Path
+    providers: tuple[str, ...]
+    purposes: Mapping[str, str]
+    done_dir: Path
+    quarantine_dir: Path
+    on_success: Literal["archive", "delete"] = "archive"
+    dedupe: bool = True
+    on_quota: Literal["wait", "quarantine"] = "wait"
+
+
+class Uploader(Protocol):
+    """The resilience layer as the pipeline sees it (``providers.dispatch.Dispatcher``)."""
+
+    async def upload(
+        self,
+        *,
+        preference: Sequence[str],
+        purposes: Mapping[str, str],
+        filename: str,
+        size: int,
+        content_type: str,
+        open_file: Callable[[], BinaryIO],
+        before_attempt: Callable[[str, str], Awaitable[None]],
+        reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
+    ) -> UploadResult: ...
+
+
+class PipelineEvents(Protocol):
+    """What the pipeline reports (``daemon.metrics.Metrics`` is the real one)."""
+
+    def quarantined(self, reason: str) -> None: ...
+
+    def duplicate(self) -> None: ...
+
+    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None:
+        """A file is stored remotely (the dispatcher counts the calls themselves)."""
+
+    def inflight_bytes(self, n: int) -> None: ...
+
+
+@dataclass
+class Result:
+    """What became of one file; ``park_until`` is set for ``parked``."""
+
+    outcome: Outcome
+    park_until: float | None = None
+    row: LedgerRow | None = field(default=None, repr=False)
+
+
+class Pipeline:
+    """Takes one settled file all the way; stateless between files."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        uploader: Uploader,
+        clients: Mapping[str, UploadClient],
+        limits: Mapping[str, ProviderLimits],
+        budget: ByteBudget,
+        events: PipelineEvents,
+        skew: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.uploader = uploader
+        self.clients = clients
+        self.limits = limits
+        self.budget = budget
+        self.events = events
+        self.skew = skew
+        self.clock = clock
+        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+        self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
+
+    def acceptor(self, plan: InboxPlan) -> Callable[[int, str], tuple[str, str] | None]:
+        """The router's verdict on size and type, ignoring availability (a file is never
+        rejected because a provider is down, only because none could ever take it)."""
+
+        def accept(size: int, extension: str) -> tuple[str, str] | None:
+            return route(
+                preference=plan.providers,
+                size=size,
+                extension=extension,
+                purposes=plan.purposes,
+                limits=self.limits,
+                availability=dict.fromkeys(plan.providers),
+            ).rejection
+
+        return accept
+
+    async def process(self, plan: InboxPlan, path: Path, relpath: str) -> Result:
+        """Bring the file at ``path`` (``relpath`` inside the inbox) as far as it can go now."""
+        try:
+            opened = await anyio.to_thread.run_sync(
+                lambda: open_for_upload(path, accept=self.acceptor(plan))
+            )
+        except RejectedFile as rejected:
+            return await self._reject(plan, path, relpath, rejected, row=None, sha256=None)
+        except FileVanished:
+            return Result("vanished")
+        except FileBusy as busy:
+            logger.warning("%s", busy)
+            return Result("busy")
+        with opened:
+            return await self._accepted(plan, opened, relpath)
+
+    async def _accepted(self, plan: InboxPlan, opened: OpenedFile, relpath: str) -> Result:
+        row = await self.ledger.begin(
+            plan.name, relpath, size=opened.size, mtime_ns=opened.mtime_ns
+        )
+        if row.state == UPLOADED:
+            return await self._finish(plan, opened.path, row)
+        if row.state == UPLOADING:  # left by a crash: find the copy it may have stored
+            row = await self.reconciler.settle(row)
+            if row.state == UPLOADED:
+                return await self._finish(plan, opened.path, row)
+        now = self.clock()
+        if row.not_before is not None and row.not_before > now:
+            return Result("parked", park_until=row.not_before)
+        sha256 = row.sha256 or await sha256_file(opened.rewind())
+        if not opened.unchanged():
+            return Result("changed")
+        if row.sha256 != sha256:
+            row = await self.ledger.set_sha256(row.id, sha256)
+        async with self._content_lock(sha256):  # same content: one upload, then duplicates
+            if plan.dedupe:
+                duplicate = await self._dedupe(plan, opened, row, sha256)
+                if duplicate is not None:
+                    return duplicate
+            return await self._upload(plan, opened, row, sha256)
+
+    @asynccontextmanager
+    async def _content_lock(self, sha256: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(sha256, (anyio.Lock(), 0))
+        self._locks[sha256] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[sha256]
+            if users == 1:
+                del self._locks[sha256]
+            else:
+                self._locks[sha256] = (lock, users - 1)
+
+    async def _dedupe(
+        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, sha256: str
+    ) -> Result | None:
+        for provider in plan.providers:
+            purpose = plan.purposes[provider]
+            original = await self.ledger.find_uploaded(sha256, provider, purpose)
+            if original is None or original.id == row.id:
+                continue
+            record = _record(original, sha256) | {"dedupe_of": original.id}
+            final = await _finish_file(plan, opened.path, record)
+            done = await self.ledger.transition(
+                row.id,
+                "done",
+                provider=provider,
+                purpose=purpose,
+                file_id=original.file_id,
+                dedupe_of=original.id,
+                final_path=None if final is None else str(final),
+            )
+            self.events.duplicate()
+            logger.info(
+                "duplicate of an earlier upload, not sent again",
+                extra={
+                    "inbox": plan.name,
+                    "file": row.relpath,
+                    "provider": provider,
+                    "file_id": original.file_id,
+                    "size": opened.size,
+                },
+            )
+            return Result("duplicate", row=done)
+        return None
+
+    async def _upload(
+        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, sha256: str
+    ) -> Result:
+        current = row
+
+        async def before_attempt(provider: str, purpose: str) -> None:
+            nonlocal current
+            current = await self.ledger.transition(
+                current.id,
+                UPLOADING,
+                provider=provider,
+                purpose=purpose,
+                attempts=current.attempts + 1,
+                intent_at=self.clock(),
+            )
+
+        async def reconcile(provider: str, purpose: str) -> RemoteFile | None:
+            return await self.reconciler.find_remote(provider, purpose, current)
+
+        started = anyio.current_time()
+        async with self.budget.hold(opened.size):
+            self.events.inflight_bytes(self.budget.in_use)
+            try:
+                result = await self.uploader.upload(
+                    preference=plan.providers,
+                    purposes=plan.purposes,
+                    filename=opened.path.name,
+                    size=opened.size,
+                    content_type=_content_type(opened.path.name),
+                    open_file=opened.rewind,
+                    before_attempt=before_attempt,
+                    reconcile=reconcile,
+                )
+            except RejectedFile as rejected:
+                if not _same_inode(opened):
+                    await self.ledger.transition(current.id, PENDING)
+                    return Result("changed")
+                return await self._reject(
+                    plan, opened.path, current.relpath, rejected, row=current, sha256=sha256
+                )
+            except Parked as parked:
+                return await self._park(plan, opened, current, parked, sha256)
+            finally:
+                self.events.inflight_bytes(self.budget.in_use - opened.size)
+        elapsed = anyio.current_time() - started
+        remote = result.remote
+        if not opened.unchanged():
+            # Changed while being sent: the remote copy is not what is on disk now.
+            await self.clients[remote.provider].delete(remote.id)
+            await self.ledger.transition(current.id, PENDING, file_id=None)
+            return Result("changed")
+        uploaded = await self.ledger.transition(
+            current.id,
+            UPLOADED,
+            provider=remote.provider,
+            purpose=remote.purpose,
+            file_id=remote.id,
+            remote_bytes=remote.bytes,
+            transport=result.transport,
+        )
+        self.events.upload_stored(remote.provider, remote.bytes, elapsed)
+        logger.info(
+            "uploaded",
+            extra={
+                "inbox": plan.name,
+                "file": uploaded.relpath,
+                "provider": remote.provider,
+                "file_id": remote.id,
+                "size": remote.bytes,
+                "duration": round(elapsed, 3),
+                "transport": result.transport,
+            },
+        )
+        return await self._finish(plan, opened.path, uploaded, outcome="uploaded")
+
+    async def recover(self, plans: Mapping[str, InboxPlan]) -> None:
+        """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``."""
+        for row in await self.ledger.rows_in_state(UPLOADING):
+            plan = plans.get(row.inbox)
+            if plan is None or row.provider not in self.clients:
+                logger.warning(
+                    "interrupted upload of %s in inbox %s: its inbox or provider is no longer "
+                    "configured; left as it is",
+                    row.relpath,
+                    row.inbox,
+                )
+                continue
+            await self.reconciler.settle(row)
+        for row in await self.ledger.rows_in_state(UPLOADED):
+            plan = plans.get(row.inbox)
+            if plan is None:
+                continue
+            path = plan.path / row.relpath
+            if _lsize(path) == row.size:
+                await self._finish(plan, path, row)
+            else:  # moved away after the upload (by us before a crash, or by someone else)
+                await self.ledger.transition(row.id, "done", final_path=None)
+
+    async def _finish(
+        self, plan: InboxPlan, path: Path, row: LedgerRow, outcome: Outcome = "finished"
+    ) -> Result:
+        record = _record(row, row.sha256)
+        try:
+            final = await anyio.to_thread.run_sync(
+                lambda: finish(
+                    path, on_success=plan.on_success, done_dir=plan.done_dir, record=record
+                )
+            )
+        except FileVanished:
+            final = None  # moved away by someone else after the upload: the upload stands
+        done = await self.ledger.transition(
+            row.id, "done", final_path=None if final is None else str(final)
+        )
+        return Result(outcome, row=done)
+
+    async def _park(
+        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, parked: Parked, sha256: str
+    ) -> Result:
+        if parked.reason == "quota_exhausted" and plan.on_quota == "quarantine":
+            rejected = RejectedFile("quota_exhausted", str(parked))
+            return await self._reject(
+                plan, opened.path, row.relpath, rejected, row=row, sha256=sha256
+            )
+        await self.ledger.transition(row.id, PENDING, not_before=parked.until)
+        logger.warning(
+            "no provider available; file waits",
+            extra={"inbox": plan.name, "file": row.relpath, "reason": parked.reason},
+        )
+        return Result("parked", park_until=parked.until)
+
+    async def _reject(
+        self,
+        plan: InboxPlan,
+        path: Path,
+        relpath: str,
+        rejected: RejectedFile,
+        *,
+        row: LedgerRow | None,
+        sha256: str | None,
+    ) -> Result:
+        size = _lsize(path)
+        try:
+            final = await anyio.to_thread.run_sync(
+                lambda: quarantine(
+                    path,
+                    plan.quarantine_dir,
+                    reason=rejected.reason,
+                    detail=rejected.detail,
+                    inbox=plan.name,
+                    size=size,
+                    sha256=sha256,
+                    now=self.clock(),
+                )
+            )
+        except FileVanished:
+            return Result("vanished")
+        except MoveError as exc:
+            logger.error("cannot quarantine %s: %s", relpath, exc)
+            return Result("busy")
+        if row is None:
+            row = await self.ledger.begin(plan.name, relpath, size=size or 0, mtime_ns=0)
+        done = await self.ledger.transition(
+            row.id,
+            QUARANTINED,
+            reason=rejected.reason,
+            detail=rejected.detail,
+            final_path=str(final),
+        )
+        self.events.quarantined(rejected.reason)
+        logger.warning(
+            "quarantined",
+            extra={
+                "inbox": plan.name,
+                "file": relpath,
+                "reason": rejected.reason,
+                "detail": rejected.detail,
+            },
+        )
+        return Result("quarantined", row=done)
+
+
+async def _finish_file(plan: InboxPlan, path: Path, record: dict[str, object]) -> Path | None:
+    """Archive (with the receipt beside it) or delete, per inbox, in a worker thread."""
+    return await anyio.to_thread.run_sync(
+        lambda: finish(path, on_success=plan.on_success, done_dir=plan.done_dir, record=record)
+    )
+
+
+def _record(row: LedgerRow, sha256: str | None) -> dict[str, object]:
+    return {
+        "provider": row.provider,
+        "purpose": row.purpose,
+        "file_id": row.file_id,
+        "bytes": row.remote_bytes if row.remote_bytes is not None else row.size,
+        "sha256": sha256,
+        "uploaded_at": None if row.uploaded_at is None else iso_utc(row.uploaded_at),
+        "transport": row.transport,
+    }
+
+
+def _same_inode(opened: OpenedFile) -> bool:
+    """The path still names the file we opened (quarantine moves by path)."""
+    try:
+        st = opened.path.lstat()
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (opened.dev, opened.ino)
+
+
+def _content_type(name: str) -> str:
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def _lsize(path: Path) -> int | None:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return None
