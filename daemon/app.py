@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 
 import anyio
@@ -32,7 +32,7 @@ from daemon.store import Store
 from daemon.watcher import Candidate, WatchedInbox, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
 from handlers.budget import ByteBudget
-from handlers.pipeline import InboxPlan, Pipeline
+from handlers.pipeline import InboxPlan, Pipeline, Result
 from providers.errors import ConfigError
 
 __all__ = ["Daemon", "run_daemon", "with_emulator"]
@@ -100,9 +100,17 @@ def _secrets(settings: Settings) -> list[str]:
 class Daemon:
     """One running inboxd: owns the task tree and the mutable runtime (reloadable) state."""
 
-    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        notifier: Notifier | None = None,
+        observer: Callable[[Candidate, Result], None] | None = None,
+    ) -> None:
+        """``observer`` is told each file's outcome (tests and benchmarks wait on it)."""
         self.settings = settings
         self.notifier = notifier or Notifier.from_environ()
+        self.observer = observer
         self.registry = CollectorRegistry()
         self.http_port: int | None = None
         self.stopping = anyio.Event()
@@ -260,6 +268,8 @@ class Daemon:
                     self.intake.done(candidate.key)
                 if result.park_until is not None:
                     self._wake_at(result.park_until)
+                if self.observer is not None:
+                    self.observer(candidate, result)
 
     def _wake_at(self, until: float) -> None:
         if self._park_until is None or until < self._park_until:
