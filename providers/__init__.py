@@ -1,0 +1,50 @@
+"""Kimi and GLM: limits tables, transports, error translation, retries, breakers, router.
+
+This package imports nothing from ``daemon`` or ``handlers``. Its contract — the error tree,
+the shared values and Protocols, the limits tables — is re-exported here; the rest lives in
+its modules (``providers.dispatch``, ``providers.factory``, ``providers.emulator``, …).
+"""
+
+from __future__ import annotations
+
+from providers.errors import (
+    AuthFailed,
+    ConfigError,
+    InboxdError,
+    Permanent,
+    ProviderError,
+    QuotaExhausted,
+    RejectedFile,
+    Retryable,
+    TransportUnavailable,
+)
+from providers.limits import LIMITS, ProviderLimits, PurposeLimits
+from providers.types import (
+    BreakerRecord,
+    BreakerStore,
+    RemoteFile,
+    Transport,
+    UploadClient,
+    UploadResult,
+)
+
+__all__ = [
+    "LIMITS",
+    "AuthFailed",
+    "BreakerRecord",
+    "BreakerStore",
+    "ConfigError",
+    "InboxdError",
+    "Permanent",
+    "ProviderError",
+    "ProviderLimits",
+    "PurposeLimits",
+    "QuotaExhausted",
+    "RejectedFile",
+    "RemoteFile",
+    "Retryable",
+    "Transport",
+    "TransportUnavailable",
+    "UploadClient",
+    "UploadResult",
+]
