@@ -20,7 +20,7 @@ Decision order (the first rule that matches wins):
    → ``Permanent(reason="upload_rejected")``.
 
 An ``x-should-retry: true|false`` header, when present, is attached to the returned error as
-the attribute named ``SHOULD_RETRY_ATTR`` (read it with ``should_retry(err)``); it never
+``ProviderError.should_retry`` (also read by ``should_retry(err)``); it never
 changes the class. Messages are built from the status, code and the provider's own message,
 with anything shaped like an API key redacted; request headers are never looked at.
 """
@@ -41,7 +41,6 @@ from providers.errors import (
 )
 
 __all__ = [
-    "SHOULD_RETRY_ATTR",
     "classify",
     "error_fields",
     "parse_retry_after",
@@ -49,7 +48,6 @@ __all__ = [
     "should_retry",
 ]
 
-SHOULD_RETRY_ATTR = "should_retry"
 
 _AUTH_STATUSES = frozenset({401, 403, 434})
 _KIMI_AUTH_TYPES = frozenset(
@@ -149,8 +147,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None
 
 def should_retry(error: ProviderError) -> bool | None:
     """The server's ``x-should-retry`` verdict attached by ``classify``, or None."""
-    value = getattr(error, SHOULD_RETRY_ATTR, None)
-    return value if isinstance(value, bool) else None
+    return error.should_retry
 
 
 def _glm_code(code: str | None) -> int | None:
@@ -213,5 +210,5 @@ def classify(
         )
     verdict = _header(headers, "x-should-retry")
     if verdict is not None and verdict.strip().lower() in ("true", "false"):
-        setattr(error, SHOULD_RETRY_ATTR, verdict.strip().lower() == "true")
+        error.should_retry = verdict.strip().lower() == "true"
     return error

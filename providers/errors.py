@@ -64,8 +64,11 @@ class ProviderError(InboxdError):
     """A provider call failed. Subclasses say what the caller should do about it.
 
     ``status`` is the HTTP status when the server answered (None when it did not),
-    ``code`` the provider's error code (GLM ``error.code``) or type (Moonshot ``error.type``).
+    ``code`` the provider's error code (GLM ``error.code``) or type (Moonshot ``error.type``),
+    ``should_retry`` the server's ``x-should-retry`` verdict when it sent one.
     """
+
+    should_retry: bool | None = None
 
     def __init__(
         self,

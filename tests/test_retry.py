@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from providers.classify import SHOULD_RETRY_ATTR
 from providers.errors import (
     AuthFailed,
     Permanent,
@@ -54,7 +53,7 @@ def _retryable(**kwargs: object) -> Retryable:
 
 def _vetoed(verdict: bool) -> Retryable:
     error = Retryable("boom", provider="kimi", status=503)
-    setattr(error, SHOULD_RETRY_ATTR, verdict)
+    error.should_retry = verdict
     return error
 
 
