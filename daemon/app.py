@@ -10,6 +10,7 @@ and the next start resumes it. SIGHUP reloads the config (see ``daemon.reload``)
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -27,13 +28,16 @@ from daemon.intake import Intake
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_loop
+from daemon.reload import ReloadPlan, plan_reload
 from daemon.settings import Settings
 from daemon.store import Store
 from daemon.watcher import Candidate, WatchedInbox, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
 from handlers.budget import ByteBudget
 from handlers.pipeline import InboxPlan, Pipeline, Result
-from providers.errors import ConfigError
+from providers.breaker import FORCED_OPEN
+from providers.errors import ConfigError, ProviderError
+from providers.types import UploadClient
 
 __all__ = ["Daemon", "run_daemon", "with_emulator"]
 
@@ -52,6 +56,9 @@ REASONS = (
     "quota_exhausted",
 )
 OUTCOMES = ("success", "retryable", "permanent", "auth_failed", "quota_exhausted", "ambiguous")
+REMOTE_USAGE_INTERVAL = 600.0
+
+Loader = Callable[[], Settings]
 
 
 def with_emulator(settings: Settings, urls: Mapping[str, str], keys: Mapping[str, str]) -> Settings:
@@ -66,30 +73,37 @@ def with_emulator(settings: Settings, urls: Mapping[str, str], keys: Mapping[str
     return settings.model_copy(update={"providers": providers})
 
 
-def run_daemon(settings: Settings, *, emulator: bool = False) -> int:
-    """Run until SIGTERM or SIGINT; returns the exit code. Raises ConfigError before starting."""
-    return anyio.run(_main, settings, emulator, backend="asyncio")
+def run_daemon(settings: Settings, *, emulator: bool = False, loader: Loader | None = None) -> int:
+    """Run until SIGTERM or SIGINT; returns the exit code. Raises ConfigError before starting.
+
+    ``loader`` loads the config again (the same file and CLI overrides) on SIGHUP.
+    """
+    return anyio.run(_main, settings, emulator, loader, backend="asyncio")
 
 
-async def _main(settings: Settings, emulator: bool) -> int:
+async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> int:
     async with AsyncExitStack() as stack:
         if emulator:
             from providers.emulator import Emulator
 
             emu = await stack.enter_async_context(Emulator())
-            settings = with_emulator(
-                settings,
-                {p: emu.base_url(p) for p in ("kimi", "glm")},
-                {p: emu.key(p) for p in ("kimi", "glm")},
-            )
+            urls = {p: emu.base_url(p) for p in ("kimi", "glm")}
+            keys = {p: emu.key(p) for p in ("kimi", "glm")}
+            settings = with_emulator(settings, urls, keys)
+            if loader is not None:
+                loader = _pointed(loader, urls, keys)
             print(
                 f"inboxd: emulator on {emu.base_url('kimi')} and {emu.base_url('glm')}; "
                 f"drop files into {', '.join(str(i.path) for i in settings.inbox)}",
                 flush=True,
             )
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, loader=loader)
         await daemon.run()
     return 0
+
+
+def _pointed(loader: Loader, urls: Mapping[str, str], keys: Mapping[str, str]) -> Loader:
+    return lambda: with_emulator(loader(), urls, keys)
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -106,9 +120,12 @@ class Daemon:
         *,
         notifier: Notifier | None = None,
         observer: Callable[[Candidate, Result], None] | None = None,
+        loader: Loader | None = None,
     ) -> None:
-        """``observer`` is told each file's outcome (tests and benchmarks wait on it)."""
+        """``observer`` is told each file's outcome (tests and benchmarks wait on it);
+        ``loader`` reads the config again for ``reload()`` (None: reload is refused)."""
         self.settings = settings
+        self.loader = loader
         self.notifier = notifier or Notifier.from_environ()
         self.observer = observer
         self.registry = CollectorRegistry()
@@ -122,6 +139,15 @@ class Daemon:
         self.intake: Intake | None = None
         self.store: Store | None = None
         self._fallbacks_seen: set[tuple[str, str, str]] = set()
+        # Reload bookkeeping: files in work per config generation, clients replaced by a
+        # reload (closed once no file of their generation is still in work).
+        self._generation = 0
+        self._gen_busy: dict[int, int] = {}
+        self._retired: list[tuple[int, UploadClient]] = []
+        self._workers = 0
+        self._watcher_scope: anyio.CancelScope | None = None
+        self._reload_lock = anyio.Lock()
+        self.reloads = 0
 
     # -- start -------------------------------------------------------------------------------
 
@@ -153,9 +179,10 @@ class Daemon:
         )
         async with AsyncExitStack() as stack:
             self.store = store = await stack.enter_async_context(Store.open(settings.state_file))
-            self.clients = build_clients(settings, on_fallback=self._on_fallback)
-            for client in self.clients.values():
-                stack.push_async_callback(client.aclose)
+            self.clients: dict[str, UploadClient] = dict(
+                build_clients(settings, on_fallback=self._on_fallback)
+            )
+            stack.push_async_callback(self._close_clients)
             self.limits = {p: settings.providers.get(p).effective_limits(p) for p in providers}
             self.dispatcher = build_dispatcher(
                 settings, self.clients, self.limits, store, self.metrics
@@ -175,6 +202,7 @@ class Daemon:
     async def _serve(self) -> None:
         settings = self.settings
         async with anyio.create_task_group() as root:
+            self._tasks = root
             if settings.metrics.enabled:
                 self.http_port = await root.start(
                     serve_http, settings.metrics, self.registry, self.readiness
@@ -186,6 +214,7 @@ class Daemon:
                 self.notifier.ready()
                 self.ready.set()
                 root.start_soon(self._status_loop)
+                root.start_soon(self._remote_usage_loop)
                 logger.info(
                     "inboxd %s running: %d inbox(es), providers %s",
                     package_version(),
@@ -211,7 +240,37 @@ class Daemon:
     async def _start_intake(self, work: TaskGroup) -> anyio.CancelScope:
         settings = self.settings
         self.intake = intake = Intake(settle_seconds=settings.settle_seconds)
-        self.watcher = watcher = Watcher(
+        self._busy = 0
+        self._drained = anyio.Event()
+        self._drained.set()
+        scope = anyio.CancelScope()
+
+        async def intake_tree(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                async with anyio.create_task_group() as tg:
+                    self._intake_tasks = tg
+                    await tg.start(intake.run)
+                    await self._start_watcher()
+                    tg.start_soon(self._park_loop)
+                    task_status.started()
+
+        # READY=1 waits for this: the intake runs and every watch is set up.
+        await work.start(intake_tree)
+        self._work = work
+        self._add_workers()
+        return scope
+
+    def _add_workers(self) -> None:
+        """Enough workers for every provider's concurrency (more after a reload raises it)."""
+        assert self.intake is not None
+        wanted = sum(self.settings.providers.get(p).concurrency for p in self.clients) + 2
+        for _ in range(wanted - self._workers):
+            self._work.start_soon(self._worker, self.intake.receive.clone())
+        self._workers = max(wanted, self._workers)
+
+    async def _start_watcher(self) -> None:
+        """Start a watcher over the current plans, then stop the previous one (no gap)."""
+        watcher = Watcher(
             [
                 WatchedInbox(
                     name=p.name,
@@ -221,25 +280,22 @@ class Daemon:
                 )
                 for p in self.plans.values()
             ],
-            rescan_interval=settings.rescan_interval,
+            rescan_interval=self.settings.rescan_interval,
         )
-        self._busy = 0
-        self._drained = anyio.Event()
-        self._drained.set()
-        scope = anyio.CancelScope()
+        scope: anyio.CancelScope = await self._intake_tasks.start(self._run_watcher, watcher)
+        previous = self._watcher_scope
+        self.watcher, self._watcher_scope = watcher, scope
+        if previous is not None:
+            previous.cancel()
 
-        async def intake_tree() -> None:
-            with scope:
-                async with anyio.create_task_group() as tg:
-                    await tg.start(intake.run)
-                    await tg.start(watcher.run, intake.offer)
-                    tg.start_soon(self._park_loop)
-
-        work.start_soon(intake_tree)
-        workers = sum(self.settings.providers.get(p).concurrency for p in self.clients) + 2
-        for _ in range(workers):
-            work.start_soon(self._worker, intake.receive.clone())
-        return scope
+    async def _run_watcher(
+        self, watcher: Watcher, *, task_status: TaskStatus[anyio.CancelScope]
+    ) -> None:
+        assert self.intake is not None
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                await tg.start(watcher.run, self.intake.offer)
+                task_status.started(scope)
 
     def _recursive(self, inbox: str) -> bool:
         return next(i.recursive for i in self.settings.inbox if i.name == inbox)
@@ -258,6 +314,8 @@ class Daemon:
                     continue
                 self._busy += 1
                 self._drained = anyio.Event() if self._busy == 1 else self._drained
+                generation = self._generation
+                self._gen_busy[generation] = self._gen_busy.get(generation, 0) + 1
                 try:
                     self.metrics.file_discovered(candidate.inbox)
                     result = await self.pipeline.process(plan, candidate.path, candidate.relpath)
@@ -265,6 +323,10 @@ class Daemon:
                     self._busy -= 1
                     if self._busy == 0:
                         self._drained.set()
+                    self._gen_busy[generation] -= 1
+                    if not self._gen_busy[generation]:
+                        del self._gen_busy[generation]
+                        self._close_idle_clients()
                     self.intake.done(candidate.key)
                 if result.park_until is not None:
                     self._wake_at(result.park_until)
@@ -348,6 +410,124 @@ class Daemon:
         """Begin a graceful stop (what SIGTERM does)."""
         self.stopping.set()
 
-    async def reload(self) -> None:
-        """SIGHUP: to be wired by daemon.reload."""
-        logger.info("reload requested")
+    async def reload(self) -> bool:
+        """SIGHUP: load the config again and apply it; False when refused (old config kept).
+
+        In-flight uploads finish on the clients they started with; a refused config logs one
+        error line per problem. Breakers forced open by a refused key (AuthFailed) close.
+        """
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                return await self._reload()
+            finally:
+                self.notifier.ready()
+
+    async def _reload(self) -> bool:
+        if self.loader is None:
+            logger.error("reload refused: this daemon was started without a config to re-read")
+            return False
+        try:
+            new = self.loader()
+            problems = check(new).problems
+        except ConfigError as exc:
+            problems = list(exc.problems)
+        if problems:
+            for line in problems:
+                logger.error("reload refused, keeping the running config: %s", line)
+            return False
+        plan = plan_reload(self.settings, new)
+        await self._apply(plan, new)
+        self.reloads += 1
+        logger.info("config reloaded: %s", plan.summary())
+        return True
+
+    async def _apply(self, plan: ReloadPlan, new: Settings) -> None:
+        assert self.store is not None
+        self.settings = new
+        if plan.logging_changed:
+            setup_logging(new.log, secrets=_secrets(new))
+        for key in plan.restart_needed:
+            logger.warning("reload: %s changed; it takes effect at the next restart", key)
+        await self._apply_providers(plan, new)
+        plans = build_plans(new)
+        for inbox in plans.values():
+            inbox.done_dir.mkdir(parents=True, exist_ok=True)
+            inbox.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        for name in plan.added_inboxes:
+            self.metrics.add_inbox(name)
+        self.plans.clear()
+        self.plans.update(plans)
+        if plan.restart_watcher and self.intake is not None:
+            await self._start_watcher()
+        if self.intake is not None:
+            self._add_workers()
+        for provider, record in (await self.store.all_breakers()).items():
+            if record.state == FORCED_OPEN and provider in self.clients:
+                await self.dispatcher.reset_breaker(provider)
+        self._close_idle_clients()
+
+    async def _apply_providers(self, plan: ReloadPlan, new: Settings) -> None:
+        assert self.store is not None
+        self._generation += 1
+        fresh = build_clients(new, on_fallback=self._on_fallback)
+        for name, client in fresh.items():
+            if name in plan.new_clients:
+                old = self.clients.get(name)
+                self.clients[name] = client  # in place: the pipeline and dispatchers share it
+                if old is not None:
+                    self._retired.append((self._generation - 1, old))
+            else:
+                await client.aclose()
+        # Clients of providers no longer used stay until shutdown: an upload in flight may
+        # still retry on them.
+        for name in new.providers_in_use():
+            self.limits[name] = new.providers.get(name).effective_limits(name)
+        if plan.rebuild_dispatcher:
+            self.dispatcher = build_dispatcher(
+                new, self.clients, self.limits, self.store, self.metrics
+            )
+            self.pipeline.uploader = self.dispatcher  # uploads in flight keep the old one
+
+    def _close_idle_clients(self) -> None:
+        """Close replaced clients once no file of their generation (or older) is in work."""
+        oldest = min(self._gen_busy, default=math.inf)
+        idle = [client for gen, client in self._retired if gen < oldest]
+        self._retired = [(gen, client) for gen, client in self._retired if gen >= oldest]
+        for client in idle:
+            self._tasks.start_soon(self._close_client, client)
+
+    @staticmethod
+    async def _close_client(client: UploadClient) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await client.aclose()
+            except Exception as exc:  # closing is best effort: the pool is dropped anyway
+                logger.warning("closing a replaced %s client failed: %s", client.name, exc)
+
+    async def _close_clients(self) -> None:
+        retired, self._retired = self._retired, []
+        for client in [*self.clients.values(), *(c for _, c in retired)]:
+            await self._close_client(client)
+
+    async def _remote_usage_loop(self) -> None:
+        """At start and every 10 minutes: each provider's stored files and bytes (quota use)."""
+        while True:
+            await self.refresh_remote_usage()
+            await anyio.sleep(REMOTE_USAGE_INTERVAL)
+
+    async def refresh_remote_usage(self) -> dict[str, tuple[int, int]]:
+        """List each provider in use once; a failure is a warning, never a crash."""
+        usage: dict[str, tuple[int, int]] = {}
+        for provider in self.settings.providers_in_use():
+            client = self.clients.get(provider)
+            if client is None:
+                continue
+            try:
+                files = await client.list_files()
+            except ProviderError as exc:
+                logger.warning("%s: cannot list remote files for quota use: %s", provider, exc)
+                continue
+            usage[provider] = (len(files), sum(f.bytes for f in files))
+            self.metrics.remote_usage(provider, *usage[provider])
+        return usage

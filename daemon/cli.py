@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -60,6 +61,39 @@ def _parser() -> argparse.ArgumentParser:
         f"(no API key needed; without a config file, uses ./{DEV_WORKSPACE}/ as a workspace)",
     )
     with_config(sub.add_parser("check-config", help="validate the config and exit"))
+    status = with_config(
+        sub.add_parser(
+            "status",
+            help="ledger counts, last failures, breakers, success rates (reads the state file)",
+        )
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--remote",
+        action="store_true",
+        help="also list each provider's stored files against its quota (needs keys and network)",
+    )
+    requeue = with_config(
+        sub.add_parser(
+            "requeue", help="move quarantined files back into their inbox to be tried again"
+        )
+    )
+    requeue.add_argument("--reason", help="only files quarantined for this reason, e.g. too_large")
+    requeue.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="quarantined files (default: every quarantined file of every inbox)",
+    )
+    breaker = with_config(sub.add_parser("breaker", help="circuit breaker operations"))
+    breaker.add_argument("action", choices=["reset"], help="reset: close the breaker now")
+    breaker.add_argument("provider", choices=["kimi", "glm"], metavar="PROVIDER")
+    sub.add_parser(
+        "demo",
+        help="run the daemon against the bundled emulator on a temporary workspace with "
+        "three sample files, print what happened to each, and exit",
+    )
     sub.add_parser("version", help="print the version")
     # `inboxd emulator ...` is handed whole to the emulator's own parser (see main()).
     sub.add_parser("emulator", help="run the Kimi + GLM files API emulator on loopback")
@@ -99,6 +133,11 @@ def load_for(args: argparse.Namespace, *, emulator: bool = False) -> Settings:
     return load_settings(args.config, overrides)
 
 
+def _cmd_version(_args: argparse.Namespace) -> int:
+    print(f"inboxd {package_version()}")
+    return EXIT_OK
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_for(args)
     report = check(settings)
@@ -117,7 +156,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import run_daemon  # the whole daemon only for `run`
 
     settings = load_for(args, emulator=args.emulator)
-    return run_daemon(settings, emulator=args.emulator)
+    return run_daemon(
+        settings,
+        emulator=args.emulator,
+        loader=lambda: load_for(args, emulator=args.emulator),
+    )
+
+
+def _cmd_ops(args: argparse.Namespace) -> int:
+    import anyio
+
+    from daemon import commands
+
+    if args.command == "demo":
+        return anyio.run(lambda: commands.run_demo(out=sys.stdout))
+    settings = load_for(args)
+    if args.command == "status":
+        return anyio.run(
+            lambda: commands.run_status(
+                settings, as_json=args.json, remote=args.remote, out=sys.stdout, now=time.time()
+            )
+        )
+    if args.command == "requeue":
+        return anyio.run(
+            lambda: commands.run_requeue(settings, args.paths, reason=args.reason, out=sys.stdout)
+        )
+    return anyio.run(lambda: commands.run_breaker_reset(settings, args.provider, out=sys.stdout))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,13 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return emulator_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
-        if args.command == "version":
-            print(f"inboxd {package_version()}")
-            return EXIT_OK
-        if args.command == "check-config":
-            return _cmd_check_config(args)
-        if args.command == "run":
-            return _cmd_run(args)
+        handlers = {"version": _cmd_version, "check-config": _cmd_check_config, "run": _cmd_run}
+        return handlers.get(args.command, _cmd_ops)(args)
     except ConfigError as exc:
         for line in exc.problems:
             print(f"config error: {line}", file=sys.stderr)
@@ -143,4 +202,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InboxdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse guarantees one

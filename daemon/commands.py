@@ -1,0 +1,384 @@
+"""The operator commands behind ``inboxd status``, ``requeue``, ``breaker reset`` and ``demo``.
+
+They open the state file beside a running daemon (SQLite WAL with a busy timeout: both may
+hold it). ``status_report``/``render_status`` are pure; the ``run_*`` coroutines are the shell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from daemon.settings import InboxSettings, LogSettings, MetricsSettings, Settings
+from daemon.store import Store
+from daemon.wiring import build_clients, build_plans
+from handlers.ledger import QUARANTINED, REQUEUED, STATES, LedgerRow
+from handlers.pipeline import InboxPlan, Result
+from handlers.quarantine import REASON_SUFFIX, iso_utc, requeue
+from providers.errors import ConfigError, InboxdError
+from providers.limits import MIB
+from providers.types import BreakerRecord
+
+__all__ = [
+    "DEMO_FILES",
+    "HOUR",
+    "Requeued",
+    "Usage",
+    "find_quarantined",
+    "render_status",
+    "run_breaker_reset",
+    "run_demo",
+    "run_requeue",
+    "run_status",
+    "status_report",
+]
+
+logger = logging.getLogger(__name__)
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+FAILURES_SHOWN = 10
+# name → (size, content or None for a sparse file): valid, oversize (sparse), forbidden type.
+DEMO_FILES: dict[str, tuple[int, bytes | None]] = {
+    "hello.txt": (0, b"Hello from the inboxd demo.\n"),
+    "huge.pdf": (101 * MIB, None),
+    "setup.exe": (0, b"MZ not really a program\n"),
+}
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One provider's stored files against its quota (None: no documented limit)."""
+
+    files: int
+    bytes: int
+    max_files: int | None
+    max_total_bytes: int | None
+
+
+def _rate(counts: Mapping[str, int]) -> dict[str, Any]:
+    total = counts.get("done", 0) + counts.get("quarantined", 0)
+    rate = None if total == 0 else round(counts.get("done", 0) / total, 4)
+    return {
+        "done": counts.get("done", 0),
+        "quarantined": counts.get("quarantined", 0),
+        "rate": rate,
+    }
+
+
+def _iso(at: float | None) -> str | None:
+    return None if at is None else iso_utc(at)
+
+
+def status_report(
+    *,
+    state_file: Path,
+    counts: Mapping[str, int],
+    hour: Mapping[str, int],
+    day: Mapping[str, int],
+    breakers: Mapping[str, BreakerRecord],
+    failures: Sequence[LedgerRow],
+    usage: Mapping[str, Usage] | None,
+) -> dict[str, Any]:
+    """The status as plain JSON values (what ``status --json`` prints)."""
+    return {
+        "state_file": str(state_file),
+        "ledger": {state: counts.get(state, 0) for state in STATES},
+        "success_rate": {"hour": _rate(hour), "day": _rate(day)},
+        "breakers": {
+            name: {
+                "state": rec.state,
+                "open_until": _iso(rec.open_until),
+                "reason": rec.reason,
+                "consecutive_failures": rec.consecutive_failures,
+            }
+            for name, rec in sorted(breakers.items())
+        },
+        "failures": [
+            {
+                "id": row.id,
+                "inbox": row.inbox,
+                "relpath": row.relpath,
+                "reason": row.reason,
+                "detail": row.detail,
+                "at": _iso(row.finished_at),
+                "path": row.final_path,
+            }
+            for row in failures
+        ],
+        "remote": None
+        if usage is None
+        else {
+            name: {
+                "files": u.files,
+                "bytes": u.bytes,
+                "max_files": u.max_files,
+                "max_total_bytes": u.max_total_bytes,
+            }
+            for name, u in sorted(usage.items())
+        },
+    }
+
+
+def _pct(section: Mapping[str, Any]) -> str:
+    done, total = section["done"], section["done"] + section["quarantined"]
+    if section["rate"] is None:
+        return "no files finished"
+    return f"{section['rate'] * 100:.1f}% ({done} of {total})"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "no limit"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def render_status(report: Mapping[str, Any]) -> str:
+    """The human-readable status (every line ends with a newline)."""
+    lines = [f"state file: {report['state_file']}"]
+    lines.append("ledger: " + ", ".join(f"{k} {v}" for k, v in report["ledger"].items()))
+    rates = report["success_rate"]
+    lines.append(f"success rate: last hour {_pct(rates['hour'])}; last day {_pct(rates['day'])}")
+    lines.append("breakers:" if report["breakers"] else "breakers: none recorded (all closed)")
+    for name, b in report["breakers"].items():
+        until = f" until {b['open_until']}" if b["open_until"] else ""
+        reason = f" ({b['reason']})" if b["reason"] else ""
+        lines.append(f"  {name}: {b['state']}{until}{reason}")
+    lines.append("last failures:" if report["failures"] else "last failures: none")
+    for f in report["failures"]:
+        lines.append(f"  {f['at']} {f['inbox']}/{f['relpath']}: {f['reason']}: {f['detail']}")
+    if report["remote"] is None:
+        lines.append("remote usage: not listed (--remote lists it; needs API keys and network)")
+    else:
+        lines.append("remote usage:")
+        for name, u in report["remote"].items():
+            files = "no limit" if u["max_files"] is None else str(u["max_files"])
+            lines.append(
+                f"  {name}: {u['files']} files of {files}, "
+                f"{_size(u['bytes'])} of {_size(u['max_total_bytes'])}"
+            )
+    return "".join(line + "\n" for line in lines)
+
+
+async def _remote_usage(settings: Settings) -> dict[str, Usage]:
+    clients = build_clients(settings)
+    usage: dict[str, Usage] = {}
+    try:
+        for name, client in clients.items():
+            limits = settings.providers.get(name).effective_limits(name)
+            files = await client.list_files()
+            usage[name] = Usage(
+                len(files), sum(f.bytes for f in files), limits.max_files, limits.max_total_bytes
+            )
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return usage
+
+
+def _need_state_file(settings: Settings) -> None:
+    if not settings.state_file.exists():
+        raise ConfigError(
+            f"state_dir: no state file at {settings.state_file}; start inboxd once, or pass "
+            "the --config/--state-dir the daemon runs with"
+        )
+
+
+async def run_status(
+    settings: Settings, *, as_json: bool, remote: bool, out: TextIO, now: float
+) -> int:
+    """``inboxd status``: print the report; 0."""
+    _need_state_file(settings)
+    async with Store.open(settings.state_file) as store:
+        breakers = {name: BreakerRecord() for name in settings.providers_in_use()}
+        breakers.update(await store.all_breakers())
+        report = status_report(
+            state_file=settings.state_file,
+            counts=await store.counts_by_state(),
+            hour=await store.outcome_counts(now - HOUR),
+            day=await store.outcome_counts(now - DAY),
+            breakers=breakers,
+            failures=await store.recent_failures(FAILURES_SHOWN),
+            usage=await _remote_usage(settings) if remote else None,
+        )
+    out.write(json.dumps(report, indent=2) + "\n" if as_json else render_status(report))
+    return 0
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """One file moved back into its inbox."""
+
+    source: Path
+    destination: Path
+    row_id: int | None
+
+
+def _sidecar_reason(qfile: Path) -> str | None:
+    try:
+        reason = json.loads(qfile.with_name(qfile.name + REASON_SUFFIX).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = reason.get("reason") if isinstance(reason, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def find_quarantined(
+    plans: Mapping[str, InboxPlan], paths: Sequence[Path]
+) -> list[tuple[InboxPlan, Path]]:
+    """Each quarantined file to requeue with its inbox: ``paths``, or every one when empty."""
+    if not paths:
+        return [
+            (plan, entry)
+            for plan in plans.values()
+            if plan.quarantine_dir.is_dir()
+            for entry in sorted(plan.quarantine_dir.iterdir())
+            if entry.is_file() and not entry.name.endswith(REASON_SUFFIX)
+        ]
+    found: list[tuple[InboxPlan, Path]] = []
+    problems: list[str] = []
+    for path in paths:
+        owner = next(
+            (p for p in plans.values() if path.absolute().parent == p.quarantine_dir.absolute()),
+            None,
+        )
+        if owner is None:
+            problems.append(
+                f"{path}: not in any inbox's quarantine folder; pass a file from one of "
+                + ", ".join(str(p.quarantine_dir) for p in plans.values())
+            )
+        else:
+            found.append((owner, path.absolute()))
+    if problems:
+        raise ConfigError(problems)
+    return found
+
+
+async def run_requeue(
+    settings: Settings, paths: Sequence[Path], *, reason: str | None, out: TextIO
+) -> int:
+    """``inboxd requeue``: move quarantined files back, mark their rows ``requeued``; 0."""
+    _need_state_file(settings)
+    plans = build_plans(settings)
+    chosen = find_quarantined(plans, paths)
+    moved: list[Requeued] = []
+    async with Store.open(settings.state_file) as store:
+        rows: dict[str, LedgerRow] = {}
+        for quarantined in await store.rows_in_state(QUARANTINED):
+            if quarantined.final_path is not None:
+                rows[quarantined.final_path] = quarantined
+        for plan, qfile in chosen:
+            row = rows.get(str(qfile))
+            why = row.reason if row is not None else _sidecar_reason(qfile)
+            if reason is not None and why != reason:
+                continue
+            destination = await anyio.to_thread.run_sync(requeue, qfile, plan.path)
+            if row is not None:
+                await store.transition(row.id, REQUEUED)
+            moved.append(Requeued(qfile, destination, None if row is None else row.id))
+    for item in moved:
+        note = f"ledger row {item.row_id} requeued" if item.row_id else "no ledger row"
+        out.write(f"requeued {item.source} -> {item.destination} ({note})\n")
+    out.write(f"{len(moved)} file(s) requeued\n")
+    return 0
+
+
+async def run_breaker_reset(settings: Settings, provider: str, *, out: TextIO) -> int:
+    """``inboxd breaker reset``: close ``provider``'s breaker in the state file; 0.
+
+    A running daemon reads the breaker from the state file before every upload decision, so
+    it sees the reset at its next file (files parked by the breaker go again at the next
+    rescan, or at once on ``systemctl reload``).
+    """
+    _need_state_file(settings)
+    async with Store.open(settings.state_file) as store:
+        before = await store.load_breaker(provider)
+        await store.reset_breaker(provider)
+    was = "closed" if before is None else before.state
+    out.write(f"breaker of {provider} reset to closed (was {was})\n")
+    return 0
+
+
+def _make_demo_files(inbox: Path) -> None:
+    for name, (size, content) in DEMO_FILES.items():
+        tmp = inbox.parent / name
+        if content is None:
+            with tmp.open("wb") as f:
+                os.truncate(f.fileno(), size)  # sparse: no disk space used
+        else:
+            tmp.write_bytes(content)
+        tmp.rename(inbox / name)  # appears whole in the inbox
+
+
+def _describe(name: str, result: Result) -> str:
+    row = result.row
+    if result.outcome == "uploaded" and row is not None:
+        return f"{name}: uploaded to {row.provider} as file id {row.file_id} ({row.size} bytes)"
+    if result.outcome == "quarantined" and row is not None:
+        return f"{name}: quarantined, reason {row.reason}: {row.detail}"
+    return f"{name}: {result.outcome}"
+
+
+async def run_demo(*, out: TextIO, wait: float = 60.0) -> int:
+    """``inboxd demo``: emulator + daemon on a temporary workspace, three files, outcomes; 0."""
+    from daemon.app import Daemon, with_emulator  # the daemon only for the demo
+    from daemon.notify import Notifier
+    from providers.emulator import Emulator
+
+    with tempfile.TemporaryDirectory(prefix="inboxd-demo-") as tmp:
+        root = Path(tmp)
+        inbox = root / "inbox"
+        inbox.mkdir()
+        results: dict[str, Result] = {}
+        all_in = anyio.Event()
+        async with Emulator() as emu:
+            settings = with_emulator(
+                Settings(
+                    state_dir=root / "state",
+                    settle_seconds=0.2,
+                    metrics=MetricsSettings(enabled=False),
+                    log=LogSettings(level="error"),
+                    inbox=[InboxSettings(name="demo", path=inbox, providers=["kimi", "glm"])],
+                ),
+                {p: emu.base_url(p) for p in ("kimi", "glm")},
+                {p: emu.key(p) for p in ("kimi", "glm")},
+            )
+
+            def observe(candidate: Any, result: Result) -> None:
+                if result.outcome in ("uploaded", "quarantined", "duplicate"):
+                    results[candidate.relpath] = result
+                if set(results) == set(DEMO_FILES):
+                    all_in.set()
+
+            daemon = Daemon(settings, notifier=Notifier(None), observer=observe)
+            out.write(f"demo workspace {root}; provider emulator on {emu.base_url('kimi')}\n")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(daemon.run)
+                await daemon.ready.wait()
+                _make_demo_files(inbox)
+                out.write("dropped: " + ", ".join(DEMO_FILES) + "\n")
+                with anyio.move_on_after(wait) as waited:
+                    await all_in.wait()
+                daemon.stop()
+            for name in DEMO_FILES:
+                out.write(
+                    _describe(name, results[name]) + "\n"
+                    if name in results
+                    else f"{name}: no outcome within {wait:.0f} s\n"
+                )
+        if waited.cancelled_caught:
+            raise InboxdError(f"demo: not every file had an outcome within {wait:.0f} s")
+    return 0
