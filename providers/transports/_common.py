@@ -22,6 +22,7 @@ __all__ = [
     "GLM_PAGE_LIMIT",
     "Clock",
     "SendProbe",
+    "answer_file",
     "attempt",
     "collect_pages",
     "find_listed",
@@ -29,6 +30,7 @@ __all__ = [
     "mark_sent",
     "mark_sent_async",
     "now_clock",
+    "page_params",
     "remote_file",
     "scrub",
     "translate",
@@ -181,6 +183,30 @@ def remote_file(provider: str, obj: object) -> RemoteFile:
         purpose=str(_field(obj, "purpose") or ""),
         status=None if status is None else str(status),
     )
+
+
+def answer_file(provider: str, obj: object) -> RemoteFile:
+    """``remote_file`` for a listing or retrieve answer: a malformed object is Retryable."""
+    try:
+        return remote_file(provider, obj)
+    except ValueError as exc:
+        raise Retryable(str(exc), provider=provider, status=200) from exc
+
+
+def page_params(purpose: str | None, after: str | None, *, glm: bool) -> dict[str, str | int]:
+    """Query parameters of one listing page.
+
+    GLM is paginated and filters by purpose (``limit``, ``purpose``); Kimi documents one
+    unpaginated page and no filter, so only the cursor (never set for Kimi) is passed.
+    """
+    params: dict[str, str | int] = {}
+    if glm:
+        params["limit"] = GLM_PAGE_LIMIT
+        if purpose is not None:
+            params["purpose"] = purpose
+    if after is not None:
+        params["after"] = after
+    return params
 
 
 PageFetch = Callable[[str | None], Awaitable[tuple[list[RemoteFile], bool]]]

@@ -15,12 +15,13 @@ import httpx
 
 from providers.errors import ProviderError, Retryable
 from providers.transports._common import (
-    GLM_PAGE_LIMIT,
     Clock,
+    answer_file,
     collect_pages,
     find_listed,
     from_status,
     now_clock,
+    page_params,
     remote_file,
     translate,
 )
@@ -120,13 +121,7 @@ class HttpTransport:
             ) from exc
 
     async def _page(self, purpose: str | None, after: str | None) -> tuple[list[RemoteFile], bool]:
-        params: dict[str, str | int] = {}
-        if self._provider == "glm":
-            params["limit"] = GLM_PAGE_LIMIT
-            if purpose is not None:
-                params["purpose"] = purpose
-        if after is not None:
-            params["after"] = after
+        params = page_params(purpose, after, glm=self._provider == "glm")
         response = await self._send(
             lambda: self._client.build_request("GET", "files", params=params)
         )
@@ -134,10 +129,7 @@ class HttpTransport:
         items = data.get("data") if isinstance(data, Mapping) else None
         if not isinstance(items, list):
             raise Retryable("list answer without a data array", provider=self._provider, status=200)
-        try:
-            files = [remote_file(self._provider, item) for item in items]
-        except ValueError as exc:
-            raise Retryable(str(exc), provider=self._provider, status=200) from exc
+        files = [answer_file(self._provider, item) for item in items]
         return files, bool(isinstance(data, Mapping) and data.get("has_more"))
 
     async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
@@ -149,10 +141,7 @@ class HttpTransport:
         if self._provider == "glm":
             return await find_listed(self._provider, file_id, self.list_files)
         response = await self._send(lambda: self._client.build_request("GET", f"files/{file_id}"))
-        try:
-            return remote_file(self._provider, self._json(response, ambiguous=False))
-        except ValueError as exc:
-            raise Retryable(str(exc), provider=self._provider, status=200) from exc
+        return answer_file(self._provider, self._json(response, ambiguous=False))
 
     async def delete(self, file_id: str) -> None:
         """DELETE the file."""
