@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from typing import TextIO
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -57,6 +59,7 @@ REASONS = (
 )
 OUTCOMES = ("success", "retryable", "permanent", "auth_failed", "quota_exhausted", "ambiguous")
 REMOTE_USAGE_INTERVAL = 600.0
+STATUS_INTERVAL = 5.0
 
 Loader = Callable[[], Settings]
 
@@ -121,11 +124,14 @@ class Daemon:
         notifier: Notifier | None = None,
         observer: Callable[[Candidate, Result], None] | None = None,
         loader: Loader | None = None,
+        log_stream: TextIO | None = None,
     ) -> None:
         """``observer`` is told each file's outcome (tests and benchmarks wait on it);
-        ``loader`` reads the config again for ``reload()`` (None: reload is refused)."""
+        ``loader`` reads the config again for ``reload()`` (None: reload is refused);
+        ``log_stream`` is where log lines go (default stderr)."""
         self.settings = settings
         self.loader = loader
+        self.log_stream = log_stream
         self.notifier = notifier or Notifier.from_environ()
         self.observer = observer
         self.registry = CollectorRegistry()
@@ -155,9 +161,13 @@ class Daemon:
         report = check(self.settings)
         if report.problems:
             raise ConfigError(report.problems)
-        setup_logging(self.settings.log, secrets=_secrets(self.settings))
+        self._setup_logging()
         for line in report.warnings:
             logger.warning("%s", line)
+
+    def _setup_logging(self) -> None:
+        stream = self.log_stream if self.log_stream is not None else sys.stderr
+        setup_logging(self.settings.log, stream=stream, secrets=_secrets(self.settings))
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or ``stop()``); every start-up error reaches the caller."""
@@ -234,8 +244,11 @@ class Daemon:
                         settings.shutdown_grace,
                     )
                 work.cancel_scope.cancel()
+            if self.intake is not None:
+                self.intake.receive.close()  # the workers held clones; this is the original
             root.cancel_scope.cancel()
         logger.info("inboxd stopped")
+        self.notifier.close()
 
     async def _start_intake(self, work: TaskGroup) -> anyio.CancelScope:
         settings = self.settings
@@ -382,6 +395,7 @@ class Daemon:
     async def _status_loop(self) -> None:
         assert self.store is not None
         next_summary = anyio.current_time() + self.settings.log.summary_interval
+        last = ""
         while True:
             counts = await self.store.counts_by_state()
             depth = self.intake.queue_depth if self.intake else 0
@@ -390,11 +404,17 @@ class Daemon:
                 f"done {counts.get('done', 0)}, quarantined {counts.get('quarantined', 0)}, "
                 f"uploading {counts.get('uploading', 0)}, queued {depth}"
             )
-            self.notifier.status(text)
-            if anyio.current_time() >= next_summary:
+            if text != last:  # systemctl status shows the last one: resend only changes
+                self.notifier.status(text)
+                last = text
+            now = anyio.current_time()
+            if now >= next_summary:
                 logger.info("summary: %s", text)
+                # The interval as reloaded; a late tick does not cause a burst of summaries.
                 next_summary += self.settings.log.summary_interval
-            await anyio.sleep(5.0)
+                if next_summary <= now:
+                    next_summary = now + self.settings.log.summary_interval
+            await anyio.sleep(max(0.0, min(STATUS_INTERVAL, next_summary - now)))
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -446,7 +466,7 @@ class Daemon:
         assert self.store is not None
         self.settings = new
         if plan.logging_changed:
-            setup_logging(new.log, secrets=_secrets(new))
+            self._setup_logging()
         for key in plan.restart_needed:
             logger.warning("reload: %s changed; it takes effect at the next restart", key)
         await self._apply_providers(plan, new)
@@ -465,6 +485,7 @@ class Daemon:
         for provider, record in (await self.store.all_breakers()).items():
             if record.state == FORCED_OPEN and provider in self.clients:
                 await self.dispatcher.reset_breaker(provider)
+                self._wake_at(time.time())  # files parked behind it go again now
         self._close_idle_clients()
 
     async def _apply_providers(self, plan: ReloadPlan, new: Settings) -> None:

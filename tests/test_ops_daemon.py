@@ -1,0 +1,418 @@
+"""The running daemon as operators see it: real scrapes and Prometheus, readiness, notify, secrets.
+
+The daemon runs in-process against the in-process emulator; the helpers here (config file,
+outcome observer, running daemon) are shared by tests/test_reload.py and tests/test_commands.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from daemon.app import Daemon, with_emulator
+from daemon.notify import Notifier
+from daemon.settings import Settings, load_settings
+from daemon.watcher import Candidate
+from handlers.pipeline import Result
+from providers.emulator import Emulator
+
+KEYS = {"kimi": "sk-test-kimi-S3CRETkimi0001", "glm": "glmid0001.S3CRETglmSecret0001"}
+FINAL = frozenset({"uploaded", "quarantined", "duplicate"})
+
+
+def write_config(
+    path: Path,
+    root: Path,
+    inboxes: Sequence[tuple[str, Sequence[str]]],
+    *,
+    extra: str = "",
+) -> None:
+    """A TOML config: one ``[[inbox]]`` per (name, providers), folders under ``root``."""
+    lines = [
+        f'state_dir = "{root / "state"}"',
+        "settle_seconds = 0.05",
+        "shutdown_grace = 30",
+        extra,
+        "[metrics]",
+        'listen = "127.0.0.1:0"',
+    ]
+    for name, providers in inboxes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        lines += [
+            "[[inbox]]",
+            f'name = "{name}"',
+            f'path = "{root / name}"',
+            "providers = [" + ", ".join(f'"{p}"' for p in providers) + "]",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def loader_for(config: Path, emu: Emulator) -> Callable[[], Settings]:
+    """Load ``config`` pointed at ``emu`` (what ``run --emulator`` does on every reload)."""
+    urls = {p: emu.base_url(p) for p in ("kimi", "glm")}
+    keys = {p: emu.key(p) for p in ("kimi", "glm")}
+    return lambda: with_emulator(load_settings(config), urls, keys)
+
+
+class Outcomes:
+    """The daemon's observer: every result, and an event per (inbox, relpath, outcome kind)."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, str, Result]] = []
+        self._events: dict[tuple[str, str, bool], anyio.Event] = {}
+
+    def _event(self, inbox: str, relpath: str, final: bool) -> anyio.Event:
+        return self._events.setdefault((inbox, relpath, final), anyio.Event())
+
+    def __call__(self, candidate: Candidate, result: Result) -> None:
+        self.results.append((candidate.inbox, candidate.relpath, result))
+        self._event(candidate.inbox, candidate.relpath, result.outcome in FINAL).set()
+
+    async def wait(self, inbox: str, relpath: str, *, final: bool = True) -> Result:
+        """The first final (or, ``final=False``, non-final) result for the file."""
+        with anyio.fail_after(30):
+            await self._event(inbox, relpath, final).wait()
+        return next(
+            r
+            for i, p, r in self.results
+            if (i, p) == (inbox, relpath) and (r.outcome in FINAL) == final
+        )
+
+
+@asynccontextmanager
+async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
+    """``daemon`` running in a task until the block ends (then stopped gracefully)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        with anyio.fail_after(30):
+            await daemon.ready.wait()
+        yield daemon
+        daemon.stop()
+
+
+def drop(folder: Path, name: str, data: bytes) -> Path:
+    """Write a file beside ``folder`` and rename it in, so it appears whole."""
+    tmp = folder.parent / f".{name}.tmp"
+    tmp.write_bytes(data)
+    return tmp.rename(folder / name)
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    """The in-process emulator with test keys."""
+    async with Emulator(keys=KEYS) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def need_tool() -> Callable[[str], str]:
+    """Return a finder for a system tool: fail in CI when it is missing, skip elsewhere."""
+
+    def find(name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            message = f"{name} not installed: apt-get install prometheus"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        return path
+
+    return find
+
+
+def _daemon(
+    tmp_path: Path, emu: Emulator, outcomes: Outcomes, notifier: Notifier | None = None
+) -> Daemon:
+    config = tmp_path / "config.toml"
+    write_config(config, tmp_path, [("docs", ["kimi"]), ("more", ["glm"])])
+    loader = loader_for(config, emu)
+    return Daemon(loader(), notifier=notifier or Notifier(None), observer=outcomes, loader=loader)
+
+
+async def _get(port: int | None, path: str) -> httpx.Response:
+    assert port is not None
+    async with httpx.AsyncClient() as client:
+        return await client.get(f"http://127.0.0.1:{port}{path}")
+
+
+@pytest.mark.anyio
+async def test_promtool_finds_a_scrape_of_the_running_daemon_clean(
+    tmp_path: Path, emu: Emulator, need_tool: Callable[[str], str]
+) -> None:
+    """``promtool check metrics`` reports nothing on a scrape of the daemon after an upload."""
+    promtool = need_tool("promtool")
+    outcomes = Outcomes()
+    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+        drop(tmp_path / "docs", "a.txt", b"alpha")
+        assert (await outcomes.wait("docs", "a.txt")).outcome == "uploaded"
+        body = (await _get(daemon.http_port, "/metrics")).text
+    result = await anyio.run_process(
+        [promtool, "check", "metrics"], input=body.encode(), check=False
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    assert 'inboxd_uploads_total{outcome="success",provider="kimi",transport="openai"} 1.0' in body
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _query(client: httpx.AsyncClient, port: int, promql: str) -> list[dict[str, object]]:
+    try:
+        response = await client.get(
+            f"http://127.0.0.1:{port}/api/v1/query", params={"query": promql}
+        )
+    except httpx.TransportError:
+        return []  # not listening yet
+    if response.status_code != 200:
+        return []
+    result: list[dict[str, object]] = response.json()["data"]["result"]
+    return result
+
+
+@pytest.mark.anyio
+async def test_real_prometheus_scrapes_the_daemons_upload(
+    tmp_path: Path, emu: Emulator, need_tool: Callable[[str], str]
+) -> None:
+    """A real Prometheus scrapes the running daemon; its query API returns our upload."""
+    binary = need_tool("prometheus")
+    outcomes = Outcomes()
+    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+        drop(tmp_path / "docs", "a.txt", b"alpha")
+        assert (await outcomes.wait("docs", "a.txt")).outcome == "uploaded"
+        port = _free_port()
+        config = tmp_path / "prometheus.yml"
+        target = f"127.0.0.1:{daemon.http_port}"
+        config.write_text(
+            json.dumps(  # JSON is YAML
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                    "scrape_configs": [
+                        {"job_name": "inboxd", "static_configs": [{"targets": [target]}]}
+                    ],
+                }
+            )
+        )
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        promql = 'inboxd_uploads_total{provider="kimi",transport="openai",outcome="success"}'
+        result: list[dict[str, object]] = []
+        with (tmp_path / "prometheus.log").open("wb") as log:
+            async with await anyio.open_process(argv, stdout=log, stderr=log) as process:
+                try:
+                    async with httpx.AsyncClient() as client:
+                        with anyio.fail_after(60):
+                            while not result:
+                                result = await _query(client, port, promql)
+                                if not result:
+                                    await anyio.sleep(0.2)  # poll interval, bounded above
+                finally:
+                    process.terminate()
+                    with anyio.move_on_after(10, shield=True):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+    assert len(result) == 1
+    assert result[0]["metric"] == {
+        "__name__": "inboxd_uploads_total",
+        "instance": target,
+        "job": "inboxd",
+        "provider": "kimi",
+        "transport": "openai",
+        "outcome": "success",
+    }
+    assert result[0]["value"][1] == "1"  # type: ignore[index]
+
+
+async def until_in_flight(daemon: Daemon) -> None:
+    """Return once a file's upload intent is committed (the emulator then holds the upload)."""
+    assert daemon.store is not None
+    with anyio.fail_after(30):
+        while not await daemon.store.rows_in_state("uploading"):
+            await anyio.wait_all_tasks_blocked()
+
+
+@pytest.mark.anyio
+async def test_readyz_answers_200_running_and_503_with_reasons_while_stopping(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """/readyz is 200 while running and 503 ["stopping"] while an upload drains at stop."""
+    outcomes = Outcomes()
+    emu.set_faults("kimi", "latency=1500")
+    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+        ready = await _get(daemon.http_port, "/readyz")
+        drop(tmp_path / "docs", "slow.txt", b"slow")
+        await until_in_flight(daemon)
+        daemon.stop()
+        stopping = await _get(daemon.http_port, "/readyz")
+        result = await outcomes.wait("docs", "slow.txt")
+    assert (ready.status_code, stopping.status_code) == (200, 503)
+    assert json.loads(stopping.text) == {"ready": False, "reasons": ["stopping"]}
+    assert result.outcome == "uploaded"  # the stop let the in-flight upload finish
+
+
+class _Systemd:
+    """A bound unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.path = path
+
+    async def next(self) -> str:
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    return self.sock.recv(4096, socket.MSG_DONTWAIT).decode()
+                except BlockingIOError:
+                    await anyio.wait_readable(self.sock)
+
+
+@pytest.mark.anyio
+async def test_notify_ready_after_store_watchers_http_then_status_then_stopping(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """READY=1 comes when /readyz is already 200; STATUS= follows; STOPPING=1 at stop."""
+    systemd = _Systemd(tmp_path / "notify.sock")
+    outcomes = Outcomes()
+    daemon = _daemon(tmp_path, emu, outcomes, notifier=Notifier(str(systemd.path)))
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            first = await systemd.next()
+            readyz = await _get(daemon.http_port, "/readyz")
+            status = await systemd.next()
+            daemon.stop()
+            stopping = await systemd.next()
+    finally:
+        systemd.sock.close()
+    assert first == "READY=1"
+    assert readyz.status_code == 200
+    assert status == "STATUS=done 0, quarantined 0, uploading 0, queued 0"
+    assert stopping == "STOPPING=1"
+
+
+@pytest.mark.anyio
+async def test_secrets_never_appear_in_logs_metrics_ledger_or_sidecars(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """An end-to-end run at DEBUG with JSON logs leaks neither API key anywhere."""
+    config = tmp_path / "config.toml"
+    write_config(
+        config,
+        tmp_path,
+        [("docs", ["kimi"]), ("more", ["glm"])],
+        extra='[log]\nformat = "json"\nlevel = "debug"',
+    )
+    loader = loader_for(config, emu)
+    outcomes = Outcomes()
+    stream = io.StringIO()
+    daemon = Daemon(
+        loader(), notifier=Notifier(None), observer=outcomes, loader=loader, log_stream=stream
+    )
+    async with running(daemon):
+        drop(tmp_path / "docs", "a.txt", b"alpha")
+        drop(tmp_path / "more", "b.txt", b"beta")
+        drop(tmp_path / "docs", "bad.exe", b"MZ")
+        kinds = [
+            (await outcomes.wait("docs", "a.txt")).outcome,
+            (await outcomes.wait("more", "b.txt")).outcome,
+            (await outcomes.wait("docs", "bad.exe")).outcome,
+        ]
+        assert await daemon.reload()
+        scrape = (await _get(daemon.http_port, "/metrics")).text
+    logs = stream.getvalue()
+    with sqlite3.connect(tmp_path / "state" / "inboxd.sqlite3") as db:
+        rows = repr(db.execute("SELECT * FROM ledger").fetchall())
+        breakers = repr(db.execute("SELECT * FROM breakers").fetchall())
+    sidecars = "".join(p.read_text() for p in (tmp_path / "docs.quarantine").glob("*.json"))
+    assert kinds == ["uploaded", "uploaded", "quarantined"]
+    lines = logs.splitlines()
+    assert len(lines) > 10
+    assert all(json.loads(line)["level"] for line in lines)  # every line is a JSON record
+    assert "bad.exe" in sidecars
+    secrets = [*KEYS.values(), "S3CRETkimi", "S3CRETglm"]
+    haystacks = {"logs": logs, "scrape": scrape, "ledger": rows + breakers, "sidecars": sidecars}
+    leaks = [(where, s) for where, text in haystacks.items() for s in secrets if s in text]
+    assert leaks == []
+
+
+@pytest.mark.anyio
+async def test_remote_usage_is_listed_at_start(tmp_path: Path, emu: Emulator) -> None:
+    """At start the daemon lists each provider in use: inboxd_remote_files/bytes are set."""
+    outcomes = Outcomes()
+    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+        drop(tmp_path / "docs", "a.txt", b"alpha")
+        await outcomes.wait("docs", "a.txt")
+        usage = await daemon.refresh_remote_usage()
+        scrape = (await _get(daemon.http_port, "/metrics")).text
+    assert usage == {"kimi": (1, 5), "glm": (0, 0)}
+    assert 'inboxd_remote_files{provider="kimi"} 1.0' in scrape
+    assert 'inboxd_remote_bytes{provider="kimi"} 5.0' in scrape
+
+
+@pytest.mark.anyio
+async def test_remote_usage_failure_is_a_warning_not_a_crash(
+    tmp_path: Path, emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider that refuses the listing leaves a warning; the daemon keeps running."""
+    outcomes = Outcomes()
+    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+        emu.set_faults("glm", "401")
+        usage = await daemon.refresh_remote_usage()
+        healthz = await _get(daemon.http_port, "/healthz")
+    assert set(usage) == {"kimi"}
+    assert healthz.status_code == 200
+    assert any(
+        r.levelname == "WARNING" and r.getMessage().startswith("glm: cannot list remote files")
+        for r in caplog.records
+    )
+
+
+@pytest.mark.anyio
+async def test_summary_line_honours_log_summary_interval(
+    tmp_path: Path, emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With log.summary_interval = 0.05 s, summary lines come well before the 5 s STATUS tick."""
+    config = tmp_path / "config.toml"
+    write_config(config, tmp_path, [("docs", ["kimi"])], extra="[log]\nsummary_interval = 0.05")
+    loader = loader_for(config, emu)
+    seen = anyio.Event()
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("summary: "):
+                seen.set()
+
+    catch = _Catch()
+    logging.getLogger("daemon.app").addHandler(catch)
+    try:
+        async with running(Daemon(loader(), notifier=Notifier(None), loader=loader)):
+            with anyio.fail_after(2):  # far below the 5 s STATUS interval
+                await seen.wait()
+    finally:
+        logging.getLogger("daemon.app").removeHandler(catch)
+    assert any(
+        r.getMessage() == "summary: done 0, quarantined 0, uploading 0, queued 0"
+        for r in caplog.records
+    )
