@@ -37,6 +37,8 @@ __all__ = ["InboxPlan", "Outcome", "Pipeline", "PipelineEvents", "Result", "Uplo
 
 logger = logging.getLogger(__name__)
 
+_QUOTA_REASONS = frozenset({"quota", "quota_exhausted"})
+
 Outcome = Literal[
     "uploaded", "duplicate", "quarantined", "vanished", "busy", "changed", "parked", "finished"
 ]
@@ -344,7 +346,8 @@ class Pipeline:
     async def _park(
         self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, parked: Parked, sha256: str
     ) -> Result:
-        if parked.reason == "quota_exhausted" and plan.on_quota == "quarantine":
+        # The breaker parks a quota answer with reason "quota" (providers.breaker).
+        if parked.reason in _QUOTA_REASONS and plan.on_quota == "quarantine":
             rejected = RejectedFile("quota_exhausted", str(parked))
             return await self._reject(
                 plan, opened.path, row.relpath, rejected, row=row, sha256=sha256

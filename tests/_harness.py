@@ -1,0 +1,223 @@
+"""In-process end-to-end harness: a real Emulator, a real Daemon on real folders, outcomes awaited.
+
+``running(tmp_path, ...)`` starts the emulator and the daemon (state in tmp_path, metrics off,
+tiny settle and retry knobs) and yields a ``Run``: drop files into ``run.inbox(name)``, then
+``await run.wait_for(n)`` collects the next ``n`` outcomes the daemon's observer reports.
+Every wait is bounded with ``anyio.fail_after``; nothing sleeps on real time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from daemon.app import Daemon, with_emulator
+from daemon.notify import Notifier
+from daemon.settings import InboxSettings, ProviderSettings, Settings
+from daemon.store import Store
+from daemon.watcher import Candidate
+from handlers.ledger import LedgerRow
+from handlers.pipeline import Result
+from providers.emulator import Emulator, StoredFile
+from providers.limits import ProviderLimits
+
+__all__ = [
+    "FAST_BREAKER",
+    "FAST_RETRY",
+    "Run",
+    "Seen",
+    "ledger_rows",
+    "provider_section",
+    "read_sidecar",
+    "running",
+    "sha",
+]
+
+FAST_RETRY: dict[str, Any] = {
+    "base": 0.001,
+    "cap": 0.01,
+    "retry_after_cap": 0.01,
+    "deadline": 60.0,
+    "attempts": 3,
+}
+# Breakers that never open during a test (a fault burst must not park files).
+FAST_BREAKER: dict[str, Any] = {
+    "consecutive_failures": 10_000,
+    "min_calls": 10_000,
+    "open_base": 0.01,
+    "open_max": 0.01,
+}
+
+
+def sha(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def provider_section(name: str, **changes: Any) -> ProviderSettings:
+    """The provider's default section with fast retry/breaker knobs and ``changes`` applied."""
+    base = Settings().providers.get(name)
+    retry = base.retry.model_copy(update=FAST_RETRY | changes.pop("retry", {}))
+    breaker = base.breaker.model_copy(update=FAST_BREAKER | changes.pop("breaker", {}))
+    return base.model_copy(update={"retry": retry, "breaker": breaker, **changes})
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The JSON sidecar at ``path``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One outcome the daemon reported."""
+
+    inbox: str
+    relpath: str
+    result: Result
+
+
+@dataclass
+class Run:
+    """A running emulator + daemon; ``outcomes`` receives every processed file's result."""
+
+    emu: Emulator
+    daemon: Daemon
+    settings: Settings
+    root: Path
+    outcomes: MemoryObjectReceiveStream[Seen]
+    seen: list[Seen] = field(default_factory=list)
+
+    def inbox(self, name: str = "in") -> Path:
+        return self.root / name
+
+    def done(self, name: str = "in") -> Path:
+        return self.root / f"{name}.done"
+
+    def quarantine(self, name: str = "in") -> Path:
+        return self.root / f"{name}.quarantine"
+
+    async def wait_for(
+        self, n: int, *, limit: float = 20.0, final_only: bool = False
+    ) -> list[Seen]:
+        """The next ``n`` outcomes (only final ones — not parked/changed/busy — if asked)."""
+        got: list[Seen] = []
+        with anyio.fail_after(limit):
+            while len(got) < n:
+                item = await self.outcomes.receive()
+                self.seen.append(item)
+                if final_only and item.result.outcome in {"changed", "busy", "parked"}:
+                    continue
+                got.append(item)
+        return got
+
+    async def wait_until(self, relpath: str, outcome: str, *, limit: float = 20.0) -> Seen:
+        """Outcomes until ``relpath`` reports ``outcome``; returns that one."""
+        with anyio.fail_after(limit):
+            while True:
+                item = await self.outcomes.receive()
+                self.seen.append(item)
+                if item.relpath == relpath and item.result.outcome == outcome:
+                    return item
+
+    def remote_by_sha(self) -> dict[str, list[StoredFile]]:
+        """The emulator's ground truth grouped by content sha256."""
+        out: dict[str, list[StoredFile]] = {}
+        for f in self.emu.files():
+            out.setdefault(f.sha256, []).append(f)
+        return out
+
+    async def rows(self) -> list[LedgerRow]:
+        """Every ledger row, read through a second connection to the state file."""
+        assert self.daemon.store is not None
+        rows: list[LedgerRow] = []
+        for state in ("pending", "uploading", "uploaded", "done", "quarantined", "requeued"):
+            rows += await self.daemon.store.rows_in_state(state)
+        return sorted(rows, key=lambda r: r.id)
+
+
+def _settings(
+    root: Path,
+    inboxes: Sequence[Mapping[str, Any]],
+    providers: Mapping[str, ProviderSettings],
+    extra: Mapping[str, Any],
+) -> Settings:
+    boxes = []
+    for given in inboxes:
+        spec = dict(given)
+        name = spec.setdefault("name", "in")
+        spec.setdefault("path", root / name)
+        spec.setdefault("providers", ["kimi"])
+        Path(spec["path"]).mkdir(parents=True, exist_ok=True)
+        boxes.append(InboxSettings(**spec))
+    sections = {name: providers.get(name) or provider_section(name) for name in ("kimi", "glm")}
+    return Settings(
+        state_dir=root / "state",
+        settle_seconds=0.05,
+        rescan_interval=3600.0,
+        shutdown_grace=2.0,
+        metrics={"enabled": False},
+        inbox=boxes,
+        providers=sections,
+        **extra,
+    )
+
+
+@asynccontextmanager
+async def running(
+    root: Path,
+    *,
+    inboxes: Sequence[Mapping[str, Any]] = ({"name": "in"},),
+    providers: Mapping[str, ProviderSettings] | None = None,
+    faults: str | None = None,
+    limits: Mapping[str, ProviderLimits] | None = None,
+    seed: int = 0,
+    **extra: Any,
+) -> AsyncIterator[Run]:
+    """Emulator + Daemon running on ``root``; stopped (gracefully) on exit."""
+    (root / "state").mkdir(parents=True, exist_ok=True)
+    settings = _settings(root, inboxes, providers or {}, extra)
+    send: MemoryObjectSendStream[Seen]
+    send, receive = anyio.create_memory_object_stream[Seen](100_000)
+
+    def observer(candidate: Candidate, result: Result) -> None:
+        send.send_nowait(Seen(candidate.inbox, candidate.relpath, result))
+
+    async with Emulator(faults=faults, limits=limits, seed=seed) as emu:
+        settings = with_emulator(
+            settings,
+            {p: emu.base_url(p) for p in ("kimi", "glm")},
+            {p: emu.key(p) for p in ("kimi", "glm")},
+        )
+        daemon = Daemon(settings, notifier=Notifier(None), observer=observer)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            with anyio.fail_after(20):
+                await daemon.ready.wait()
+            try:
+                yield Run(emu, daemon, settings, root, receive)
+            finally:
+                daemon.stop()
+        send.close()
+        receive.close()
+        if daemon.intake is not None:
+            # The daemon keeps the intake's first receive end open (for workers a reload adds).
+            daemon.intake.receive.close()
+
+
+async def ledger_rows(state_file: Path) -> list[LedgerRow]:
+    """Every ledger row of a (stopped daemon's) state file."""
+    async with Store.open(state_file) as store:
+        rows: list[LedgerRow] = []
+        for state in ("pending", "uploading", "uploaded", "done", "quarantined", "requeued"):
+            rows += await store.rows_in_state(state)
+    return sorted(rows, key=lambda r: r.id)

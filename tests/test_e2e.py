@@ -1,0 +1,300 @@
+"""End to end on real folders: the daemon in-process against the real emulator and real SDKs."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.limits import LIMITS, MIB, PurposeLimits
+from tests._harness import Run, provider_section, read_sidecar, running, sha
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("provider", "transport"),
+    [("kimi", "openai"), ("kimi", "http"), ("glm", "zhipuai"), ("glm", "openai"), ("glm", "http")],
+)
+async def test_happy_path(tmp_path: Path, provider: str, transport: str) -> None:
+    """A settled file is uploaded once via the configured transport and archived with a receipt."""
+    providers = {provider: provider_section(provider, transports=[transport])}
+    async with running(
+        tmp_path, inboxes=[{"name": "in", "providers": [provider]}], providers=providers
+    ) as run:
+        data = b"hello inboxd " + provider.encode() + transport.encode()
+        (run.inbox() / "note.txt").write_bytes(data)
+        [seen] = await run.wait_for(1)
+        assert seen.result.outcome == "uploaded"
+        [remote] = run.emu.files()
+        purpose = "file-extract" if provider == "kimi" else "agent"
+        assert (remote.provider, remote.filename, remote.purpose, remote.sha256) == (
+            provider,
+            "note.txt",
+            purpose,
+            sha(data),
+        )
+        done = run.done() / "note.txt"
+        assert done.read_bytes() == data
+        receipt = read_sidecar(run.done() / "note.txt.upload.json")
+        assert receipt["file_id"] == remote.id
+        assert receipt["transport"] == transport
+        assert receipt["sha256"] == sha(data)
+        assert receipt["bytes"] == len(data)
+        assert list(run.inbox().iterdir()) == []
+        [row] = await run.rows()
+        assert (row.state, row.file_id, row.provider, row.transport) == (
+            "done",
+            remote.id,
+            provider,
+            transport,
+        )
+
+
+async def _quarantined(run: Run, name: str, reason: str, inbox: str = "in") -> dict[str, Any]:
+    """Assert ``name`` sits in quarantine with ``reason`` and a quarantined ledger row."""
+    qfile = run.quarantine(inbox) / name
+    assert qfile.is_symlink() or qfile.exists()
+    sidecar = read_sidecar(run.quarantine(inbox) / (name + ".reason.json"))
+    assert sidecar["reason"] == reason
+    assert sidecar["inbox"] == inbox
+    rows = [r for r in await run.rows() if r.relpath == name]
+    assert [(r.state, r.reason, r.final_path) for r in rows] == [
+        ("quarantined", reason, str(qfile))
+    ]
+    return sidecar
+
+
+async def test_fifo_is_quarantined_and_never_blocks(tmp_path: Path) -> None:
+    """A fifo (no writer) is quarantined as not_regular_file while a real file beside it uploads."""
+    async with running(tmp_path) as run:
+        os.mkfifo(run.inbox() / "pipe.txt")
+        (run.inbox() / "real.txt").write_bytes(b"real")
+        seen = {s.relpath: s.result.outcome for s in await run.wait_for(2)}
+        assert seen == {"pipe.txt": "quarantined", "real.txt": "uploaded"}
+        sidecar = await _quarantined(run, "pipe.txt", "not_regular_file")
+        assert "fifo" in sidecar["detail"]
+        assert stat.S_ISFIFO(os.lstat(run.quarantine() / "pipe.txt").st_mode)
+        assert [f.filename for f in run.emu.files()] == ["real.txt"]
+
+
+async def test_symlink_outside_is_never_uploaded(tmp_path: Path) -> None:
+    """A symlink to a file outside the inbox is quarantined as a link; its target is untouched."""
+    target = tmp_path / "secret.txt"
+    target.write_bytes(b"top secret")
+    async with running(tmp_path) as run:
+        (run.inbox() / "link.txt").symlink_to(target)
+        [seen] = await run.wait_for(1)
+        assert seen.result.outcome == "quarantined"
+        await _quarantined(run, "link.txt", "symlink")
+        assert (run.quarantine() / "link.txt").readlink() == target
+        assert target.read_bytes() == b"top secret"
+        assert run.emu.files() == []
+
+
+async def test_empty_file(tmp_path: Path) -> None:
+    """An empty file is quarantined as empty, with its size in the sidecar."""
+    async with running(tmp_path) as run:
+        (run.inbox() / "empty.txt").write_bytes(b"")
+        await run.wait_for(1)
+        sidecar = await _quarantined(run, "empty.txt", "empty")
+        assert sidecar["size"] == 0
+        assert run.emu.files() == []
+
+
+async def test_too_large_sparse(tmp_path: Path) -> None:
+    """A sparse 101 MiB file is quarantined as too_large naming the limit; its size is kept."""
+    async with running(tmp_path) as run:
+        big = run.inbox() / "big.txt"
+        with big.open("wb") as f:
+            f.write(b"x")
+        os.truncate(big, 101 * MIB)
+        await run.wait_for(1)
+        sidecar = await _quarantined(run, "big.txt", "too_large")
+        assert sidecar["size"] == 101 * MIB
+        assert sidecar["detail"] == f"kimi (file-extract): {101 * MIB} bytes > {100 * MIB} bytes"
+        assert (run.quarantine() / "big.txt").stat().st_size == 101 * MIB
+        assert run.emu.files() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "data"), [("tool.exe", b"MZ binary"), ("fake.pdf", b"not a pdf at all")]
+)
+async def test_type_not_allowed(tmp_path: Path, name: str, data: bytes) -> None:
+    """A type the provider refuses, or content contradicting its extension, is type_not_allowed."""
+    async with running(tmp_path) as run:
+        (run.inbox() / name).write_bytes(data)
+        await run.wait_for(1)
+        sidecar = await _quarantined(run, name, "type_not_allowed")
+        assert (run.quarantine() / name).read_bytes() == data
+        assert sidecar["size"] == len(data)
+        assert run.emu.files() == []
+
+
+async def test_name_invalid(tmp_path: Path) -> None:
+    """A name with undecodable bytes is quarantined as name_invalid; its bytes are kept."""
+    async with running(tmp_path) as run:
+        raw = os.fsencode(run.inbox()) + b"/bad\xff\xfename.txt"
+        fd = os.open(raw, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"content")
+        os.close(fd)
+        await run.wait_for(1)
+        name = os.fsdecode(b"bad\xff\xfename.txt")
+        await _quarantined(run, name, "name_invalid")
+        assert (run.quarantine() / name).read_bytes() == b"content"
+        assert run.emu.files() == []
+
+
+@pytest.mark.parametrize(
+    ("server_limit", "reason"),
+    [
+        (PurposeLimits(max_bytes=100 * MIB, types=frozenset({"pdf"})), "upload_rejected"),
+        (PurposeLimits(max_bytes=4), "too_large"),
+    ],
+)
+async def test_rejected_by_provider(
+    tmp_path: Path, server_limit: PurposeLimits, reason: str
+) -> None:
+    """A file the server refuses (a Permanent error) though our table accepts it is quarantined."""
+    lowered = replace(
+        LIMITS["kimi"], purposes={**LIMITS["kimi"].purposes, "file-extract": server_limit}
+    )
+    async with running(tmp_path, limits={"kimi": lowered}) as run:
+        (run.inbox() / "ten.txt").write_bytes(b"0123456789")
+        await run.wait_for(1)
+        sidecar = await _quarantined(run, "ten.txt", reason)
+        assert sidecar["detail"].startswith("kimi HTTP 400 ")
+        assert sidecar["sha256"] == sha(b"0123456789")
+        assert run.emu.files() == []
+
+
+async def test_upload_failed_after_attempts(tmp_path: Path) -> None:
+    """Persistent 500s exhaust the attempts: upload_failed, nothing stored, 3 calls made."""
+    async with running(tmp_path, faults="kimi:500") as run:
+        (run.inbox() / "a.txt").write_bytes(b"aaa")
+        await run.wait_for(1)
+        sidecar = await _quarantined(run, "a.txt", "upload_failed")
+        assert sidecar["sha256"] == sha(b"aaa")
+        assert run.emu.files() == []
+        assert run.emu.counts()["kimi"]["upload.500"] == 3
+
+
+async def test_quota_quarantine(tmp_path: Path) -> None:
+    """With on_quota = "quarantine", a quota answer quarantines the file as quota_exhausted."""
+    inboxes = [{"name": "in", "providers": ["kimi"], "on_quota": "quarantine"}]
+    async with running(tmp_path, inboxes=inboxes, faults="kimi:quota") as run:
+        (run.inbox() / "q.txt").write_bytes(b"quota")
+        await run.wait_for(1)
+        await _quarantined(run, "q.txt", "quota_exhausted")
+        assert run.emu.files() == []
+
+
+async def test_quota_wait_parks(tmp_path: Path) -> None:
+    """With on_quota = "wait", a quota answer parks the file: it stays in the inbox, pending."""
+    async with running(tmp_path, faults="kimi:quota") as run:
+        (run.inbox() / "q.txt").write_bytes(b"quota")
+        [seen] = await run.wait_for(1)
+        assert seen.result.outcome == "parked"
+        assert seen.result.park_until is not None
+        assert seen.result.park_until > time.time() + 60
+        assert (run.inbox() / "q.txt").read_bytes() == b"quota"
+        [row] = await run.rows()
+        assert (row.state, row.not_before) == ("pending", seen.result.park_until)
+        assert list(run.quarantine().iterdir()) == []
+        assert run.emu.files() == []
+
+
+async def test_duplicate_content(tmp_path: Path) -> None:
+    """Two files with the same bytes: uploaded once, the second archived as a duplicate."""
+    async with running(tmp_path) as run:
+        (run.inbox() / "one.txt").write_bytes(b"same bytes")
+        await run.wait_for(1)
+        (run.inbox() / "two.txt").write_bytes(b"same bytes")
+        [seen] = await run.wait_for(1)
+        assert seen.result.outcome == "duplicate"
+        [remote] = run.emu.files()
+        first = read_sidecar(run.done() / "one.txt.upload.json")
+        second = read_sidecar(run.done() / "two.txt.upload.json")
+        rows = {r.relpath: r for r in await run.rows()}
+        assert first["file_id"] == second["file_id"] == remote.id
+        assert second["dedupe_of"] == rows["one.txt"].id
+        assert "dedupe_of" not in first
+        assert rows["two.txt"].dedupe_of == rows["one.txt"].id
+        assert (run.done() / "two.txt").read_bytes() == b"same bytes"
+
+
+async def test_duplicates_at_once(tmp_path: Path) -> None:
+    """Five files with the same bytes dropped together: one upload, four duplicates."""
+    async with running(tmp_path) as run:
+        for i in range(5):
+            (run.inbox() / f"d{i}.txt").write_bytes(b"twins")
+        outcomes = sorted(s.result.outcome for s in await run.wait_for(5))
+        assert outcomes == ["duplicate"] * 4 + ["uploaded"]
+        assert len(run.emu.files()) == 1
+
+
+ROBUST_RETRY = {
+    "attempts": 12,
+    "budget_ratio": 1.0,
+    "budget_floor": 10_000.0,
+    "retry_after_cap": 2.0,
+}
+
+
+def _assert_exactly_once(run: Run, contents: dict[str, bytes], inbox: str = "in") -> None:
+    """Every content is stored exactly once remotely and archived; nothing else is stored."""
+    remote = run.remote_by_sha()
+    assert sorted(remote) == sorted(sha(d) for d in contents.values())
+    assert all(len(copies) == 1 for copies in remote.values()), {
+        k: len(v) for k, v in remote.items() if len(v) > 1
+    }
+    for name, data in contents.items():
+        assert (run.done(inbox) / name).read_bytes() == data
+        receipt = read_sidecar(run.done(inbox) / f"{name}.upload.json")
+        [copy] = remote[sha(data)]
+        assert (receipt["file_id"], receipt["sha256"]) == (copy.id, sha(data))
+    assert list(run.inbox(inbox).iterdir()) == []
+
+
+@pytest.mark.parametrize("provider", ["kimi", "glm"])
+async def test_faults_every_file_exactly_once(tmp_path: Path, provider: str) -> None:
+    """Under 5xx bursts, 429 + Retry-After, resets and accept-then-drop each file is stored once."""
+    faults = (
+        f"{provider}:seq=503/503/503/429:1/reset/drop/ok/drop/reset,"
+        "503@0.1,502@0.05,429:0@0.05,reset@0.1,drop@0.1"
+    )
+    providers = {provider: provider_section(provider, retry=ROBUST_RETRY)}
+    inboxes = [{"name": "in", "providers": [provider]}]
+    async with running(
+        tmp_path, inboxes=inboxes, providers=providers, faults=faults, seed=7
+    ) as run:
+        contents = {f"f{i:03}.txt": f"file {i} {provider}\n".encode() * (i + 1) for i in range(60)}
+        for name, data in contents.items():
+            (run.inbox() / name).write_bytes(data)
+        seen = await run.wait_for(60, limit=60)
+        assert sorted(s.result.outcome for s in seen) == ["uploaded"] * 60
+        _assert_exactly_once(run, contents)
+        counts = run.emu.counts()[provider]
+        assert counts["upload.drop"] >= 2
+        assert counts["upload.reset"] >= 1
+        assert counts["upload.429"] >= 1
+        assert counts["upload.503"] >= 3
+
+
+async def test_thousand_files(tmp_path: Path) -> None:
+    """1,000 files dropped at once are all uploaded exactly once and archived."""
+    async with running(tmp_path) as run:
+        contents = {f"n{i:04}.txt": f"number {i}\n".encode() for i in range(1000)}
+        for name, data in contents.items():
+            (run.inbox() / name).write_bytes(data)
+        seen = await run.wait_for(1000, limit=120)
+        assert sorted(s.result.outcome for s in seen) == ["uploaded"] * 1000
+        _assert_exactly_once(run, contents)
+        rows = await run.rows()
+        assert len(rows) == 1000
+        assert {r.state for r in rows} == {"done"}
