@@ -66,19 +66,10 @@ def build_client(
                     transport=http_transport,
                 )
             )
-        elif name == "openai":
-            chain.append(
-                OpenAITransport(
-                    provider,
-                    base_url=base_url,
-                    api_key=api_key,
-                    timeout=timeout,
-                    connect_timeout=connect_timeout,
-                )
-            )
         else:
+            sdk = OpenAITransport if name == "openai" else ZhipuAITransport
             chain.append(
-                ZhipuAITransport(
+                sdk(
                     provider,
                     base_url=base_url,
                     api_key=api_key,
