@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import io
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from types import ModuleType
 from typing import Any, BinaryIO, NamedTuple
@@ -148,6 +149,19 @@ async def upload(client: ProviderClient, fileobj: BinaryIO | None = None) -> Any
     )
 
 
+@asynccontextmanager
+async def chain_client(
+    provider: str, *chain: Transport
+) -> AsyncIterator[tuple[ProviderClient, Fallbacks]]:
+    """A ProviderClient over ``chain`` that records its fallbacks; closed on exit."""
+    fallbacks = Fallbacks()
+    client = ProviderClient(provider, list(chain), on_fallback=fallbacks)
+    try:
+        yield client, fallbacks
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
     """A fresh emulator."""
@@ -187,13 +201,10 @@ async def test_never_sent_falls_back_to_the_next_transport(
 ) -> None:
     """A head transport that fails before sending hands the upload to the next one, once."""
     provider = head.provider
-    fallbacks = Fallbacks()
-    chain = [
-        sdk_transport(provider, head.name, emu, make_importer(head.module, head.client_class)),
-        http_transport(provider, emu),
-    ]
-    client = ProviderClient(provider, chain, on_fallback=fallbacks)
-    try:
+    importer = make_importer(head.module, head.client_class)
+    async with chain_client(
+        provider, sdk_transport(provider, head.name, emu, importer), http_transport(provider, emu)
+    ) as (client, fallbacks):
         result = await upload(client)
         assert result.transport == "http"
         [stored] = emu.files()
@@ -203,46 +214,36 @@ async def test_never_sent_falls_back_to_the_next_transport(
         assert why in fallbacks.calls[0][3]
         # Exactly one upload request reached the server: the head sent nothing.
         assert emu.counts()[provider] == {"upload.200": 1}
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.anyio
 async def test_glm_walks_the_whole_chain(emu: Emulator) -> None:
     """GLM with zhipuai missing and openai incompatible ends on raw httpx, reporting both hops."""
-    fallbacks = Fallbacks()
-    chain = [
+    async with chain_client(
+        "glm",
         sdk_transport("glm", "zhipuai", emu, missing("zhipuai")),
         sdk_transport("glm", "openai", emu, incompatible("openai", "AsyncOpenAI")),
         http_transport("glm", emu),
-    ]
-    client = ProviderClient("glm", chain, on_fallback=fallbacks)
-    try:
+    ) as (client, fallbacks):
         result = await upload(client)
         assert result.transport == "http"
         assert fallbacks.hops() == [("glm", "zhipuai", "openai"), ("glm", "openai", "http")]
         assert len(emu.files()) == 1
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.anyio
 async def test_zhipuai_missing_lands_on_the_openai_sdk(emu: Emulator) -> None:
     """GLM's second link is the real openai SDK, used when zhipuai is not installed."""
-    fallbacks = Fallbacks()
-    chain = [
+    async with chain_client(
+        "glm",
         sdk_transport("glm", "zhipuai", emu, missing("zhipuai")),
         sdk_transport("glm", "openai", emu, importlib.import_module),
         http_transport("glm", emu),
-    ]
-    client = ProviderClient("glm", chain, on_fallback=fallbacks)
-    try:
+    ) as (client, fallbacks):
         result = await upload(client)
         assert result.transport == "openai"
         assert fallbacks.hops() == [("glm", "zhipuai", "openai")]
         assert emu.counts()["glm"] == {"upload.200": 1}
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.anyio
@@ -285,14 +286,12 @@ async def test_server_answers_and_ambiguous_failures_never_fall_back(
 ) -> None:
     """A 4xx/5xx/429 answer or a failure after sending is raised as is, from the head only."""
     provider = head.provider
-    fallbacks = Fallbacks()
-    chain = [
+    emu.set_faults(provider, fault)
+    async with chain_client(
+        provider,
         sdk_transport(provider, head.name, emu, importlib.import_module),
         http_transport(provider, emu),
-    ]
-    client = ProviderClient(provider, chain, on_fallback=fallbacks)
-    emu.set_faults(provider, fault)
-    try:
+    ) as (client, fallbacks):
         with pytest.raises(kind) as caught:
             await upload(client)
         assert type(caught.value) is kind
@@ -301,8 +300,6 @@ async def test_server_answers_and_ambiguous_failures_never_fall_back(
             assert caught.value.ambiguous is True
         assert fallbacks.calls == []
         assert sum(emu.counts()[provider].values()) == 1
-    finally:
-        await client.aclose()
 
 
 class FailsMidBody(io.BytesIO):
@@ -326,20 +323,16 @@ async def test_failure_after_the_probe_is_ambiguous_not_a_fallback(
 ) -> None:
     """A raw OSError from the real SDK once the request reached its HTTP layer never falls back."""
     provider = head.provider
-    fallbacks = Fallbacks()
-    chain = [
+    async with chain_client(
+        provider,
         sdk_transport(provider, head.name, emu, importlib.import_module),
         http_transport(provider, emu),
-    ]
-    client = ProviderClient(provider, chain, on_fallback=fallbacks)
-    try:
+    ) as (client, fallbacks):
         with pytest.raises(Retryable) as caught:
             await upload(client, FailsMidBody(b"x" * (1 << 20)))
         assert caught.value.ambiguous is True
         assert fallbacks.calls == []
         assert emu.files() == []
-    finally:
-        await client.aclose()
 
 
 class Lying:
@@ -540,7 +533,6 @@ async def test_key_quoted_by_a_failing_sdk_never_reaches_the_message(emu: Emulat
         fake.AsyncOpenAI = Quoting  # type: ignore[attr-defined]
         return fake
 
-    fallbacks = Fallbacks()
     key = "emulator-key-without-a-key-shape"
     transport = OpenAITransport(
         "kimi",
@@ -550,13 +542,10 @@ async def test_key_quoted_by_a_failing_sdk_never_reaches_the_message(emu: Emulat
         connect_timeout=1.0,
         importer=importer,
     )
-    client = ProviderClient("kimi", [transport, transport], on_fallback=fallbacks)
-    try:
+    async with chain_client("kimi", transport, transport) as (client, fallbacks):
         with pytest.raises(TransportUnavailable) as caught:
             await upload(client)
         assert "malformed key [redacted]" in str(caught.value)
         assert key not in str(caught.value)
         assert all(key not in call[3] for call in fallbacks.calls)
         assert len(fallbacks.calls) == 1
-    finally:
-        await client.aclose()
