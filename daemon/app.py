@@ -36,12 +36,13 @@ from daemon.store import Store
 from daemon.watcher import Candidate, WatchedInbox, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
 from handlers.budget import ByteBudget
+from handlers.ledger import PENDING
 from handlers.pipeline import InboxPlan, Pipeline, Result
 from providers.breaker import FORCED_OPEN
 from providers.errors import ConfigError, ProviderError
 from providers.types import UploadClient
 
-__all__ = ["Daemon", "run_daemon", "with_emulator"]
+__all__ = ["Daemon", "run_daemon", "unpark_forever", "with_emulator"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,18 @@ async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> in
 
 def _pointed(loader: Loader, urls: Mapping[str, str], keys: Mapping[str, str]) -> Loader:
     return lambda: with_emulator(loader(), urls, keys)
+
+
+async def unpark_forever(store: Store) -> int:
+    """Clear ``not_before`` of files parked until a breaker reset (forced open); how many."""
+    rows = [
+        row
+        for row in await store.rows_in_state(PENDING)
+        if row.not_before is not None and math.isinf(row.not_before)
+    ]
+    for row in rows:
+        await store.transition(row.id, PENDING, not_before=None)
+    return len(rows)
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -482,10 +495,15 @@ class Daemon:
             await self._start_watcher()
         if self.intake is not None:
             self._add_workers()
-        for provider, record in (await self.store.all_breakers()).items():
-            if record.state == FORCED_OPEN and provider in self.clients:
-                await self.dispatcher.reset_breaker(provider)
-                self._wake_at(time.time())  # files parked behind it go again now
+        forced = [
+            provider
+            for provider, record in (await self.store.all_breakers()).items()
+            if record.state == FORCED_OPEN and provider in self.clients
+        ]
+        for provider in forced:
+            await self.dispatcher.reset_breaker(provider)
+        if forced and await unpark_forever(self.store):
+            self._wake_at(time.time())  # files parked behind it go again now
         self._close_idle_clients()
 
     async def _apply_providers(self, plan: ReloadPlan, new: Settings) -> None:
