@@ -23,6 +23,7 @@ from daemon.wiring import build_clients, build_plans
 from handlers.ledger import QUARANTINED, REQUEUED, STATES, LedgerRow
 from handlers.pipeline import InboxPlan, Result
 from handlers.quarantine import REASON_SUFFIX, iso_utc, requeue
+from providers.breaker import FORCED_OPEN
 from providers.errors import ConfigError, InboxdError
 from providers.limits import MIB
 from providers.types import BreakerRecord
@@ -300,15 +301,20 @@ async def run_breaker_reset(settings: Settings, provider: str, *, out: TextIO) -
     """``inboxd breaker reset``: close ``provider``'s breaker in the state file; 0.
 
     A running daemon reads the breaker from the state file before every upload decision, so
-    it sees the reset at its next file (files parked by the breaker go again at the next
-    rescan, or at once on ``systemctl reload``).
+    it sees the reset at its next file; files parked until a reset (forced open) are released
+    and go again at the daemon's next rescan (at once on ``systemctl reload``).
     """
+    from daemon.app import unpark_forever  # the daemon's own rule for forced-open parks
+
     _need_state_file(settings)
     async with Store.open(settings.state_file) as store:
         before = await store.load_breaker(provider)
         await store.reset_breaker(provider)
+        released = await unpark_forever(store) if before and before.state == FORCED_OPEN else 0
     was = "closed" if before is None else before.state
     out.write(f"breaker of {provider} reset to closed (was {was})\n")
+    if released:
+        out.write(f"{released} file(s) waiting for this reset go again at the next rescan\n")
     return 0
 
 
