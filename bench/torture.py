@@ -1,0 +1,168 @@
+"""Torture: SIGKILLs during a run with faults on, and a fault storm; nothing lost, nothing twice.
+
+(a) ``kills``: ``--files`` distinct text files sit in the inbox; inboxd (a subprocess, Kimi via
+the emulator with ``KILL_FAULTS``) is started and SIGKILLed ``--kills`` times, each at a
+random moment 0.3-2 s after READY=1, then left to finish. (b) ``storm``: one uninterrupted
+run with ``STORM_FAULTS`` (30 % 5xx, 10 % 429 with Retry-After 1 s, 5 % resets, 5 %
+accept-then-drop). Ground truth is the emulator's ``/_emulator/files``: lost = a file whose
+sha256 the emulator does not hold or that is not archived; twice = a sha256 held more than
+once. Attempts per file come from the ledger's ``attempts`` column; request outcomes from
+``/_emulator/counts``. Backoff, breaker periods and the rescan interval are shortened (see
+``_TUNING``) so a storm takes seconds, not the production minutes.
+
+    .venv/bin/python bench/torture.py [--files 2000] [--kills 25] [--seed 1] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    DaemonProc,
+    EmulatorProc,
+    count_archived,
+    machine,
+    wait_until,
+    write_config,
+)
+
+KILL_FAULTS = "kimi:500@0.1,429:1@0.05,reset@0.03,drop@0.03"
+STORM_FAULTS = "kimi:500@0.15,502@0.08,503@0.07,429:1@0.1,reset@0.05,drop@0.05"
+_TUNING = """
+[providers.kimi.retry]
+attempts = 5
+base = 0.05
+cap = 1.0
+budget_ratio = 1.0
+budget_floor = 1000.0
+[providers.kimi.breaker]
+open_base = 0.5
+open_max = 2.0
+"""
+
+
+def _files(inbox: Path, count: int) -> dict[str, str]:
+    """Write ``count`` distinct text files; returns name → sha256."""
+    inbox.mkdir()
+    digests = {}
+    for i in range(count):
+        data = f"torture file {i} {random.random()}\n".encode() * 20
+        (inbox / f"t{i:05d}.txt").write_bytes(data)
+        digests[f"t{i:05d}.txt"] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def _daemon(emu: EmulatorProc, root: Path, inbox: Path) -> DaemonProc:
+    cfg = write_config(
+        root / "inboxd.toml",
+        state_dir=root / "state",
+        inboxes={"bench": inbox},
+        urls=emu.urls,
+        settle=0.2,
+        extra="rescan_interval = 3.0",
+        provider_extra="",
+    )
+    cfg.write_text(cfg.read_text() + _TUNING)
+    return DaemonProc(cfg, emu.keys, root / "inboxd.log")
+
+
+def _verdict(emu: EmulatorProc, root: Path, digests: dict[str, str]) -> tuple[int, int]:
+    held = collections.Counter(f["sha256"] for f in emu.stored())
+    done = root / "inbox.done"
+    lost = sum(1 for n, d in digests.items() if held[d] == 0 or not (done / n).exists())
+    twice = sum(1 for d in digests.values() if held[d] > 1)
+    return lost, twice
+
+
+def _attempts(root: Path) -> dict[int, int]:
+    with sqlite3.connect(root / "state" / "inboxd.sqlite3") as db:
+        rows = db.execute("SELECT attempts, COUNT(*) FROM ledger GROUP BY attempts")
+        return dict(sorted(rows.fetchall()))
+
+
+def kills(emu: EmulatorProc, root: Path, count: int, n_kills: int, rng: random.Random) -> None:
+    """Run (a) and print its figures."""
+    emu.set_faults(KILL_FAULTS)
+    inbox = root / "inbox"
+    digests = _files(inbox, count)
+    start = time.monotonic()
+    for _ in range(n_kills):
+        daemon = _daemon(emu, root, inbox)
+        daemon.start()
+        time.sleep(rng.uniform(0.3, 2.0))  # the random moment of the kill
+        daemon.kill()
+    daemon = _daemon(emu, root, inbox)
+    daemon.start()
+    try:
+        done = root / "inbox.done"
+        wait_until(lambda: count_archived(done) >= count, timeout=60 + count / 5, interval=0.2)
+    finally:
+        daemon.stop()
+    lost, twice = _verdict(emu, root, digests)
+    print(
+        f"torture_kills: {count} files, {n_kills} SIGKILLs, faults {KILL_FAULTS!r}: "
+        f"lost {lost}, uploaded twice {twice}, archived {count_archived(root / 'inbox.done')}, "
+        f"{time.monotonic() - start:.1f} s"
+    )
+    print(f"torture_kills_attempts_per_file: {_attempts(root)}")
+    print(f"torture_kills_emulator_counts: {emu.get('/_emulator/counts')['kimi']}")
+
+
+def storm(emu: EmulatorProc, root: Path, count: int) -> None:
+    """Run (b) and print its figures."""
+    emu.set_faults(STORM_FAULTS)
+    inbox = root / "inbox"
+    digests = _files(inbox, count)
+    start = time.monotonic()
+    daemon = _daemon(emu, root, inbox)
+    daemon.start()
+    try:
+        done = root / "inbox.done"
+        wait_until(lambda: count_archived(done) >= count, timeout=60 + count / 5, interval=0.2)
+    finally:
+        daemon.stop()
+    lost, twice = _verdict(emu, root, digests)
+    print(
+        f"torture_storm: {count} files, faults {STORM_FAULTS!r}: lost {lost}, "
+        f"uploaded twice {twice}, archived {count_archived(root / 'inbox.done')}, "
+        f"{time.monotonic() - start:.1f} s"
+    )
+    print(f"torture_storm_attempts_per_file: {_attempts(root)}")
+    print(f"torture_storm_emulator_counts: {emu.get('/_emulator/counts')['kimi']}")
+
+
+def main() -> int:
+    """Run both torture runs and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--kills", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="100 files, 2 kills")
+    args = parser.parse_args()
+    count, n_kills = (100, 2) if args.smoke else (args.files, args.kills)
+    rng = random.Random(args.seed)
+    print(machine())
+    with EmulatorProc(seed=args.seed) as emu:
+        with tempfile.TemporaryDirectory(prefix="inboxd-bench-kill-") as tmp:
+            kills(emu, Path(tmp), count, n_kills, rng)
+        emu.get("/_emulator/counts")
+        import httpx
+
+        httpx.post(emu.admin + "/_emulator/reset", timeout=60).raise_for_status()
+        with tempfile.TemporaryDirectory(prefix="inboxd-bench-storm-") as tmp:
+            storm(emu, Path(tmp), count)
+    print(machine())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

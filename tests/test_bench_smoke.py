@@ -1,0 +1,60 @@
+"""Every bench script's ``--smoke`` mode runs as a subprocess, exits 0 and prints its figures.
+
+The benchmarks are run by hand, not as gates; this only keeps them from rotting. Each smoke
+run takes seconds (loopback emulator, a few hundred small files at most).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+# script → the figure lines its smoke run must print (each a line prefix).
+FIGURES = {
+    "throughput.py": ["machine: nproc=", "run 1: 200 files; direct", "throughput_ratio_median:"],
+    "latency.py": ["machine: nproc=", "run 1: 40 files", "latency_minus_settle_ms_median:"],
+    "memory_daemon.py": ["machine: nproc=", "daemon_rss kimi/http: idle"],
+    "idle.py": ["machine: nproc=", "run 1:", "idle_cpu_seconds_per_60s_median:"],
+    "hashing.py": ["machine: nproc=", "run 1: 64 MiB", "hash_ratio_median:"],
+    "scale.py": ["machine: nproc=", "run 1: scale_files 300:"],
+    "torture.py": [
+        "machine: nproc=",
+        "torture_kills: 100 files, 2 SIGKILLs",
+        "torture_kills_attempts_per_file:",
+        "torture_storm: 100 files",
+        "torture_storm_attempts_per_file:",
+    ],
+    "emulator_bench.py": ["uploads_16KiB:", "emulator_peak_rss_after_big_MiB:"],
+    "memory_transports.py": ["nproc ", "worst median rise over the real transports:"],
+}
+# memory_transports.py (another owner's) has no --smoke: a 10 MB, one-run call instead.
+ARGS = {"memory_transports.py": ["--runs", "1", "--size", "10000000"]}
+
+
+def test_every_bench_script_is_covered() -> None:
+    """Each script in bench/ (helpers excepted) has an entry here, so none escapes the smoke."""
+    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(FIGURES)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("script", sorted(FIGURES))
+def test_smoke_run_prints_its_figures(script: str) -> None:
+    """``python bench/SCRIPT --smoke`` (or its ARGS) exits 0 and prints every expected figure line."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *ARGS.get(script, ["--smoke"])],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    for prefix in FIGURES[script]:
+        assert any(line.startswith(prefix) for line in lines), (prefix, proc.stdout)
