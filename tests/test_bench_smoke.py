@@ -46,7 +46,7 @@ def test_every_bench_script_is_covered() -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("script", sorted(FIGURES))
 def test_smoke_run_prints_its_figures(script: str) -> None:
-    """``python bench/SCRIPT --smoke`` (or its ARGS) exits 0 and prints every expected figure line."""
+    """``bench/SCRIPT --smoke`` (or its ARGS) exits 0 and prints every expected figure line."""
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *ARGS.get(script, ["--smoke"])],
         capture_output=True,
