@@ -434,7 +434,7 @@ class Daemon:
             task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    await self.reload()
+                    self._tasks.start_soon(self.reload)  # SIGTERM stays answerable meanwhile
                     continue
                 logger.info("received %s, stopping", signal.Signals(signum).name)
                 self.stop()
@@ -449,7 +449,11 @@ class Daemon:
         In-flight uploads finish on the clients they started with; a refused config logs one
         error line per problem. Breakers forced open by a refused key (AuthFailed) close.
         """
+        await self.ready.wait()  # a SIGHUP during start-up applies once started
         async with self._reload_lock:
+            if self.stopping.is_set():
+                logger.warning("reload ignored: inboxd is stopping")
+                return False
             self.notifier.reloading()
             try:
                 return await self._reload()
@@ -469,13 +473,26 @@ class Daemon:
             for line in problems:
                 logger.error("reload refused, keeping the running config: %s", line)
             return False
+        plans = build_plans(new)
+        try:
+            for inbox in plans.values():
+                inbox.done_dir.mkdir(parents=True, exist_ok=True)
+                inbox.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.error(
+                "reload refused, keeping the running config: cannot create %s (%s); make it "
+                "writable by the daemon's user",
+                exc.filename,
+                exc.strerror,
+            )
+            return False
         plan = plan_reload(self.settings, new)
-        await self._apply(plan, new)
+        await self._apply(plan, new, plans)
         self.reloads += 1
         logger.info("config reloaded: %s", plan.summary())
         return True
 
-    async def _apply(self, plan: ReloadPlan, new: Settings) -> None:
+    async def _apply(self, plan: ReloadPlan, new: Settings, plans: dict[str, InboxPlan]) -> None:
         assert self.store is not None
         self.settings = new
         if plan.logging_changed:
@@ -483,10 +500,6 @@ class Daemon:
         for key in plan.restart_needed:
             logger.warning("reload: %s changed; it takes effect at the next restart", key)
         await self._apply_providers(plan, new)
-        plans = build_plans(new)
-        for inbox in plans.values():
-            inbox.done_dir.mkdir(parents=True, exist_ok=True)
-            inbox.quarantine_dir.mkdir(parents=True, exist_ok=True)
         for name in plan.added_inboxes:
             self.metrics.add_inbox(name)
         self.plans.clear()

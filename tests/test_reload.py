@@ -359,3 +359,25 @@ async def test_sighup_to_a_real_process_picks_up_a_new_inbox(tmp_path: Path) -> 
     assert ready[-1] == "READY=1"
     assert process.returncode == 0
     assert (tmp_path / "later.done" / "x.txt").read_bytes() == b"after sighup"
+
+
+@pytest.mark.anyio
+async def test_a_folder_that_cannot_be_created_refuses_the_reload(
+    tmp_path: Path, emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new inbox whose done_dir cannot be made is refused before anything changes."""
+    config = tmp_path / "config.toml"
+    write_config(config, tmp_path, [("docs", ["kimi"])])
+    async with running(_daemon(config, emu, Outcomes())) as daemon:
+        write_config(config, tmp_path, [("docs", ["kimi"]), ("new", ["kimi"])])
+        config.write_text(config.read_text() + 'done_dir = "/proc/inboxd-no/done"\n')
+        caplog.clear()
+        refused = await daemon.reload()
+        plans = sorted(daemon.plans)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert refused is False
+    assert plans == ["docs"]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "reload refused, keeping the running config: cannot create /proc/inboxd-no"
+    )
