@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import signal
@@ -184,9 +186,13 @@ async def test_reload_adds_an_inbox_that_then_uploads_and_drops_a_removed_one(
         old = await outcomes.wait("old", "o.txt")
         await daemon.watcher.rescan_now()  # type: ignore[union-attr]
         plans = sorted(daemon.plans)
+        discovered = daemon.registry.get_sample_value(
+            "inboxd_files_discovered_total", {"inbox": "new"}
+        )
     assert (new.outcome, new.row.provider if new.row else None) == ("uploaded", "glm")
     assert old.outcome == "uploaded"
     assert plans == ["new", "old"]
+    assert discovered == 1.0
     assert (tmp_path / "gone" / "g.txt").read_bytes() == b"removed inbox"  # left alone
     assert [(i, p) for i, p, _ in outcomes.results if i == "gone"] == []
     assert (tmp_path / "new.done").is_dir()
@@ -381,3 +387,36 @@ async def test_a_folder_that_cannot_be_created_refuses_the_reload(
     assert errors[0].startswith(
         "reload refused, keeping the running config: cannot create /proc/inboxd-no"
     )
+
+
+@pytest.mark.anyio
+async def test_reload_applies_new_limits_and_logging(tmp_path: Path, emu: Emulator) -> None:
+    """A lowered size limit quarantines the next file; the log format switches to JSON lines."""
+    config = tmp_path / "config.toml"
+    write_config(config, tmp_path, [("docs", ["kimi"])])
+    loader = loader_for(config, emu)
+    outcomes = Outcomes()
+    stream = io.StringIO()
+    daemon = Daemon(
+        loader(), notifier=Notifier(None), observer=outcomes, loader=loader, log_stream=stream
+    )
+    async with running(daemon):
+        drop(tmp_path / "docs", "before.txt", b"x" * 100)
+        before = await outcomes.wait("docs", "before.txt")
+        write_config(
+            config,
+            tmp_path,
+            [("docs", ["kimi"])],
+            extra='[log]\nformat = "json"\n[providers.kimi.limits.file-extract]\nmax_bytes = 10',
+        )
+        assert await daemon.reload()
+        mark = len(stream.getvalue())
+        drop(tmp_path / "docs", "after.txt", b"x" * 100)
+        after = await outcomes.wait("docs", "after.txt")
+    assert before.outcome == "uploaded"
+    assert after.outcome == "quarantined"
+    assert after.row is not None
+    assert after.row.reason == "too_large"
+    lines = stream.getvalue()[mark:].splitlines()
+    assert lines
+    assert all(json.loads(line)["logger"] for line in lines)
