@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -26,9 +27,9 @@ from handlers.ledger import PENDING, QUARANTINED, UPLOADED, UPLOADING, Ledger, L
 from handlers.moves import MoveError
 from handlers.quarantine import iso_utc, quarantine
 from handlers.reconcile import Reconciler
-from handlers.validate import FileBusy, FileVanished, OpenedFile, open_for_upload
+from handlers.validate import FileBusy, FileVanished, OpenedFile, Opener, open_for_upload
 from providers.dispatch import Parked
-from providers.errors import RejectedFile
+from providers.errors import ProviderError, RejectedFile
 from providers.limits import ProviderLimits
 from providers.router import route
 from providers.types import RemoteFile, UploadClient, UploadResult
@@ -112,7 +113,11 @@ class Pipeline:
         events: PipelineEvents,
         skew: float = 300.0,
         clock: Callable[[], float] = time.time,
+        relist_delay: float = 5.0,
+        opener: Opener = os.open,
     ) -> None:
+        """``relist_delay``: seconds before a file whose provider could not be listed is
+        tried again; ``opener`` opens inbox files (tests inject failures)."""
         self.ledger = ledger
         self.uploader = uploader
         self.clients = clients
@@ -121,6 +126,8 @@ class Pipeline:
         self.events = events
         self.skew = skew
         self.clock = clock
+        self.relist_delay = relist_delay
+        self.opener = opener
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
 
@@ -144,7 +151,7 @@ class Pipeline:
         """Bring the file at ``path`` (``relpath`` inside the inbox) as far as it can go now."""
         try:
             opened = await anyio.to_thread.run_sync(
-                lambda: open_for_upload(path, accept=self.acceptor(plan))
+                lambda: open_for_upload(path, accept=self.acceptor(plan), opener=self.opener)
             )
         except RejectedFile as rejected:
             return await self._reject(plan, path, relpath, rejected, row=None, sha256=None)
@@ -160,12 +167,11 @@ class Pipeline:
         row = await self.ledger.begin(
             plan.name, relpath, size=opened.size, mtime_ns=opened.mtime_ns
         )
-        if row.state == UPLOADED:
-            return await self._finish(plan, opened.path, row)
-        if row.state == UPLOADING:  # left by a crash: find the copy it may have stored
-            row = await self.reconciler.settle(row)
-            if row.state == UPLOADED:
-                return await self._finish(plan, opened.path, row)
+        if row.state in {UPLOADING, UPLOADED}:
+            resumed = await self._resume(plan, opened, row)
+            if isinstance(resumed, Result):
+                return resumed
+            row = resumed
         now = self.clock()
         if row.not_before is not None and row.not_before > now:
             return Result("parked", park_until=row.not_before)
@@ -180,6 +186,19 @@ class Pipeline:
                 if duplicate is not None:
                     return duplicate
             return await self._upload(plan, opened, row, sha256)
+
+    async def _resume(
+        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow
+    ) -> Result | LedgerRow:
+        """Finish an ``uploaded`` row; settle an ``uploading`` one (left by a crash) first."""
+        if row.state == UPLOADING:  # find the copy the interrupted upload may have stored
+            try:
+                row = await self.reconciler.settle(row)
+            except ProviderError as exc:
+                return self._relist_later(plan, row, exc)
+        if row.state == UPLOADED:
+            return await self._finish(plan, opened.path, row)
+        return row
 
     @asynccontextmanager
     async def _content_lock(self, sha256: str) -> AsyncIterator[None]:
@@ -265,6 +284,16 @@ class Pipeline:
                 if not _same_inode(opened):
                     await self.ledger.transition(current.id, PENDING)
                     return Result("changed")
+                if rejected.reason == "upload_failed" and current.state == UPLOADING:
+                    # The last attempts may have ended ambiguously (a reset after the body was
+                    # sent) with no listing to settle them: never quarantine a stored file.
+                    try:
+                        found = await reconcile(current.provider or "", current.purpose or "")
+                    except ProviderError as exc:
+                        return self._relist_later(plan, current, exc)
+                    if found is not None:
+                        result = UploadResult(remote=found, transport="reconcile")
+                        return await self._uploaded(plan, opened, current, result, 0.0)
                 return await self._reject(
                     plan, opened.path, current.relpath, rejected, row=current, sha256=sha256
                 )
@@ -273,6 +302,16 @@ class Pipeline:
             finally:
                 self.events.inflight_bytes(self.budget.in_use - opened.size)
         elapsed = anyio.current_time() - started
+        return await self._uploaded(plan, opened, current, result, elapsed)
+
+    async def _uploaded(
+        self,
+        plan: InboxPlan,
+        opened: OpenedFile,
+        current: LedgerRow,
+        result: UploadResult,
+        elapsed: float,
+    ) -> Result:
         remote = result.remote
         if not opened.unchanged():
             # Changed while being sent: the remote copy is not what is on disk now.
@@ -303,8 +342,23 @@ class Pipeline:
         )
         return await self._finish(plan, opened.path, uploaded, outcome="uploaded")
 
+    def _relist_later(self, plan: InboxPlan, row: LedgerRow, exc: ProviderError) -> Result:
+        """The provider's listing failed: the row stays ``uploading`` until it can be listed."""
+        logger.warning(
+            "cannot list the provider's files to settle an interrupted upload (%s); "
+            "trying again in %.0f s",
+            exc,
+            self.relist_delay,
+            extra={"inbox": plan.name, "file": row.relpath, "provider": row.provider},
+        )
+        return Result("parked", park_until=self.clock() + self.relist_delay)
+
     async def recover(self, plans: Mapping[str, InboxPlan]) -> None:
-        """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``."""
+        """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``.
+
+        A row whose provider cannot be listed now stays ``uploading``: processing the file
+        settles it later (never a second copy, never a crash at start).
+        """
         for row in await self.ledger.rows_in_state(UPLOADING):
             plan = plans.get(row.inbox)
             if plan is None or row.provider not in self.clients:
@@ -315,7 +369,16 @@ class Pipeline:
                     row.inbox,
                 )
                 continue
-            await self.reconciler.settle(row)
+            try:
+                await self.reconciler.settle(row)
+            except ProviderError as exc:
+                logger.warning(
+                    "cannot settle the interrupted upload of %s in inbox %s now (%s); "
+                    "it is settled when the file is processed",
+                    row.relpath,
+                    row.inbox,
+                    exc,
+                )
         for row in await self.ledger.rows_in_state(UPLOADED):
             plan = plans.get(row.inbox)
             if plan is None:
