@@ -263,8 +263,14 @@ class Pipeline:
                 intent_at=self.clock(),
             )
 
+        unsure = False  # the dispatcher's last reconcile of an ambiguous attempt failed
+
         async def reconcile(provider: str, purpose: str) -> RemoteFile | None:
-            return await self.reconciler.find_remote(provider, purpose, current)
+            nonlocal unsure
+            unsure = True
+            found = await self.reconciler.find_remote(provider, purpose, current)
+            unsure = False
+            return found
 
         started = anyio.current_time()
         async with self.budget.hold(opened.size):
@@ -284,9 +290,9 @@ class Pipeline:
                 if not _same_inode(opened):
                     await self.ledger.transition(current.id, PENDING)
                     return Result("changed")
-                if rejected.reason == "upload_failed" and current.state == UPLOADING:
-                    # The last attempts may have ended ambiguously (a reset after the body was
-                    # sent) with no listing to settle them: never quarantine a stored file.
+                if rejected.reason == "upload_failed" and unsure:
+                    # The last attempt ended ambiguously (a reset after the body was sent) and
+                    # no listing settled it: never quarantine a file the provider may hold.
                     try:
                         found = await reconcile(current.provider or "", current.purpose or "")
                     except ProviderError as exc:
