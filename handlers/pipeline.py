@@ -287,7 +287,9 @@ class Pipeline:
                     reconcile=reconcile,
                 )
             except RejectedFile as rejected:
-                if not _same_inode(opened):
+                # Changed while being sent (the client's size check fails every attempt, or
+                # the name now holds another file): back to settle, never a quarantine.
+                if not _same_inode(opened) or not opened.unchanged():
                     await self.ledger.transition(current.id, PENDING)
                     return Result("changed")
                 if rejected.reason == "upload_failed" and unsure:

@@ -1,0 +1,263 @@
+"""The pipeline on its own: a real Store, the real emulator, real clients and dispatcher.
+
+For what is easier to drive without the watcher: a file unreadable to root, a file rewritten
+while it is being sent, listings that fail while an interrupted upload is settled.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+
+from daemon.settings import InboxSettings, Settings
+from daemon.store import Store
+from daemon.wiring import build_clients, build_dispatcher, build_plans
+from handlers.budget import ByteBudget
+from handlers.ledger import PENDING, UPLOADING
+from handlers.pipeline import InboxPlan, Pipeline, Uploader
+from providers.dispatch import NullEvents
+from providers.emulator import Emulator
+from providers.types import RemoteFile, UploadResult
+from tests._harness import provider_section, read_sidecar, sha
+
+pytestmark = pytest.mark.anyio
+
+
+class _Events:
+    """PipelineEvents that remember what they were told."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.stored: list[str] = []
+
+    def quarantined(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+    def duplicate(self) -> None: ...
+
+    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None:
+        self.stored.append(provider)
+
+    def inflight_bytes(self, n: int) -> None: ...
+
+
+@dataclass
+class _Rig:
+    emu: Emulator
+    store: Store
+    pipeline: Pipeline
+    plan: InboxPlan
+    events: _Events
+    uploader: Uploader
+
+
+@asynccontextmanager
+async def _rig(
+    tmp_path: Path,
+    *,
+    faults: str | None = None,
+    attempts: int = 3,
+    opener: Callable[[Path, int], int] = os.open,
+    wrap: Callable[[Uploader], Uploader] | None = None,
+) -> AsyncIterator[_Rig]:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    async with Emulator(faults=faults) as emu, Store.open(tmp_path / "state.sqlite3") as store:
+        section = provider_section("kimi", retry={"attempts": attempts})
+        settings = Settings(
+            state_dir=tmp_path,
+            inbox=[InboxSettings(name="in", path=inbox, providers=["kimi"])],
+            providers={
+                "kimi": section.model_copy(
+                    update={"base_url": emu.base_url("kimi"), "api_key": emu.key("kimi")}
+                )
+            },
+        )
+        clients = build_clients(settings)
+        limits = {"kimi": settings.providers.kimi.effective_limits("kimi")}
+        dispatcher = build_dispatcher(settings, clients, limits, store, NullEvents())
+        uploader: Uploader = dispatcher if wrap is None else wrap(dispatcher)
+        events = _Events()
+        pipeline = Pipeline(
+            ledger=store,
+            uploader=uploader,
+            clients=clients,
+            limits=limits,
+            budget=ByteBudget(1 << 20),
+            events=events,
+            relist_delay=7.0,
+            opener=opener,
+        )
+        try:
+            yield _Rig(emu, store, pipeline, build_plans(settings)["in"], events, uploader)
+        finally:
+            for client in clients.values():
+                await client.aclose()
+
+
+async def test_unreadable_file_is_quarantined(tmp_path: Path) -> None:
+    """A file that cannot be opened (EACCES) is quarantined as unreadable with the fix named."""
+
+    def opener(path: Path, flags: int) -> int:
+        if flags & os.O_PATH:
+            return os.open(path, flags)
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    async with _rig(tmp_path, opener=opener) as rig:
+        path = rig.plan.path / "locked.txt"
+        path.write_bytes(b"locked")
+        result = await rig.pipeline.process(rig.plan, path, "locked.txt")
+        assert result.outcome == "quarantined"
+        sidecar = read_sidecar(rig.plan.quarantine_dir / "locked.txt.reason.json")
+        assert sidecar["reason"] == "unreadable"
+        assert sidecar["detail"] == (
+            "cannot open locked.txt: Permission denied; give the inboxd user read access "
+            "and requeue it"
+        )
+        assert (rig.plan.quarantine_dir / "locked.txt").read_bytes() == b"locked"
+        assert rig.events.reasons == ["unreadable"]
+        assert rig.emu.files() == []
+
+
+class _RewriteDuringSend:
+    """The dispatcher, but the file is rewritten in place right after the first intent."""
+
+    def __init__(self, inner: Uploader, path: Path, new: bytes) -> None:
+        self.inner = inner
+        self.path = path
+        self.new = new
+        self.rewrites = 0
+
+    async def upload(
+        self,
+        *,
+        preference: Sequence[str],
+        purposes: Mapping[str, str],
+        filename: str,
+        size: int,
+        content_type: str,
+        open_file: Callable[[], BinaryIO],
+        before_attempt: Callable[[str, str], Awaitable[None]],
+        reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
+    ) -> UploadResult:
+        async def intent_then_rewrite(provider: str, purpose: str) -> None:
+            await before_attempt(provider, purpose)
+            if self.rewrites == 0:
+                self.rewrites += 1
+                with self.path.open("r+b") as f:  # same inode: only fstat can tell
+                    f.write(self.new)
+                    f.truncate()
+
+        return await self.inner.upload(
+            preference=preference,
+            purposes=purposes,
+            filename=filename,
+            size=size,
+            content_type=content_type,
+            open_file=open_file,
+            before_attempt=intent_then_rewrite,
+            reconcile=reconcile,
+        )
+
+
+@pytest.mark.parametrize(
+    "new",
+    [b"second version, longer", b"FIRST VERSION"],
+    ids=["size-changes", "same-size"],
+)
+async def test_file_changed_during_upload(tmp_path: Path, new: bytes) -> None:
+    """A file rewritten while being sent: every remote copy is deleted, then the new bytes go up.
+
+    A new size fails the client's stored-bytes check (it deletes each copy); the same size
+    passes it, and the pipeline's re-fstat after the upload deletes the copy.
+    """
+    path = tmp_path / "in" / "doc.txt"
+    holder: dict[str, _RewriteDuringSend] = {}
+
+    def wrap(inner: Uploader) -> Uploader:
+        holder["w"] = _RewriteDuringSend(inner, path, new)
+        return holder["w"]
+
+    async with _rig(tmp_path, wrap=wrap) as rig:
+        path.write_bytes(b"first version")
+        first = await rig.pipeline.process(rig.plan, path, "doc.txt")
+        assert first.outcome == "changed"
+        assert rig.emu.files() == []  # stored, then deleted
+        counts = rig.emu.counts()["kimi"]
+        assert counts["delete.200"] == counts["upload.200"] >= 1
+        assert rig.events.reasons == []
+        [row] = await rig.store.rows_in_state(PENDING)
+        assert (row.file_id, row.relpath) == (None, "doc.txt")
+        second = await rig.pipeline.process(rig.plan, path, "doc.txt")
+        assert second.outcome == "uploaded"
+        [remote] = rig.emu.files()
+        assert remote.sha256 == sha(new)
+        receipt = read_sidecar(rig.plan.done_dir / "doc.txt.upload.json")
+        assert (receipt["file_id"], receipt["sha256"]) == (remote.id, remote.sha256)
+        assert holder["w"].rewrites == 1
+
+
+async def _interrupted(rig: _Rig, name: str, data: bytes) -> tuple[Path, int]:
+    """A file with an ``uploading`` row as a crash right after a stored upload leaves it."""
+    path = rig.plan.path / name
+    path.write_bytes(data)
+    st = path.stat()
+    row = await rig.store.begin("in", name, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    await rig.store.set_sha256(row.id, sha(data))
+    row = await rig.store.transition(row.id, UPLOADING, provider="kimi", purpose="file-extract")
+    client = rig.pipeline.clients["kimi"]
+    with path.open("rb") as f:
+        await client.upload(
+            filename=name,
+            fileobj=f,
+            size=len(data),
+            purpose="file-extract",
+            content_type="text/plain",
+        )
+    return path, row.id
+
+
+async def test_recover_survives_a_failing_listing(tmp_path: Path) -> None:
+    """Recovery at start with the listing failing: no crash, the row stays uploading, the file
+    is parked for relist_delay, and once listing works it is finished with no second copy."""
+    async with _rig(tmp_path) as rig:
+        path, row_id = await _interrupted(rig, "a.txt", b"stored before the crash")
+        rig.emu.set_faults("kimi", "503")
+        await rig.pipeline.recover({"in": rig.plan})
+        assert (await rig.store.get(row_id)).state == UPLOADING
+        before = rig.pipeline.clock()
+        parked = await rig.pipeline.process(rig.plan, path, "a.txt")
+        assert parked.outcome == "parked"
+        assert parked.park_until is not None
+        assert before + 7.0 <= parked.park_until <= rig.pipeline.clock() + 7.0
+        assert (await rig.store.get(row_id)).state == UPLOADING
+        rig.emu.set_faults("kimi", None)
+        done = await rig.pipeline.process(rig.plan, path, "a.txt")
+        assert done.outcome == "finished"
+        [remote] = rig.emu.files()
+        row = await rig.store.get(row_id)
+        assert (row.state, row.file_id, row.transport) == ("done", remote.id, "reconciled")
+        assert not path.exists()
+
+
+async def test_ambiguous_last_attempt_is_never_quarantined_when_stored(tmp_path: Path) -> None:
+    """Accept-then-drop on the only attempt and a reset on the listing after it: the last-chance
+    listing finds the stored copy, so the file is uploaded once and not quarantined."""
+    async with _rig(tmp_path, faults="kimi:seq=drop/reset", attempts=1) as rig:
+        path = rig.plan.path / "b.txt"
+        path.write_bytes(b"dropped but stored")
+        result = await rig.pipeline.process(rig.plan, path, "b.txt")
+        assert result.outcome == "uploaded"
+        [remote] = rig.emu.files()
+        receipt = read_sidecar(rig.plan.done_dir / "b.txt.upload.json")
+        assert (receipt["file_id"], receipt["transport"]) == (remote.id, "reconcile")
+        assert rig.events.reasons == []
+        counts: dict[str, Any] = rig.emu.counts()["kimi"]
+        assert counts == {"upload.drop": 1, "list.reset": 1, "list.200": 1}
