@@ -354,6 +354,9 @@ class Daemon:
                         del self._gen_busy[generation]
                         self._close_idle_clients()
                     self.intake.done(candidate.key)
+                if result.outcome == "changed":
+                    # Its watch events came while it was in flight (ignored): settle it again.
+                    self.intake.offer_nowait(candidate)
                 if result.park_until is not None:
                     self._wake_at(result.park_until)
                 if self.observer is not None:
