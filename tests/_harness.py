@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -25,13 +25,15 @@ from daemon.settings import InboxSettings, ProviderSettings, Settings
 from daemon.store import Store
 from daemon.watcher import Candidate
 from handlers.ledger import LedgerRow
-from handlers.pipeline import Result
+from handlers.pipeline import Result, Uploader
 from providers.emulator import Emulator, StoredFile
 from providers.limits import ProviderLimits
+from providers.types import RemoteFile, UploadResult
 
 __all__ = [
     "FAST_BREAKER",
     "FAST_RETRY",
+    "RewriteDuringSend",
     "Run",
     "Seen",
     "ledger_rows",
@@ -145,6 +147,47 @@ class Run:
         return sorted(rows, key=lambda r: r.id)
 
 
+class RewriteDuringSend:
+    """The dispatcher, but the file is rewritten in place right after the first intent."""
+
+    def __init__(self, inner: Uploader, path: Path, new: bytes) -> None:
+        self.inner = inner
+        self.path = path
+        self.new = new
+        self.rewrites = 0
+
+    async def upload(
+        self,
+        *,
+        preference: Sequence[str],
+        purposes: Mapping[str, str],
+        filename: str,
+        size: int,
+        content_type: str,
+        open_file: Callable[[], BinaryIO],
+        before_attempt: Callable[[str, str], Awaitable[None]],
+        reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
+    ) -> UploadResult:
+        async def intent_then_rewrite(provider: str, purpose: str) -> None:
+            await before_attempt(provider, purpose)
+            if self.rewrites == 0:
+                self.rewrites += 1
+                with self.path.open("r+b") as f:  # same inode: only fstat can tell
+                    f.write(self.new)
+                    f.truncate()
+
+        return await self.inner.upload(
+            preference=preference,
+            purposes=purposes,
+            filename=filename,
+            size=size,
+            content_type=content_type,
+            open_file=open_file,
+            before_attempt=intent_then_rewrite,
+            reconcile=reconcile,
+        )
+
+
 def _settings(
     root: Path,
     inboxes: Sequence[Mapping[str, Any]],
@@ -160,16 +203,14 @@ def _settings(
         Path(spec["path"]).mkdir(parents=True, exist_ok=True)
         boxes.append(InboxSettings(**spec))
     sections = {name: providers.get(name) or provider_section(name) for name in ("kimi", "glm")}
-    return Settings(
-        state_dir=root / "state",
-        settle_seconds=0.05,
-        rescan_interval=3600.0,
-        shutdown_grace=2.0,
-        metrics={"enabled": False},
-        inbox=boxes,
-        providers=sections,
-        **extra,
-    )
+    base: dict[str, Any] = {
+        "state_dir": root / "state",
+        "settle_seconds": 0.05,
+        "rescan_interval": 3600.0,
+        "shutdown_grace": 2.0,
+        "metrics": {"enabled": False},
+    }
+    return Settings(**(base | dict(extra)), inbox=boxes, providers=sections)
 
 
 @asynccontextmanager

@@ -9,10 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from providers.limits import LIMITS, MIB, PurposeLimits
-from tests._harness import Run, provider_section, read_sidecar, running, sha
+from tests._harness import RewriteDuringSend, Run, provider_section, read_sidecar, running, sha
 
 pytestmark = pytest.mark.anyio
 
@@ -298,3 +299,107 @@ async def test_thousand_files(tmp_path: Path) -> None:
         rows = await run.rows()
         assert len(rows) == 1000
         assert {r.state for r in rows} == {"done"}
+
+
+@pytest.mark.parametrize("latency", [0, 700], ids=["fast", "slow-upload"])
+async def test_changed_during_upload_goes_again(tmp_path: Path, latency: int) -> None:
+    """A file rewritten while being sent: its remote copy is deleted and it is settled and
+    uploaded again with the new content, without waiting for a rescan (even when the watch
+    event of the rewrite arrived while the upload was still running)."""
+    async with running(tmp_path, faults=f"kimi:latency={latency}") as run:
+        path = run.inbox() / "doc.txt"
+        rewrite = RewriteDuringSend(run.daemon.pipeline.uploader, path, b"VERSION TWO!")
+        run.daemon.pipeline.uploader = rewrite
+        path.write_bytes(b"version one!")
+        [first] = await run.wait_for(1)
+        assert first.result.outcome == "changed"
+        [second] = await run.wait_for(1, limit=10)
+        assert second.result.outcome == "uploaded"
+        [remote] = run.emu.files()
+        assert remote.sha256 == sha(b"VERSION TWO!")
+        counts = run.emu.counts()["kimi"]
+        assert counts["upload.200"] == 2
+        assert counts["delete.200"] == 1
+        assert (run.done() / "doc.txt").read_bytes() == b"VERSION TWO!"
+        assert rewrite.rewrites == 1
+
+
+async def test_growing_file_uploaded_once_complete(tmp_path: Path) -> None:
+    """A file still being appended to is not taken before it has settled: one upload, whole."""
+    async with running(tmp_path, settle_seconds=1.0) as run:
+        path = run.inbox() / "grow.log"
+        with path.open("wb") as f:
+            for i in range(5):
+                f.write(f"line {i}\n".encode())
+                f.flush()
+                await anyio.sleep(0.02)  # a slow writer's pace, well inside the settle window
+        [seen] = await run.wait_for(1)
+        assert seen.result.outcome == "uploaded"
+        whole = b"".join(f"line {i}\n".encode() for i in range(5))
+        assert [f.sha256 for f in run.emu.files()] == [sha(whole)]
+
+
+async def test_deleted_before_upload(tmp_path: Path) -> None:
+    """A file deleted while settling is forgotten: nothing uploaded, no ledger row."""
+    async with running(tmp_path, settle_seconds=0.5) as run:
+        path = run.inbox() / "gone.txt"
+        path.write_bytes(b"short-lived")
+        path.unlink()
+        (run.inbox() / "kept.txt").write_bytes(b"kept")
+        [seen] = await run.wait_for(1)
+        assert (seen.relpath, seen.result.outcome) == ("kept.txt", "uploaded")
+        assert [f.filename for f in run.emu.files()] == ["kept.txt"]
+        assert [r.relpath for r in await run.rows()] == ["kept.txt"]
+
+
+async def test_rename_into_inbox(tmp_path: Path) -> None:
+    """A file written elsewhere and renamed into the inbox is uploaded under its new name."""
+    async with running(tmp_path) as run:
+        outside = tmp_path / "staging.bin.tmp"
+        outside.write_bytes(b"renamed in")
+        outside.rename(run.inbox() / "arrived.txt")
+        [seen] = await run.wait_for(1)
+        assert (seen.relpath, seen.result.outcome) == ("arrived.txt", "uploaded")
+        [remote] = run.emu.files()
+        assert (remote.filename, remote.sha256) == ("arrived.txt", sha(b"renamed in"))
+
+
+async def test_temp_and_dot_files_ignored(tmp_path: Path) -> None:
+    """Temp and dot files are never uploaded nor moved; a write-then-rename uploads once."""
+    names = [".hidden.txt", "a.part", "b.tmp", "c.crdownload", "d.swp", "~lock.txt"]
+    async with running(tmp_path) as run:
+        for name in names:
+            (run.inbox() / name).write_bytes(b"temp " + name.encode())
+        (run.inbox() / "final.txt.part").write_bytes(b"final")
+        (run.inbox() / "final.txt.part").rename(run.inbox() / "final.txt")
+        [seen] = await run.wait_for(1)
+        assert (seen.relpath, seen.result.outcome) == ("final.txt", "uploaded")
+        await run.daemon.watcher.rescan_now()  # type: ignore[union-attr]
+        await anyio.wait_all_tasks_blocked()
+        assert sorted(p.name for p in run.inbox().iterdir()) == sorted(names)
+        assert [f.filename for f in run.emu.files()] == ["final.txt"]
+        assert [r.relpath for r in await run.rows()] == ["final.txt"]
+
+
+async def test_folders_in_inboxes(tmp_path: Path) -> None:
+    """A recursive inbox uploads what is in its subfolders; a plain inbox leaves them alone."""
+    inboxes: list[dict[str, Any]] = [
+        {"name": "flat", "providers": ["kimi"]},
+        {"name": "deep", "providers": ["kimi"], "recursive": True},
+    ]
+    async with running(tmp_path, inboxes=inboxes) as run:
+        for box in ("flat", "deep"):
+            (run.inbox(box) / "sub").mkdir()
+            (run.inbox(box) / "sub" / f"{box}.txt").write_bytes(f"in {box}".encode())
+        [seen] = await run.wait_for(1)
+        assert (seen.inbox, seen.relpath, seen.result.outcome) == (
+            "deep",
+            "sub/deep.txt",
+            "uploaded",
+        )
+        await run.daemon.watcher.rescan_now()  # type: ignore[union-attr]
+        await anyio.wait_all_tasks_blocked()
+        assert [f.filename for f in run.emu.files()] == ["deep.txt"]
+        assert (run.inbox("flat") / "sub" / "flat.txt").read_bytes() == b"in flat"
+        assert (run.done("deep") / "deep.txt").read_bytes() == b"in deep"
+        assert run.outcomes.statistics().current_buffer_used == 0

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 
@@ -24,8 +24,7 @@ from handlers.ledger import PENDING, UPLOADING
 from handlers.pipeline import InboxPlan, Pipeline, Uploader
 from providers.dispatch import NullEvents
 from providers.emulator import Emulator
-from providers.types import RemoteFile, UploadResult
-from tests._harness import provider_section, read_sidecar, sha
+from tests._harness import RewriteDuringSend, provider_section, read_sidecar, sha
 
 pytestmark = pytest.mark.anyio
 
@@ -126,47 +125,6 @@ async def test_unreadable_file_is_quarantined(tmp_path: Path) -> None:
         assert rig.emu.files() == []
 
 
-class _RewriteDuringSend:
-    """The dispatcher, but the file is rewritten in place right after the first intent."""
-
-    def __init__(self, inner: Uploader, path: Path, new: bytes) -> None:
-        self.inner = inner
-        self.path = path
-        self.new = new
-        self.rewrites = 0
-
-    async def upload(
-        self,
-        *,
-        preference: Sequence[str],
-        purposes: Mapping[str, str],
-        filename: str,
-        size: int,
-        content_type: str,
-        open_file: Callable[[], BinaryIO],
-        before_attempt: Callable[[str, str], Awaitable[None]],
-        reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
-    ) -> UploadResult:
-        async def intent_then_rewrite(provider: str, purpose: str) -> None:
-            await before_attempt(provider, purpose)
-            if self.rewrites == 0:
-                self.rewrites += 1
-                with self.path.open("r+b") as f:  # same inode: only fstat can tell
-                    f.write(self.new)
-                    f.truncate()
-
-        return await self.inner.upload(
-            preference=preference,
-            purposes=purposes,
-            filename=filename,
-            size=size,
-            content_type=content_type,
-            open_file=open_file,
-            before_attempt=intent_then_rewrite,
-            reconcile=reconcile,
-        )
-
-
 @pytest.mark.parametrize(
     "new",
     [b"second version, longer", b"FIRST VERSION"],
@@ -179,10 +137,10 @@ async def test_file_changed_during_upload(tmp_path: Path, new: bytes) -> None:
     passes it, and the pipeline's re-fstat after the upload deletes the copy.
     """
     path = tmp_path / "in" / "doc.txt"
-    holder: dict[str, _RewriteDuringSend] = {}
+    holder: dict[str, RewriteDuringSend] = {}
 
     def wrap(inner: Uploader) -> Uploader:
-        holder["w"] = _RewriteDuringSend(inner, path, new)
+        holder["w"] = RewriteDuringSend(inner, path, new)
         return holder["w"]
 
     async with _rig(tmp_path, wrap=wrap) as rig:
