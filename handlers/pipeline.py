@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
@@ -263,13 +263,13 @@ class Pipeline:
                 intent_at=self.clock(),
             )
 
-        unsure = False  # the dispatcher's last reconcile of an ambiguous attempt failed
+        # (provider, purpose) whose last ambiguous attempt no listing could settle yet.
+        unsure: set[tuple[str, str]] = set()
 
         async def reconcile(provider: str, purpose: str) -> RemoteFile | None:
-            nonlocal unsure
-            unsure = True
+            unsure.add((provider, purpose))
             found = await self.reconciler.find_remote(provider, purpose, current)
-            unsure = False
+            unsure.discard((provider, purpose))
             return found
 
         started = anyio.current_time()
@@ -286,31 +286,48 @@ class Pipeline:
                     before_attempt=before_attempt,
                     reconcile=reconcile,
                 )
-            except RejectedFile as rejected:
-                # Changed while being sent (the client's size check fails every attempt, or
-                # the name now holds another file): back to settle, never a quarantine.
-                if not _same_inode(opened) or not opened.unchanged():
-                    await self.ledger.transition(current.id, PENDING)
-                    return Result("changed")
-                if rejected.reason == "upload_failed" and unsure:
-                    # The last attempt ended ambiguously (a reset after the body was sent) and
-                    # no listing settled it: never quarantine a file the provider may hold.
-                    try:
-                        found = await reconcile(current.provider or "", current.purpose or "")
-                    except ProviderError as exc:
-                        return self._relist_later(plan, current, exc)
-                    if found is not None:
-                        result = UploadResult(remote=found, transport="reconcile")
-                        return await self._uploaded(plan, opened, current, result, 0.0)
-                return await self._reject(
-                    plan, opened.path, current.relpath, rejected, row=current, sha256=sha256
+            except (RejectedFile, Parked) as failure:
+                return await self._not_sent(
+                    plan, opened, current, failure, sha256=sha256, unsure=unsure
                 )
-            except Parked as parked:
-                return await self._park(plan, opened, current, parked, sha256)
             finally:
                 self.events.inflight_bytes(self.budget.in_use - opened.size)
         elapsed = anyio.current_time() - started
         return await self._uploaded(plan, opened, current, result, elapsed)
+
+    async def _not_sent(
+        self,
+        plan: InboxPlan,
+        opened: OpenedFile,
+        current: LedgerRow,
+        failure: RejectedFile | Parked,
+        *,
+        sha256: str,
+        unsure: set[tuple[str, str]],
+    ) -> Result:
+        """The dispatcher gave up (quarantine) or parked the file; unless it changed meanwhile,
+        or an ambiguous attempt may have stored it after all."""
+        if not _same_inode(opened) or not opened.unchanged():
+            # Changed while being sent (the client's size check fails every attempt, or the
+            # name now holds another file): back to settle, never a quarantine.
+            await self.ledger.transition(current.id, PENDING)
+            return Result("changed")
+        for provider, purpose in sorted(unsure):
+            # An attempt ended ambiguously (a reset after the body was sent) and no listing
+            # settled it: never quarantine, nor send again later, a file the provider may hold.
+            row = replace(current, provider=provider, purpose=purpose)
+            try:
+                found = await self.reconciler.find_remote(provider, purpose, row)
+            except ProviderError as exc:
+                return self._relist_later(plan, current, exc)  # the row stays ``uploading``
+            if found is not None:
+                result = UploadResult(remote=found, transport="reconcile")
+                return await self._uploaded(plan, opened, current, result, 0.0)
+        if isinstance(failure, Parked):
+            return await self._park(plan, opened, current, failure, sha256)
+        return await self._reject(
+            plan, opened.path, current.relpath, failure, row=current, sha256=sha256
+        )
 
     async def _uploaded(
         self,

@@ -219,3 +219,25 @@ async def test_ambiguous_last_attempt_is_never_quarantined_when_stored(tmp_path:
         assert rig.events.reasons == []
         counts: dict[str, Any] = rig.emu.counts()["kimi"]
         assert counts == {"upload.drop": 1, "list.reset": 1, "list.200": 1}
+
+
+async def test_parked_after_an_unsettled_ambiguous_attempt_keeps_the_intent(
+    tmp_path: Path,
+) -> None:
+    """Accept-then-drop, then the listings fail until the breaker parks the file: a last
+    listing finds the stored copy, so the file is never sent a second time."""
+    async with _rig(tmp_path, faults="kimi:seq=drop/503/quota") as rig:
+        path = rig.plan.path / "c.txt"
+        path.write_bytes(b"stored, then the provider went quiet")
+        result = await rig.pipeline.process(rig.plan, path, "c.txt")
+        assert result.outcome == "uploaded"
+        [remote] = rig.emu.files()
+        assert remote.sha256 == sha(b"stored, then the provider went quiet")
+        receipt = read_sidecar(rig.plan.done_dir / "c.txt.upload.json")
+        assert receipt["file_id"] == remote.id
+        assert rig.emu.counts()["kimi"] == {
+            "upload.drop": 1,
+            "list.503": 1,
+            "list.429": 1,
+            "list.200": 1,
+        }
