@@ -27,6 +27,7 @@ from _common import (
     DaemonProc,
     EmulatorProc,
     count_archived,
+    cpu_seconds,
     machine,
     wait_until,
     write_config,
@@ -69,11 +70,15 @@ async def direct_upload(url: str, key: str, paths: list[Path], concurrency: int)
         return time.monotonic() - start
 
 
-def one_run(emu: EmulatorProc, root: Path, count: int, concurrency: int) -> tuple[float, float]:
-    """(direct seconds, inboxd seconds) for one set of ``count`` files."""
+def one_run(
+    emu: EmulatorProc, root: Path, count: int, concurrency: int
+) -> tuple[float, float, float, float]:
+    """(direct s, inboxd s, direct CPU s, inboxd CPU s) for one set of ``count`` files."""
     staging = root / "staging"
     paths = make_files(staging, count)
+    cpu0 = time.process_time()
     direct = asyncio.run(direct_upload(emu.urls["kimi"], emu.keys["kimi"], paths, concurrency))
+    direct_cpu = time.process_time() - cpu0
     httpx.post(emu.admin + "/_emulator/reset", timeout=30).raise_for_status()
     inbox = root / "inbox"
     inbox.mkdir()
@@ -88,6 +93,7 @@ def one_run(emu: EmulatorProc, root: Path, count: int, concurrency: int) -> tupl
     daemon = DaemonProc(cfg, emu.keys, root / "inboxd.log")
     daemon.start()
     try:
+        cpu0 = cpu_seconds(daemon.pid)
         done_dir = root / "inbox.done"
         start = time.monotonic()
         for path in paths:
@@ -96,6 +102,7 @@ def one_run(emu: EmulatorProc, root: Path, count: int, concurrency: int) -> tupl
             lambda: count_archived(done_dir) >= count, timeout=max(60.0, count / 10), interval=0.05
         )
         took = time.monotonic() - start
+        daemon_cpu = cpu_seconds(daemon.pid) - cpu0
         if not ok:
             raise RuntimeError(
                 f"{count_archived(done_dir)}/{count} archived, "
@@ -107,7 +114,7 @@ def one_run(emu: EmulatorProc, root: Path, count: int, concurrency: int) -> tupl
     if stored != count:
         raise RuntimeError(f"emulator holds {stored} files, expected {count}")
     httpx.post(emu.admin + "/_emulator/reset", timeout=30).raise_for_status()
-    return direct, took
+    return direct, took, direct_cpu, daemon_cpu
 
 
 def main() -> int:
@@ -124,11 +131,13 @@ def main() -> int:
     with EmulatorProc() as emu:
         for n in range(runs):
             with tempfile.TemporaryDirectory(prefix="inboxd-bench-tp-") as tmp:
-                direct, took = one_run(emu, Path(tmp), count, args.concurrency)
+                direct, took, d_cpu, i_cpu = one_run(emu, Path(tmp), count, args.concurrency)
             ratios.append(direct / took)
             print(
                 f"run {n + 1}: {count} files; direct {direct:.2f} s ({count / direct:.0f}/s), "
-                f"inboxd {took:.2f} s ({count / took:.0f}/s), ratio {direct / took:.2f}"
+                f"inboxd {took:.2f} s ({count / took:.0f}/s), ratio {direct / took:.2f}; "
+                f"CPU per file: direct {d_cpu / count * 1000:.2f} ms, "
+                f"inboxd {i_cpu / count * 1000:.2f} ms"
             )
     print(machine())
     print(f"throughput_ratio_median: {statistics.median(ratios):.2f} (target >= 0.8)")
