@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -222,9 +222,13 @@ async def running(
     faults: str | None = None,
     limits: Mapping[str, ProviderLimits] | None = None,
     seed: int = 0,
+    emulator: Emulator | None = None,
     **extra: Any,
 ) -> AsyncIterator[Run]:
-    """Emulator + Daemon running on ``root``; stopped (gracefully) on exit."""
+    """Emulator + Daemon running on ``root``; stopped (gracefully) on exit.
+
+    ``emulator``: a running one to use (it outlives this daemon) instead of a fresh one.
+    """
     (root / "state").mkdir(parents=True, exist_ok=True)
     settings = _settings(root, inboxes, providers or {}, extra)
     send: MemoryObjectSendStream[Seen]
@@ -233,7 +237,12 @@ async def running(
     def observer(candidate: Candidate, result: Result) -> None:
         send.send_nowait(Seen(candidate.inbox, candidate.relpath, result))
 
-    async with Emulator(faults=faults, limits=limits, seed=seed) as emu:
+    async with AsyncExitStack() as stack:
+        emu = (
+            emulator
+            if emulator is not None
+            else await stack.enter_async_context(Emulator(faults=faults, limits=limits, seed=seed))
+        )
         settings = with_emulator(
             settings,
             {p: emu.base_url(p) for p in ("kimi", "glm")},

@@ -403,3 +403,19 @@ async def test_folders_in_inboxes(tmp_path: Path) -> None:
         assert (run.inbox("flat") / "sub" / "flat.txt").read_bytes() == b"in flat"
         assert (run.done("deep") / "deep.txt").read_bytes() == b"in deep"
         assert run.outcomes.statistics().current_buffer_used == 0
+
+
+async def test_delete_on_success_and_no_dedupe(tmp_path: Path) -> None:
+    """on_success = "delete" removes uploaded files (no receipt); dedupe = false sends twins."""
+    inboxes = [{"name": "in", "providers": ["glm"], "on_success": "delete", "dedupe": False}]
+    async with running(tmp_path, inboxes=inboxes) as run:
+        (run.inbox() / "a.txt").write_bytes(b"twin")
+        (run.inbox() / "b.txt").write_bytes(b"twin")
+        seen = await run.wait_for(2)
+        assert sorted(s.result.outcome for s in seen) == ["uploaded", "uploaded"]
+        assert sorted(f.filename for f in run.emu.files()) == ["a.txt", "b.txt"]
+        assert {f.sha256 for f in run.emu.files()} == {sha(b"twin")}
+        assert list(run.inbox().iterdir()) == []
+        assert list(run.done().iterdir()) == []
+        rows = await run.rows()
+        assert [(r.state, r.final_path, r.dedupe_of) for r in rows] == [("done", None, None)] * 2
