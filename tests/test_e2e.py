@@ -137,15 +137,16 @@ async def test_type_not_allowed(tmp_path: Path, name: str, data: bytes) -> None:
         assert run.emu.files() == []
 
 
-async def test_name_invalid(tmp_path: Path) -> None:
-    """A name with undecodable bytes is quarantined as name_invalid; its bytes are kept."""
+@pytest.mark.parametrize("raw_name", [b"bad\xff\xfename.txt", b"bell\x07name.txt"])
+async def test_name_invalid(tmp_path: Path, raw_name: bytes) -> None:
+    """A name with undecodable bytes or a control character is name_invalid; bytes kept."""
     async with running(tmp_path) as run:
-        raw = os.fsencode(run.inbox()) + b"/bad\xff\xfename.txt"
+        raw = os.fsencode(run.inbox()) + b"/" + raw_name
         fd = os.open(raw, os.O_WRONLY | os.O_CREAT, 0o644)
         os.write(fd, b"content")
         os.close(fd)
         await run.wait_for(1)
-        name = os.fsdecode(b"bad\xff\xfename.txt")
+        name = os.fsdecode(raw_name)
         await _quarantined(run, name, "name_invalid")
         assert (run.quarantine() / name).read_bytes() == b"content"
         assert run.emu.files() == []
