@@ -259,9 +259,6 @@ async def running(
                 daemon.stop()
         send.close()
         receive.close()
-        if daemon.intake is not None:
-            # The daemon keeps the intake's first receive end open (for workers a reload adds).
-            daemon.intake.receive.close()
 
 
 async def ledger_rows(state_file: Path) -> list[LedgerRow]:
