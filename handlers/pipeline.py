@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
@@ -312,17 +312,15 @@ class Pipeline:
             # name now holds another file): back to settle, never a quarantine.
             await self.ledger.transition(current.id, PENDING)
             return Result("changed")
-        for provider, purpose in sorted(unsure):
-            # An attempt ended ambiguously (a reset after the body was sent) and no listing
-            # settled it: never quarantine, nor send again later, a file the provider may hold.
-            row = replace(current, provider=provider, purpose=purpose)
-            try:
-                found = await self.reconciler.find_remote(provider, purpose, row)
-            except ProviderError as exc:
-                return self._relist_later(plan, current, exc)  # the row stays ``uploading``
-            if found is not None:
-                result = UploadResult(remote=found, transport="reconcile")
-                return await self._uploaded(plan, opened, current, result, 0.0)
+        # An attempt ended ambiguously (a reset after the body was sent) and no listing settled
+        # it: never quarantine, nor send again later, a file the provider may hold.
+        try:
+            found = await self.reconciler.find_any(current, unsure)
+        except ProviderError as exc:
+            return self._relist_later(plan, current, exc)  # the row stays ``uploading``
+        if found is not None:
+            result = UploadResult(remote=found, transport="reconcile")
+            return await self._uploaded(plan, opened, current, result, 0.0)
         if isinstance(failure, Parked):
             return await self._park(plan, opened, current, failure, sha256)
         return await self._reject(
@@ -384,26 +382,18 @@ class Pipeline:
         A row whose provider cannot be listed now stays ``uploading``: processing the file
         settles it later (never a second copy, never a crash at start).
         """
+        settle = []
         for row in await self.ledger.rows_in_state(UPLOADING):
-            plan = plans.get(row.inbox)
-            if plan is None or row.provider not in self.clients:
-                logger.warning(
-                    "interrupted upload of %s in inbox %s: its inbox or provider is no longer "
-                    "configured; left as it is",
-                    row.relpath,
-                    row.inbox,
-                )
+            if row.inbox in plans and row.provider in self.clients:
+                settle.append(row)
                 continue
-            try:
-                await self.reconciler.settle(row)
-            except ProviderError as exc:
-                logger.warning(
-                    "cannot settle the interrupted upload of %s in inbox %s now (%s); "
-                    "it is settled when the file is processed",
-                    row.relpath,
-                    row.inbox,
-                    exc,
-                )
+            logger.warning(
+                "interrupted upload of %s in inbox %s: its inbox or provider is no longer "
+                "configured; left as it is",
+                row.relpath,
+                row.inbox,
+            )
+        await self.reconciler.settle_interrupted(settle)
         for row in await self.ledger.rows_in_state(UPLOADED):
             plan = plans.get(row.inbox)
             if plan is None:

@@ -10,10 +10,11 @@ recorded for another ledger row. Found: it is the upload (no second copy). Not f
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from pathlib import PurePath
 
 from handlers.ledger import PENDING, UPLOADED, Ledger, LedgerRow
+from providers.errors import ProviderError
 from providers.types import RemoteFile, UploadClient
 
 __all__ = ["Reconciler", "match_remote"]
@@ -87,3 +88,31 @@ class Reconciler:
         return await self.ledger.transition(
             row.id, UPLOADED, file_id=remote.id, remote_bytes=remote.bytes, transport="reconciled"
         )
+
+    async def find_any(
+        self, row: LedgerRow, targets: Collection[tuple[str, str]]
+    ) -> RemoteFile | None:
+        """The copy ``row``'s attempts left on any of ``targets`` (provider, purpose), if any.
+
+        Raises ProviderError when a listing fails (the outcome is still unknown then).
+        """
+        for provider, purpose in sorted(targets):
+            found = await self.find_remote(provider, purpose, row)
+            if found is not None:
+                return found
+        return None
+
+    async def settle_interrupted(self, rows: Iterable[LedgerRow]) -> None:
+        """Settle each ``uploading`` row (at start); a row whose provider cannot be listed now
+        stays ``uploading`` and is settled when its file is processed (never a crash)."""
+        for row in rows:
+            try:
+                await self.settle(row)
+            except ProviderError as exc:
+                logger.warning(
+                    "cannot settle the interrupted upload of %s in inbox %s now (%s); "
+                    "it is settled when the file is processed",
+                    row.relpath,
+                    row.inbox,
+                    exc,
+                )
