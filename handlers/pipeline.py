@@ -399,9 +399,10 @@ class Pipeline:
             if plan is None:
                 continue
             path = plan.path / row.relpath
-            if _lsize(path) == row.size:
+            if _lsig(path) == (row.size, row.mtime_ns):
                 await self._finish(plan, path, row)
-            else:  # moved away after the upload (by us before a crash, or by someone else)
+            else:  # moved away after the upload (by us before a crash, or by someone else);
+                # a new file now at that name is not this upload: the watcher offers it anew.
                 await self.ledger.transition(row.id, "done", final_path=None)
 
     async def _finish(
@@ -526,3 +527,12 @@ def _lsize(path: Path) -> int | None:
         return path.lstat().st_size
     except OSError:
         return None
+
+
+def _lsig(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of what is at ``path`` now, or None."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns

@@ -241,3 +241,45 @@ async def test_parked_after_an_unsettled_ambiguous_attempt_keeps_the_intent(
             "list.429": 1,
             "list.200": 1,
         }
+
+
+async def test_recover_never_archives_a_new_file_with_an_old_receipt(tmp_path: Path) -> None:
+    """A row left ``uploaded`` whose name now holds a different file of the same size: the row
+    is closed, and the new file stays in the inbox to be uploaded on its own."""
+    async with _rig(tmp_path) as rig:
+        path = rig.plan.path / "same.txt"
+        path.write_bytes(b"old bytes")
+        st = path.stat()
+        row = await rig.store.begin("in", "same.txt", size=st.st_size, mtime_ns=st.st_mtime_ns)
+        await rig.store.transition(row.id, UPLOADING, provider="kimi", purpose="file-extract")
+        await rig.store.transition(row.id, "uploaded", file_id="file-old", remote_bytes=9)
+        path.unlink()  # archived before the crash, then a new file came under the same name
+        path.write_bytes(b"new bytes")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        await rig.pipeline.recover({"in": rig.plan})
+        closed = await rig.store.get(row.id)
+        assert (closed.state, closed.final_path) == ("done", None)
+        assert path.read_bytes() == b"new bytes"
+        assert not rig.plan.done_dir.exists() or list(rig.plan.done_dir.iterdir()) == []
+        result = await rig.pipeline.process(rig.plan, path, "same.txt")
+        assert result.outcome == "uploaded"
+        [remote] = rig.emu.files()
+        assert remote.sha256 == sha(b"new bytes")
+
+
+async def test_recover_finishes_an_uploaded_file_left_in_the_inbox(tmp_path: Path) -> None:
+    """A row left ``uploaded`` with its file still in the inbox is archived at start, unsent."""
+    async with _rig(tmp_path) as rig:
+        path = rig.plan.path / "kept.txt"
+        path.write_bytes(b"uploaded bytes")
+        st = path.stat()
+        row = await rig.store.begin("in", "kept.txt", size=st.st_size, mtime_ns=st.st_mtime_ns)
+        await rig.store.set_sha256(row.id, sha(b"uploaded bytes"))
+        await rig.store.transition(row.id, UPLOADING, provider="kimi", purpose="file-extract")
+        await rig.store.transition(row.id, "uploaded", file_id="file-1", remote_bytes=14)
+        await rig.pipeline.recover({"in": rig.plan})
+        assert (await rig.store.get(row.id)).state == "done"
+        assert (rig.plan.done_dir / "kept.txt").read_bytes() == b"uploaded bytes"
+        receipt = read_sidecar(rig.plan.done_dir / "kept.txt.upload.json")
+        assert (receipt["file_id"], receipt["sha256"]) == ("file-1", sha(b"uploaded bytes"))
+        assert rig.emu.files() == []
