@@ -190,15 +190,23 @@ class Pipeline:
     async def _resume(
         self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow
     ) -> Result | LedgerRow:
-        """Finish an ``uploaded`` row; settle an ``uploading`` one (left by a crash) first."""
+        """Finish an ``uploaded`` row; settle an ``uploading`` one (left by a crash) first.
+
+        A row whose upload was of an earlier file at this name (other size or mtime) is
+        closed, and this file starts a row of its own.
+        """
         if row.state == UPLOADING:  # find the copy the interrupted upload may have stored
             try:
                 row = await self.reconciler.settle(row)
             except ProviderError as exc:
                 return self._relist_later(plan, row, exc)
         if row.state == UPLOADED:
-            return await self._finish(plan, opened.path, row)
-        return row
+            if (row.size, row.mtime_ns) == (opened.size, opened.mtime_ns):
+                return await self._finish(plan, opened.path, row)
+            await self.ledger.transition(row.id, "done", final_path=None)
+        return await self.ledger.begin(
+            plan.name, row.relpath, size=opened.size, mtime_ns=opened.mtime_ns
+        )
 
     @asynccontextmanager
     async def _content_lock(self, sha256: str) -> AsyncIterator[None]:

@@ -283,3 +283,27 @@ async def test_recover_finishes_an_uploaded_file_left_in_the_inbox(tmp_path: Pat
         receipt = read_sidecar(rig.plan.done_dir / "kept.txt.upload.json")
         assert (receipt["file_id"], receipt["sha256"]) == ("file-1", sha(b"uploaded bytes"))
         assert rig.emu.files() == []
+
+
+async def test_interrupted_upload_of_an_earlier_file_at_the_same_name(tmp_path: Path) -> None:
+    """An ``uploading`` row whose copy is found, while the name now holds other bytes: the
+    row is closed with that copy, and the new bytes are uploaded with a receipt of their own."""
+    async with _rig(tmp_path) as rig:
+        path, row_id = await _interrupted(rig, "n.txt", b"before the crash")
+        path.write_bytes(b"rewritten after the crash, longer")
+        result = await rig.pipeline.process(rig.plan, path, "n.txt")
+        assert result.outcome == "uploaded"
+        old = await rig.store.get(row_id)
+        copies = {f.sha256: f.id for f in rig.emu.files()}
+        assert copies.keys() == {
+            sha(b"before the crash"),
+            sha(b"rewritten after the crash, longer"),
+        }
+        assert (old.state, old.file_id, old.final_path) == (
+            "done",
+            copies[sha(b"before the crash")],
+            None,
+        )
+        receipt = read_sidecar(rig.plan.done_dir / "n.txt.upload.json")
+        new_sha = sha(b"rewritten after the crash, longer")
+        assert (receipt["file_id"], receipt["sha256"]) == (copies[new_sha], new_sha)
