@@ -141,6 +141,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rand: Callable[[], float] = random.random,
+        probe_recheck: float = 5.0,
     ) -> None:
         self._clients = clients
         # A provider without a client cannot be routed to (the router says why).
@@ -152,6 +153,7 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
+        self._probe_recheck = probe_recheck
         self._records: dict[str, BreakerRecord] = {}
         self._budgets: dict[str, RetryBudget] = {}
         self._locks: dict[str, anyio.Lock] = {}
@@ -194,7 +196,7 @@ class Dispatcher:
         while True:
             now = self._clock()
             remaining = [p for p in dict.fromkeys(preference) if p not in done]
-            avail = {p: availability(await self._load(p), now=now) for p in remaining}
+            avail = {p: self._available(await self._load(p), now) for p in remaining}
             plan = route(
                 preference=remaining,
                 size=size,
@@ -284,7 +286,7 @@ class Dispatcher:
         rec = await self._load(provider)
         if rec.state == CLOSED:
             return _Permit(allowed=True)
-        until = availability(rec, now=now)
+        until = self._available(rec, now)
         if until is not None:
             return _Permit(allowed=False, until=until)
         lease = now + self._config(provider).probe_lease
@@ -296,7 +298,18 @@ class Dispatcher:
         rec = await self._load(provider)  # another worker or process won the probe
         if rec.state == CLOSED:
             return _Permit(allowed=True)
-        return _Permit(allowed=False, until=availability(rec, now=now) or now)
+        return _Permit(allowed=False, until=self._available(rec, now) or now)
+
+    def _available(self, rec: BreakerRecord, now: float) -> float | None:
+        """None when the breaker lets a call through now, else when to look again.
+
+        Another worker's probe holds the half-open slot until its lease ends, but its answer
+        may come any moment: a file waiting on it looks again soon, not at the lease's end.
+        """
+        until = availability(rec, now=now)
+        if until is not None and rec.state == HALF_OPEN:
+            return min(until, now + self._probe_recheck)
+        return until
 
     async def _record(self, provider: str, outcome: Outcome, *, probe: bool) -> BreakerRecord:
         async with self._lock(provider):
@@ -423,7 +436,7 @@ class Dispatcher:
             return _Failure("rejected", error.reason, detail)
         if reason == "deadline":
             return _Failure("deadline", "upload_failed", f"deadline passed: {detail}")
-        until = availability(rec, now=now)
+        until = self._available(rec, now)
         if until is not None:
             return _Failure("parked", rec.reason or reason, detail, until=until)
         return _Failure("failed", "upload_failed", f"{reason}: {detail}")

@@ -109,7 +109,7 @@ async def test_restart_resumes_half_open_with_its_lease(tmp_path: Path) -> None:
         assert (await dispatcher.breaker_states())["kimi"] == before
         with pytest.raises(Parked) as info:
             await _upload(dispatcher, ["kimi"])
-        assert info.value.until == T0 + 600
+        assert info.value.until == clock.now + 5.0  # looks again soon; the probe may answer
         assert fresh.calls == []
         # Once the lease has lapsed (the prober died), the next worker may probe, and closes it.
         clock.now = T0 + 601

@@ -445,14 +445,25 @@ async def test_failed_probe_reopens_longer_and_fails_over() -> None:
 
 @pytest.mark.anyio
 async def test_probe_held_elsewhere_skips_provider() -> None:
-    """A half-open breaker whose probe another process holds is skipped, then parks alone."""
+    """A half-open breaker whose probe another process holds is skipped; a file with nowhere
+    else to go parks for a short re-check (the probe may answer any moment), not the lease."""
     held = BreakerRecord(state=HALF_OPEN, open_until=T0 - 5, probe_until=T0 + 40)
     rig = _rig(records={"kimi": held})
     assert (await rig.upload()).remote.provider == "glm"
     with pytest.raises(Parked) as info:
         await rig.upload(["kimi"])
-    assert info.value.until == T0 + 40
+    assert info.value.until == T0 + 5.0
     assert rig.kimi.calls == []
+
+
+@pytest.mark.anyio
+async def test_probe_lease_ending_sooner_than_recheck_is_kept() -> None:
+    """A probe lease ending before the re-check interval parks the file only until then."""
+    held = BreakerRecord(state=HALF_OPEN, open_until=T0 - 5, probe_until=T0 + 2)
+    rig = _rig(records={"kimi": held})
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"])
+    assert info.value.until == T0 + 2
 
 
 @pytest.mark.anyio
