@@ -3,7 +3,7 @@
 Every ledger transition is committed before the next side effect (design.md, "the path of
 one file"): the intent (``uploading``) before any byte is sent, ``uploaded`` before the file
 is moved, so a crash at any point leaves a row that ``recover`` can finish without sending a
-file twice.
+file twice. How a file ends (archived, deleted, quarantined, parked) is ``handlers.outcomes``.
 """
 
 from __future__ import annotations
@@ -14,18 +14,15 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Protocol
 
 import anyio
 
-from handlers.archive import finish
 from handlers.budget import ByteBudget
 from handlers.hashing import sha256_file
-from handlers.ledger import PENDING, QUARANTINED, UPLOADED, UPLOADING, Ledger, LedgerRow
-from handlers.moves import MoveError
-from handlers.quarantine import iso_utc, quarantine
+from handlers.ledger import PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
+from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
 from handlers.reconcile import Reconciler
 from handlers.validate import FileBusy, FileVanished, OpenedFile, Opener, open_for_upload
 from providers.dispatch import Parked
@@ -37,27 +34,6 @@ from providers.types import RemoteFile, UploadClient, UploadResult
 __all__ = ["InboxPlan", "Outcome", "Pipeline", "PipelineEvents", "Result", "Uploader"]
 
 logger = logging.getLogger(__name__)
-
-_QUOTA_REASONS = frozenset({"quota", "quota_exhausted"})
-
-Outcome = Literal[
-    "uploaded", "duplicate", "quarantined", "vanished", "busy", "changed", "parked", "finished"
-]
-
-
-@dataclass(frozen=True)
-class InboxPlan:
-    """What the pipeline needs to know of one inbox (built from its settings)."""
-
-    name: str
-    path: Path
-    providers: tuple[str, ...]
-    purposes: Mapping[str, str]
-    done_dir: Path
-    quarantine_dir: Path
-    on_success: Literal["archive", "delete"] = "archive"
-    dedupe: bool = True
-    on_quota: Literal["wait", "quarantine"] = "wait"
 
 
 class Uploader(Protocol):
@@ -88,15 +64,6 @@ class PipelineEvents(Protocol):
         """A file is stored remotely (the dispatcher counts the calls themselves)."""
 
     def inflight_bytes(self, n: int) -> None: ...
-
-
-@dataclass
-class Result:
-    """What became of one file; ``park_until`` is set for ``parked``."""
-
-    outcome: Outcome
-    park_until: float | None = None
-    row: LedgerRow | None = field(default=None, repr=False)
 
 
 class Pipeline:
@@ -130,6 +97,7 @@ class Pipeline:
         self.opener = opener
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
+        self.outcomes = Outcomes(ledger=ledger, events=events, clock=clock)
 
     def acceptor(self, plan: InboxPlan) -> Callable[[int, str], tuple[str, str] | None]:
         """The router's verdict on size and type, ignoring availability (a file is never
@@ -154,7 +122,7 @@ class Pipeline:
                 lambda: open_for_upload(path, accept=self.acceptor(plan), opener=self.opener)
             )
         except RejectedFile as rejected:
-            return await self._reject(plan, path, relpath, rejected, row=None, sha256=None)
+            return await self.outcomes.reject(plan, path, relpath, rejected, row=None, sha256=None)
         except FileVanished:
             return Result("vanished")
         except FileBusy as busy:
@@ -202,7 +170,7 @@ class Pipeline:
                 return self._relist_later(plan, row, exc)
         if row.state == UPLOADED:
             if (row.size, row.mtime_ns) == (opened.size, opened.mtime_ns):
-                return await self._finish(plan, opened.path, row)
+                return await self.outcomes.finish(plan, opened.path, row)
             await self.ledger.transition(row.id, "done", final_path=None)
         return await self.ledger.begin(
             plan.name, row.relpath, size=opened.size, mtime_ns=opened.mtime_ns
@@ -230,29 +198,16 @@ class Pipeline:
             original = await self.ledger.find_uploaded(sha256, provider, purpose)
             if original is None or original.id == row.id:
                 continue
-            record = _record(original, sha256) | {"dedupe_of": original.id}
-            final = await _finish_file(plan, opened.path, record)
-            done = await self.ledger.transition(
-                row.id,
-                "done",
+            return await self.outcomes.duplicate(
+                plan,
+                opened.path,
+                row,
+                original,
                 provider=provider,
                 purpose=purpose,
-                file_id=original.file_id,
-                dedupe_of=original.id,
-                final_path=None if final is None else str(final),
+                sha256=sha256,
+                size=opened.size,
             )
-            self.events.duplicate()
-            logger.info(
-                "duplicate of an earlier upload, not sent again",
-                extra={
-                    "inbox": plan.name,
-                    "file": row.relpath,
-                    "provider": provider,
-                    "file_id": original.file_id,
-                    "size": opened.size,
-                },
-            )
-            return Result("duplicate", row=done)
         return None
 
     async def _upload(
@@ -330,8 +285,8 @@ class Pipeline:
             result = UploadResult(remote=found, transport="reconcile")
             return await self._uploaded(plan, opened, current, result, 0.0)
         if isinstance(failure, Parked):
-            return await self._park(plan, opened, current, failure, sha256)
-        return await self._reject(
+            return await self.outcomes.park(plan, opened.path, current, failure, sha256)
+        return await self.outcomes.reject(
             plan, opened.path, current.relpath, failure, row=current, sha256=sha256
         )
 
@@ -371,7 +326,7 @@ class Pipeline:
                 "transport": result.transport,
             },
         )
-        return await self._finish(plan, opened.path, uploaded, outcome="uploaded")
+        return await self.outcomes.finish(plan, opened.path, uploaded, outcome="uploaded")
 
     def _relist_later(self, plan: InboxPlan, row: LedgerRow, exc: ProviderError) -> Result:
         """The provider's listing failed: the row stays ``uploading`` until it can be listed."""
@@ -408,112 +363,10 @@ class Pipeline:
                 continue
             path = plan.path / row.relpath
             if _lsig(path) == (row.size, row.mtime_ns):
-                await self._finish(plan, path, row)
+                await self.outcomes.finish(plan, path, row)
             else:  # moved away after the upload (by us before a crash, or by someone else);
                 # a new file now at that name is not this upload: the watcher offers it anew.
                 await self.ledger.transition(row.id, "done", final_path=None)
-
-    async def _finish(
-        self, plan: InboxPlan, path: Path, row: LedgerRow, outcome: Outcome = "finished"
-    ) -> Result:
-        record = _record(row, row.sha256)
-        try:
-            final = await anyio.to_thread.run_sync(
-                lambda: finish(
-                    path, on_success=plan.on_success, done_dir=plan.done_dir, record=record
-                )
-            )
-        except FileVanished:
-            final = None  # moved away by someone else after the upload: the upload stands
-        done = await self.ledger.transition(
-            row.id, "done", final_path=None if final is None else str(final)
-        )
-        return Result(outcome, row=done)
-
-    async def _park(
-        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, parked: Parked, sha256: str
-    ) -> Result:
-        # The breaker parks a quota answer with reason "quota" (providers.breaker).
-        if parked.reason in _QUOTA_REASONS and plan.on_quota == "quarantine":
-            rejected = RejectedFile("quota_exhausted", str(parked))
-            return await self._reject(
-                plan, opened.path, row.relpath, rejected, row=row, sha256=sha256
-            )
-        await self.ledger.transition(row.id, PENDING, not_before=parked.until)
-        logger.warning(
-            "no provider available; file waits",
-            extra={"inbox": plan.name, "file": row.relpath, "reason": parked.reason},
-        )
-        return Result("parked", park_until=parked.until)
-
-    async def _reject(
-        self,
-        plan: InboxPlan,
-        path: Path,
-        relpath: str,
-        rejected: RejectedFile,
-        *,
-        row: LedgerRow | None,
-        sha256: str | None,
-    ) -> Result:
-        size = _lsize(path)
-        try:
-            final = await anyio.to_thread.run_sync(
-                lambda: quarantine(
-                    path,
-                    plan.quarantine_dir,
-                    reason=rejected.reason,
-                    detail=rejected.detail,
-                    inbox=plan.name,
-                    size=size,
-                    sha256=sha256,
-                    now=self.clock(),
-                )
-            )
-        except FileVanished:
-            return Result("vanished")
-        except MoveError as exc:
-            logger.error("cannot quarantine %s: %s", relpath, exc)
-            return Result("busy")
-        if row is None:
-            row = await self.ledger.begin(plan.name, relpath, size=size or 0, mtime_ns=0)
-        done = await self.ledger.transition(
-            row.id,
-            QUARANTINED,
-            reason=rejected.reason,
-            detail=rejected.detail,
-            final_path=str(final),
-        )
-        self.events.quarantined(rejected.reason)
-        logger.warning(
-            "quarantined",
-            extra={
-                "inbox": plan.name,
-                "file": relpath,
-                "reason": rejected.reason,
-                "detail": rejected.detail,
-            },
-        )
-        return Result("quarantined", row=done)
-
-
-async def _finish_file(plan: InboxPlan, path: Path, record: dict[str, object]) -> Path | None:
-    """Archive (with the receipt beside it) or delete, per inbox, in a worker thread."""
-    return await anyio.to_thread.run_sync(
-        lambda: finish(path, on_success=plan.on_success, done_dir=plan.done_dir, record=record)
-    )
-
-
-def _record(row: LedgerRow, sha256: str | None) -> dict[str, object]:
-    return {
-        "provider": row.provider,
-        "purpose": row.purpose,
-        "file_id": row.file_id,
-        "bytes": row.remote_bytes if row.remote_bytes is not None else row.size,
-        "sha256": sha256,
-        "uploaded_at": None if row.uploaded_at is None else iso_utc(row.uploaded_at),
-        "transport": row.transport,
-    }
 
 
 def _same_inode(opened: OpenedFile) -> bool:
@@ -528,13 +381,6 @@ def _same_inode(opened: OpenedFile) -> bool:
 def _content_type(name: str) -> str:
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or "application/octet-stream"
-
-
-def _lsize(path: Path) -> int | None:
-    try:
-        return path.lstat().st_size
-    except OSError:
-        return None
 
 
 def _lsig(path: Path) -> tuple[int, int] | None:

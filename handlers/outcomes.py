@@ -1,0 +1,218 @@
+"""How a file's path ends: archived or deleted with its receipt, quarantined, or parked.
+
+Each ending moves the file first and then commits the row's final transition, so a crash in
+between leaves a row that ``Pipeline.recover`` (or the next pass over the file) finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import anyio
+
+from handlers.archive import finish
+from handlers.ledger import PENDING, QUARANTINED, Ledger, LedgerRow
+from handlers.moves import MoveError
+from handlers.quarantine import iso_utc, quarantine
+from handlers.validate import FileVanished
+from providers.dispatch import Parked
+from providers.errors import RejectedFile
+
+__all__ = ["InboxPlan", "Outcome", "OutcomeEvents", "Outcomes", "Result"]
+
+logger = logging.getLogger(__name__)
+
+_QUOTA_REASONS = frozenset({"quota", "quota_exhausted"})
+
+Outcome = Literal[
+    "uploaded", "duplicate", "quarantined", "vanished", "busy", "changed", "parked", "finished"
+]
+
+
+@dataclass(frozen=True)
+class InboxPlan:
+    """What the pipeline needs to know of one inbox (built from its settings)."""
+
+    name: str
+    path: Path
+    providers: tuple[str, ...]
+    purposes: Mapping[str, str]
+    done_dir: Path
+    quarantine_dir: Path
+    on_success: Literal["archive", "delete"] = "archive"
+    dedupe: bool = True
+    on_quota: Literal["wait", "quarantine"] = "wait"
+
+
+@dataclass
+class Result:
+    """What became of one file; ``park_until`` is set for ``parked``."""
+
+    outcome: Outcome
+    park_until: float | None = None
+    row: LedgerRow | None = field(default=None, repr=False)
+
+
+class OutcomeEvents(Protocol):
+    """The endings that are counted (``daemon.metrics.Metrics`` is the real one)."""
+
+    def quarantined(self, reason: str) -> None: ...
+
+    def duplicate(self) -> None: ...
+
+
+class Outcomes:
+    """Archives, deletes, quarantines or parks one file and closes or parks its row."""
+
+    def __init__(
+        self, *, ledger: Ledger, events: OutcomeEvents, clock: Callable[[], float]
+    ) -> None:
+        self.ledger = ledger
+        self.events = events
+        self.clock = clock
+
+    async def finish(
+        self, plan: InboxPlan, path: Path, row: LedgerRow, outcome: Outcome = "finished"
+    ) -> Result:
+        """Archive (with the upload's receipt) or delete the file of an ``uploaded`` row."""
+        try:
+            final = await _finish_file(plan, path, _record(row, row.sha256))
+        except FileVanished:
+            final = None  # moved away by someone else after the upload: the upload stands
+        done = await self.ledger.transition(
+            row.id, "done", final_path=None if final is None else str(final)
+        )
+        return Result(outcome, row=done)
+
+    async def duplicate(
+        self,
+        plan: InboxPlan,
+        path: Path,
+        row: LedgerRow,
+        original: LedgerRow,
+        *,
+        provider: str,
+        purpose: str,
+        sha256: str,
+        size: int,
+    ) -> Result:
+        """Finish ``row`` as a copy of ``original``'s upload (its receipt names the original)."""
+        record = _record(original, sha256) | {"dedupe_of": original.id}
+        final = await _finish_file(plan, path, record)
+        done = await self.ledger.transition(
+            row.id,
+            "done",
+            provider=provider,
+            purpose=purpose,
+            file_id=original.file_id,
+            dedupe_of=original.id,
+            final_path=None if final is None else str(final),
+        )
+        self.events.duplicate()
+        logger.info(
+            "duplicate of an earlier upload, not sent again",
+            extra={
+                "inbox": plan.name,
+                "file": row.relpath,
+                "provider": provider,
+                "file_id": original.file_id,
+                "size": size,
+            },
+        )
+        return Result("duplicate", row=done)
+
+    async def park(
+        self, plan: InboxPlan, path: Path, row: LedgerRow, parked: Parked, sha256: str
+    ) -> Result:
+        """No provider can take the file now: it waits (or, out of quota, is quarantined)."""
+        # The breaker parks a quota answer with reason "quota" (providers.breaker).
+        if parked.reason in _QUOTA_REASONS and plan.on_quota == "quarantine":
+            rejected = RejectedFile("quota_exhausted", str(parked))
+            return await self.reject(plan, path, row.relpath, rejected, row=row, sha256=sha256)
+        await self.ledger.transition(row.id, PENDING, not_before=parked.until)
+        logger.warning(
+            "no provider available; file waits",
+            extra={"inbox": plan.name, "file": row.relpath, "reason": parked.reason},
+        )
+        return Result("parked", park_until=parked.until)
+
+    async def reject(
+        self,
+        plan: InboxPlan,
+        path: Path,
+        relpath: str,
+        rejected: RejectedFile,
+        *,
+        row: LedgerRow | None,
+        sha256: str | None,
+    ) -> Result:
+        """Quarantine the file with its reason; a row is begun for a file that had none."""
+        size = _lsize(path)
+        try:
+            final = await anyio.to_thread.run_sync(
+                lambda: quarantine(
+                    path,
+                    plan.quarantine_dir,
+                    reason=rejected.reason,
+                    detail=rejected.detail,
+                    inbox=plan.name,
+                    size=size,
+                    sha256=sha256,
+                    now=self.clock(),
+                )
+            )
+        except FileVanished:
+            return Result("vanished")
+        except MoveError as exc:
+            logger.error("cannot quarantine %s: %s", relpath, exc)
+            return Result("busy")
+        if row is None:
+            row = await self.ledger.begin(plan.name, relpath, size=size or 0, mtime_ns=0)
+        done = await self.ledger.transition(
+            row.id,
+            QUARANTINED,
+            reason=rejected.reason,
+            detail=rejected.detail,
+            final_path=str(final),
+        )
+        self.events.quarantined(rejected.reason)
+        logger.warning(
+            "quarantined",
+            extra={
+                "inbox": plan.name,
+                "file": relpath,
+                "reason": rejected.reason,
+                "detail": rejected.detail,
+            },
+        )
+        return Result("quarantined", row=done)
+
+
+async def _finish_file(plan: InboxPlan, path: Path, record: dict[str, object]) -> Path | None:
+    """Archive (with the receipt beside it) or delete, per inbox, in a worker thread."""
+    return await anyio.to_thread.run_sync(
+        lambda: finish(path, on_success=plan.on_success, done_dir=plan.done_dir, record=record)
+    )
+
+
+def _record(row: LedgerRow, sha256: str | None) -> dict[str, object]:
+    return {
+        "provider": row.provider,
+        "purpose": row.purpose,
+        "file_id": row.file_id,
+        "bytes": row.remote_bytes if row.remote_bytes is not None else row.size,
+        "sha256": sha256,
+        "uploaded_at": None if row.uploaded_at is None else iso_utc(row.uploaded_at),
+        "transport": row.transport,
+    }
+
+
+def _lsize(path: Path) -> int | None:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return None
