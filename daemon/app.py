@@ -1,19 +1,19 @@
 """The composition root: builds the real collaborators from the settings and runs the daemon.
 
 Start order: store (integrity check, migrations) → provider clients → recovery of rows a
-crash left behind → HTTP (/metrics, /healthz, /readyz) → intake and watchers (first full scan
-queued) → ``READY=1``. Stop (SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once, uploads in
-flight get ``shutdown_grace`` seconds, then are cancelled; the ledger holds whatever is left
-and the next start resumes it. SIGHUP reloads the config (see ``daemon.reload``).
+crash left behind → HTTP (/metrics, /healthz, /readyz) → intake and watchers (first full
+scan queued) → ``READY=1``. Stop (SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once,
+uploads in flight get ``shutdown_grace`` seconds, then are cancelled; the ledger holds
+whatever is left and the next start resumes it. SIGHUP reloads the config
+(``daemon.reloading`` applies ``daemon.reload``'s plan). The workers and the park loop are
+``daemon.work``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import sys
-import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import TextIO
@@ -30,16 +30,16 @@ from daemon.intake import Intake
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_loop
-from daemon.reload import ReloadPlan, plan_reload
+from daemon.reloading import apply_reload, unpark_forever
+from daemon.remote_usage import refresh_remote_usage, remote_usage_loop
 from daemon.settings import Settings
 from daemon.store import Store
-from daemon.watcher import Candidate, WatchedInbox, Watcher
+from daemon.watcher import Candidate, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
+from daemon.work import close_client, park_loop, start_watcher, worker
 from handlers.budget import ByteBudget
-from handlers.ledger import PENDING
 from handlers.pipeline import InboxPlan, Pipeline, Result
-from providers.breaker import FORCED_OPEN
-from providers.errors import ConfigError, ProviderError
+from providers.errors import ConfigError
 from providers.types import UploadClient
 
 __all__ = ["Daemon", "run_daemon", "unpark_forever", "with_emulator"]
@@ -59,7 +59,6 @@ REASONS = (
     "quota_exhausted",
 )
 OUTCOMES = ("success", "retryable", "permanent", "auth_failed", "quota_exhausted", "ambiguous")
-REMOTE_USAGE_INTERVAL = 600.0
 STATUS_INTERVAL = 5.0
 
 Loader = Callable[[], Settings]
@@ -108,18 +107,6 @@ async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> in
 
 def _pointed(loader: Loader, urls: Mapping[str, str], keys: Mapping[str, str]) -> Loader:
     return lambda: with_emulator(loader(), urls, keys)
-
-
-async def unpark_forever(store: Store) -> int:
-    """Clear ``not_before`` of files parked until a breaker reset (forced open); how many."""
-    rows = [
-        row
-        for row in await store.rows_in_state(PENDING)
-        if row.not_before is not None and math.isinf(row.not_before)
-    ]
-    for row in rows:
-        await store.transition(row.id, PENDING, not_before=None)
-    return len(rows)
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -237,7 +224,7 @@ class Daemon:
                 self.notifier.ready()
                 self.ready.set()
                 root.start_soon(self._status_loop)
-                root.start_soon(self._remote_usage_loop)
+                root.start_soon(remote_usage_loop, self.refresh_remote_usage)
                 logger.info(
                     "inboxd %s running: %d inbox(es), providers %s",
                     package_version(),
@@ -276,8 +263,8 @@ class Daemon:
                 async with anyio.create_task_group() as tg:
                     self._intake_tasks = tg
                     await tg.start(intake.run)
-                    await self._start_watcher()
-                    tg.start_soon(self._park_loop)
+                    await start_watcher(self)
+                    tg.start_soon(park_loop, self)
                     task_status.started()
 
         # READY=1 waits for this: the intake runs and every watch is set up.
@@ -291,96 +278,10 @@ class Daemon:
         assert self.intake is not None
         wanted = sum(self.settings.providers.get(p).concurrency for p in self.clients) + 2
         for _ in range(wanted - self._workers):
-            self._work.start_soon(self._worker, self.intake.receive.clone())
+            self._work.start_soon(worker, self, self.intake.receive.clone())
         self._workers = max(wanted, self._workers)
 
-    async def _start_watcher(self) -> None:
-        """Start a watcher over the current plans, then stop the previous one (no gap)."""
-        watcher = Watcher(
-            [
-                WatchedInbox(
-                    name=p.name,
-                    path=p.path,
-                    recursive=self._recursive(p.name),
-                    exclude=(p.done_dir, p.quarantine_dir),
-                )
-                for p in self.plans.values()
-            ],
-            rescan_interval=self.settings.rescan_interval,
-        )
-        scope: anyio.CancelScope = await self._intake_tasks.start(self._run_watcher, watcher)
-        previous = self._watcher_scope
-        self.watcher, self._watcher_scope = watcher, scope
-        if previous is not None:
-            previous.cancel()
-
-    async def _run_watcher(
-        self, watcher: Watcher, *, task_status: TaskStatus[anyio.CancelScope]
-    ) -> None:
-        assert self.intake is not None
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                await tg.start(watcher.run, self.intake.offer)
-                task_status.started(scope)
-
-    def _recursive(self, inbox: str) -> bool:
-        return next(i.recursive for i in self.settings.inbox if i.name == inbox)
-
-    # -- work --------------------------------------------------------------------------------
-
-    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[Candidate]) -> None:
-        assert self.intake is not None
-        async with receive:
-            async for candidate in receive:
-                if self.stopping.is_set():
-                    return
-                plan = self.plans.get(candidate.inbox)
-                if plan is None:  # inbox removed by a reload
-                    self.intake.done(candidate.key)
-                    continue
-                self._busy += 1
-                self._drained = anyio.Event() if self._busy == 1 else self._drained
-                generation = self._generation
-                self._gen_busy[generation] = self._gen_busy.get(generation, 0) + 1
-                try:
-                    self.metrics.file_discovered(candidate.inbox)
-                    result = await self.pipeline.process(plan, candidate.path, candidate.relpath)
-                finally:
-                    self._busy -= 1
-                    if self._busy == 0:
-                        self._drained.set()
-                    self._gen_busy[generation] -= 1
-                    if not self._gen_busy[generation]:
-                        del self._gen_busy[generation]
-                        self._close_idle_clients()
-                    self.intake.done(candidate.key)
-                if result.outcome == "changed":
-                    # Its watch events came while it was in flight (ignored): settle it again.
-                    self.intake.offer_nowait(candidate)
-                if result.park_until is not None:
-                    self._wake_at(result.park_until)
-                if self.observer is not None:
-                    self.observer(candidate, result)
-
-    def _wake_at(self, until: float) -> None:
-        if self._park_until is None or until < self._park_until:
-            self._park_until = until
-            self._park_wake.set()
-
-    async def _park_loop(self) -> None:
-        """Rescan when the earliest parked file may go again (its provider reopens)."""
-        while True:
-            await self._park_wake.wait()
-            self._park_wake = anyio.Event()
-            while self._park_until is not None:
-                delay = self._park_until - time.time()
-                with anyio.move_on_after(max(delay, 0)):
-                    await self._park_wake.wait()
-                    self._park_wake = anyio.Event()
-                    continue
-                self._park_until = None
-                assert self.watcher is not None
-                await self.watcher.rescan_now()
+    # -- clients -------------------------------------------------------------------------------
 
     def _on_fallback(self, provider: str, from_t: str, to_t: str, reason: str) -> None:
         self.metrics.fallback(provider, from_t, to_t)
@@ -459,130 +360,17 @@ class Daemon:
                 return False
             self.notifier.reloading()
             try:
-                return await self._reload()
+                return await apply_reload(self)
             finally:
                 self.notifier.ready()
-
-    async def _reload(self) -> bool:
-        if self.loader is None:
-            logger.error("reload refused: this daemon was started without a config to re-read")
-            return False
-        try:
-            new = self.loader()
-            problems = check(new).problems
-        except ConfigError as exc:
-            problems = list(exc.problems)
-        if problems:
-            for line in problems:
-                logger.error("reload refused, keeping the running config: %s", line)
-            return False
-        plans = build_plans(new)
-        try:
-            for inbox in plans.values():
-                inbox.done_dir.mkdir(parents=True, exist_ok=True)
-                inbox.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            logger.error(
-                "reload refused, keeping the running config: cannot create %s (%s); make it "
-                "writable by the daemon's user",
-                exc.filename,
-                exc.strerror,
-            )
-            return False
-        plan = plan_reload(self.settings, new)
-        await self._apply(plan, new, plans)
-        self.reloads += 1
-        logger.info("config reloaded: %s", plan.summary())
-        return True
-
-    async def _apply(self, plan: ReloadPlan, new: Settings, plans: dict[str, InboxPlan]) -> None:
-        assert self.store is not None
-        self.settings = new
-        if plan.logging_changed:
-            self._setup_logging()
-        for key in plan.restart_needed:
-            logger.warning("reload: %s changed; it takes effect at the next restart", key)
-        await self._apply_providers(plan, new)
-        for name in plan.added_inboxes:
-            self.metrics.add_inbox(name)
-        self.plans.clear()
-        self.plans.update(plans)
-        if plan.restart_watcher and self.intake is not None:
-            await self._start_watcher()
-        if self.intake is not None:
-            self._add_workers()
-        forced = [
-            provider
-            for provider, record in (await self.store.all_breakers()).items()
-            if record.state == FORCED_OPEN and provider in self.clients
-        ]
-        for provider in forced:
-            await self.dispatcher.reset_breaker(provider)
-        if forced and await unpark_forever(self.store):
-            self._wake_at(time.time())  # files parked behind it go again now
-        self._close_idle_clients()
-
-    async def _apply_providers(self, plan: ReloadPlan, new: Settings) -> None:
-        assert self.store is not None
-        self._generation += 1
-        fresh = build_clients(new, on_fallback=self._on_fallback)
-        for name, client in fresh.items():
-            if name in plan.new_clients:
-                old = self.clients.get(name)
-                self.clients[name] = client  # in place: the pipeline and dispatchers share it
-                if old is not None:
-                    self._retired.append((self._generation - 1, old))
-            else:
-                await client.aclose()
-        # Clients of providers no longer used stay until shutdown: an upload in flight may
-        # still retry on them.
-        for name in new.providers_in_use():
-            self.limits[name] = new.providers.get(name).effective_limits(name)
-        if plan.rebuild_dispatcher:
-            self.dispatcher = build_dispatcher(
-                new, self.clients, self.limits, self.store, self.metrics
-            )
-            self.pipeline.uploader = self.dispatcher  # uploads in flight keep the old one
-
-    def _close_idle_clients(self) -> None:
-        """Close replaced clients once no file of their generation (or older) is in work."""
-        oldest = min(self._gen_busy, default=math.inf)
-        idle = [client for gen, client in self._retired if gen < oldest]
-        self._retired = [(gen, client) for gen, client in self._retired if gen >= oldest]
-        for client in idle:
-            self._tasks.start_soon(self._close_client, client)
-
-    @staticmethod
-    async def _close_client(client: UploadClient) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await client.aclose()
-            except Exception as exc:  # closing is best effort: the pool is dropped anyway
-                logger.warning("closing a replaced %s client failed: %s", client.name, exc)
 
     async def _close_clients(self) -> None:
         retired, self._retired = self._retired, []
         for client in [*self.clients.values(), *(c for _, c in retired)]:
-            await self._close_client(client)
-
-    async def _remote_usage_loop(self) -> None:
-        """At start and every 10 minutes: each provider's stored files and bytes (quota use)."""
-        while True:
-            await self.refresh_remote_usage()
-            await anyio.sleep(REMOTE_USAGE_INTERVAL)
+            await close_client(client)
 
     async def refresh_remote_usage(self) -> dict[str, tuple[int, int]]:
         """List each provider in use once; a failure is a warning, never a crash."""
-        usage: dict[str, tuple[int, int]] = {}
-        for provider in self.settings.providers_in_use():
-            client = self.clients.get(provider)
-            if client is None:
-                continue
-            try:
-                files = await client.list_files()
-            except ProviderError as exc:
-                logger.warning("%s: cannot list remote files for quota use: %s", provider, exc)
-                continue
-            usage[provider] = (len(files), sum(f.bytes for f in files))
-            self.metrics.remote_usage(provider, *usage[provider])
-        return usage
+        return await refresh_remote_usage(
+            self.settings.providers_in_use(), self.clients, self.metrics
+        )

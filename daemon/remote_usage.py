@@ -1,0 +1,44 @@
+"""Each provider's stored files and bytes (its quota use), listed at start and every 10 minutes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+import anyio
+
+from daemon.metrics import Metrics
+from providers.errors import ProviderError
+from providers.types import UploadClient
+
+__all__ = ["REMOTE_USAGE_INTERVAL", "refresh_remote_usage", "remote_usage_loop"]
+
+logger = logging.getLogger(__name__)
+
+REMOTE_USAGE_INTERVAL = 600.0
+
+
+async def refresh_remote_usage(
+    providers: Iterable[str], clients: Mapping[str, UploadClient], metrics: Metrics
+) -> dict[str, tuple[int, int]]:
+    """List each provider in use once; a failure is a warning, never a crash."""
+    usage: dict[str, tuple[int, int]] = {}
+    for provider in providers:
+        client = clients.get(provider)
+        if client is None:
+            continue
+        try:
+            files = await client.list_files()
+        except ProviderError as exc:
+            logger.warning("%s: cannot list remote files for quota use: %s", provider, exc)
+            continue
+        usage[provider] = (len(files), sum(f.bytes for f in files))
+        metrics.remote_usage(provider, *usage[provider])
+    return usage
+
+
+async def remote_usage_loop(refresh: Callable[[], Awaitable[object]]) -> None:
+    """At start and every 10 minutes: ``refresh()`` (the daemon's current providers)."""
+    while True:
+        await refresh()
+        await anyio.sleep(REMOTE_USAGE_INTERVAL)

@@ -1,0 +1,151 @@
+"""What feeds and drains a running ``Daemon``'s intake: the watcher, the workers, the park loop.
+
+The watcher is replaced without a gap (a reload). A worker takes one file at a time through
+the pipeline. Files in work are counted per config generation: a client replaced by a reload
+closes once no file of its generation is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+from anyio.abc import TaskStatus
+
+from daemon.watcher import Candidate, WatchedInbox, Watcher
+from providers.types import UploadClient
+
+if TYPE_CHECKING:
+    from daemon.app import Daemon
+
+__all__ = [
+    "close_client",
+    "close_idle_clients",
+    "park_loop",
+    "start_watcher",
+    "wake_at",
+    "worker",
+]
+
+logger = logging.getLogger(__name__)
+
+
+async def start_watcher(daemon: Daemon) -> None:
+    """Start a watcher over the current plans, then stop the previous one (no gap)."""
+    watcher = Watcher(
+        [
+            WatchedInbox(
+                name=p.name,
+                path=p.path,
+                recursive=_recursive(daemon, p.name),
+                exclude=(p.done_dir, p.quarantine_dir),
+            )
+            for p in daemon.plans.values()
+        ],
+        rescan_interval=daemon.settings.rescan_interval,
+    )
+    scope: anyio.CancelScope = await daemon._intake_tasks.start(_run_watcher, daemon, watcher)
+    previous = daemon._watcher_scope
+    daemon.watcher, daemon._watcher_scope = watcher, scope
+    if previous is not None:
+        previous.cancel()
+
+
+async def _run_watcher(
+    daemon: Daemon, watcher: Watcher, *, task_status: TaskStatus[anyio.CancelScope]
+) -> None:
+    assert daemon.intake is not None
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            await tg.start(watcher.run, daemon.intake.offer)
+            task_status.started(scope)
+
+
+def _recursive(daemon: Daemon, inbox: str) -> bool:
+    return next(i.recursive for i in daemon.settings.inbox if i.name == inbox)
+
+
+async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidate]) -> None:
+    """Take settled files from ``receive`` through the pipeline until the stream closes.
+
+    Counts the files in work (shutdown waits for them; a reload's replaced clients close
+    once none of their generation is left), re-offers a file that changed in flight and
+    wakes the park loop for a parked one.
+    """
+    assert daemon.intake is not None
+    async with receive:
+        async for candidate in receive:
+            if daemon.stopping.is_set():
+                return
+            plan = daemon.plans.get(candidate.inbox)
+            if plan is None:  # inbox removed by a reload
+                daemon.intake.done(candidate.key)
+                continue
+            daemon._busy += 1
+            daemon._drained = anyio.Event() if daemon._busy == 1 else daemon._drained
+            generation = daemon._generation
+            daemon._gen_busy[generation] = daemon._gen_busy.get(generation, 0) + 1
+            try:
+                daemon.metrics.file_discovered(candidate.inbox)
+                result = await daemon.pipeline.process(plan, candidate.path, candidate.relpath)
+            finally:
+                daemon._busy -= 1
+                if daemon._busy == 0:
+                    daemon._drained.set()
+                daemon._gen_busy[generation] -= 1
+                if not daemon._gen_busy[generation]:
+                    del daemon._gen_busy[generation]
+                    close_idle_clients(daemon)
+                daemon.intake.done(candidate.key)
+            if result.outcome == "changed":
+                # Its watch events came while it was in flight (ignored): settle it again.
+                daemon.intake.offer_nowait(candidate)
+            if result.park_until is not None:
+                wake_at(daemon, result.park_until)
+            if daemon.observer is not None:
+                daemon.observer(candidate, result)
+
+
+def wake_at(daemon: Daemon, until: float) -> None:
+    """Have the park loop rescan at ``until`` (if that is earlier than its next wake-up)."""
+    if daemon._park_until is None or until < daemon._park_until:
+        daemon._park_until = until
+        daemon._park_wake.set()
+
+
+async def park_loop(daemon: Daemon) -> None:
+    """Rescan when the earliest parked file may go again (its provider reopens)."""
+    while True:
+        await daemon._park_wake.wait()
+        daemon._park_wake = anyio.Event()
+        while daemon._park_until is not None:
+            delay = daemon._park_until - time.time()
+            with anyio.move_on_after(max(delay, 0)):
+                await daemon._park_wake.wait()
+                daemon._park_wake = anyio.Event()
+                continue
+            daemon._park_until = None
+            assert daemon.watcher is not None
+            await daemon.watcher.rescan_now()
+
+
+def close_idle_clients(daemon: Daemon) -> None:
+    """Close replaced clients once no file of their generation (or older) is in work."""
+    oldest = min(daemon._gen_busy, default=math.inf)
+    idle = [client for gen, client in daemon._retired if gen < oldest]
+    daemon._retired = [(gen, client) for gen, client in daemon._retired if gen >= oldest]
+    for client in idle:
+        daemon._tasks.start_soon(close_client, client)
+
+
+async def close_client(client: UploadClient) -> None:
+    """Close ``client``, shielded from cancellation; a failure is only a warning."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await client.aclose()
+        except Exception as exc:  # closing is best effort: the pool is dropped anyway
+            logger.warning("closing a replaced %s client failed: %s", client.name, exc)
