@@ -1,12 +1,12 @@
 """The composition root: builds the real collaborators from the settings and runs the daemon.
 
-Start order: store (integrity check, migrations) → provider clients → recovery of rows a
-crash left behind → HTTP (/metrics, /healthz, /readyz) → intake and watchers (first full
-scan queued) → ``READY=1``. Stop (SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once,
-uploads in flight get ``shutdown_grace`` seconds, then are cancelled; the ledger holds
-whatever is left and the next start resumes it. SIGHUP reloads the config
-(``daemon.reloading`` applies ``daemon.reload``'s plan). The workers and the park loop are
-``daemon.work``.
+Start order: leftover temp files of a killed write removed from done/quarantine folders →
+store (integrity check, migrations) → provider clients → recovery of rows a crash left
+behind → HTTP (/metrics, /healthz, /readyz) → intake and watchers (first full scan queued) →
+``READY=1``. Stop (SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once, uploads in flight
+get ``shutdown_grace`` seconds, then are cancelled; the ledger holds whatever is left and
+the next start resumes it. SIGHUP reloads the config (``daemon.reloading`` applies
+``daemon.reload``'s plan). The watcher, the workers and the park loop are ``daemon.work``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from daemon.watcher import Candidate, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
 from daemon.work import close_client, park_loop, start_watcher, worker
 from handlers.budget import ByteBudget
+from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
 from providers.errors import ConfigError
 from providers.types import UploadClient
@@ -177,6 +178,13 @@ class Daemon:
         for plan in self.plans.values():
             plan.done_dir.mkdir(parents=True, exist_ok=True)
             plan.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        folders = [f for p in self.plans.values() for f in (p.done_dir, p.quarantine_dir)]
+        removed = await anyio.to_thread.run_sync(remove_temp_leftovers, folders)
+        if removed:
+            logger.info(
+                "removed %d temp file(s) left in done/quarantine folders by an interrupted write",
+                removed,
+            )
         providers = settings.providers_in_use()
         self.metrics = Metrics(
             self.registry,
@@ -281,7 +289,7 @@ class Daemon:
             self._work.start_soon(worker, self, self.intake.receive.clone())
         self._workers = max(wanted, self._workers)
 
-    # -- clients -------------------------------------------------------------------------------
+    # -- clients -----------------------------------------------------------------------------
 
     def _on_fallback(self, provider: str, from_t: str, to_t: str, reason: str) -> None:
         self.metrics.fallback(provider, from_t, to_t)
