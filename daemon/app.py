@@ -307,14 +307,17 @@ class Daemon:
     # -- operations --------------------------------------------------------------------------
 
     def readiness(self) -> list[str]:
-        """Why the daemon is not ready (empty when it is), for /readyz."""
+        """Why the daemon is not ready (empty when it is), for /readyz.
+
+        Once stopping, that is the one reason: the watchers stop as a consequence.
+        """
+        if self.stopping.is_set():
+            return ["stopping"]
         reasons = []
         if self.store is None:
             reasons.append("state file not open")
         if self.watcher is None or not self.watcher.healthy:
             reasons.append("watchers not running")
-        if self.stopping.is_set():
-            reasons.append("stopping")
         return reasons
 
     async def _status_loop(self) -> None:
