@@ -64,9 +64,14 @@ def _start(tmp_path: Path) -> subprocess.Popen[bytes]:
 def test_run_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
     """`inboxd run` exits 0 within 2 s of SIGTERM or SIGINT."""
     proc = _start(tmp_path)
-    sent = time.monotonic()
-    proc.send_signal(signum)
-    proc.wait(timeout=10)
+    try:
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:  # never leave a daemon behind, whatever failed
+            proc.kill()
+            proc.wait()
     elapsed = time.monotonic() - sent
     assert proc.returncode == 0
     assert elapsed < 2.0
