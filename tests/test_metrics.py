@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import json
-import os
-import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,26 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon.http import serve_http
 from daemon.metrics import DURATION_BUCKETS, Metrics
 from daemon.settings import MetricsSettings
+from tests._tools import query_until, run_prometheus
 
 TRANSPORTS = {"kimi": ["openai", "http"], "glm": ["zhipuai", "openai", "http"]}
 OUTCOMES = ["success", "retryable", "permanent", "auth", "quota"]
 REASONS = ["empty", "too_large", "bad_type"]
-
-
-@pytest.fixture
-def need_tool() -> Callable[[str], str]:
-    """Return a finder for a system tool: fail in CI when it is missing, skip elsewhere."""
-
-    def find(name: str) -> str:
-        path = shutil.which(name)
-        if path is None:
-            message = f"{name} not installed: apt-get install prometheus"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        return path
-
-    return find
 
 
 def make_metrics(registry: CollectorRegistry) -> Metrics:
@@ -364,63 +345,14 @@ async def test_promtool_finds_a_real_scrape_clean(
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def prometheus(
     served: tuple[Metrics, int], tmp_path: Path, need_tool: Callable[[str], str]
 ) -> AsyncIterator[int]:
     """A real Prometheus server on loopback scraping ``served`` every second; yields its port."""
-    binary = need_tool("prometheus")
-    _, target = served
-    port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(  # JSON is YAML: no YAML writer needed
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                "scrape_configs": [
-                    {"job_name": "inboxd", "static_configs": [{"targets": [f"127.0.0.1:{target}"]}]}
-                ],
-            }
-        )
-    )
-    argv = [
-        binary,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-    ]
-    log = (tmp_path / "prometheus.log").open("wb")
-    async with await anyio.open_process(argv, stdout=log, stderr=log) as process:
-        try:
-            yield port
-        finally:
-            process.terminate()
-            with anyio.move_on_after(10, shield=True):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-            log.close()
-
-
-async def _query(client: httpx.AsyncClient, port: int, promql: str) -> list[dict[str, object]]:
-    try:
-        response = await client.get(
-            f"http://127.0.0.1:{port}/api/v1/query", params={"query": promql}
-        )
-    except httpx.TransportError:
-        return []  # not listening yet
-    if response.status_code != 200:
-        return []
-    result: list[dict[str, object]] = response.json()["data"]["result"]
-    return result
+    need_tool("prometheus")
+    async with run_prometheus(tmp_path, f"127.0.0.1:{served[1]}") as port:
+        yield port
 
 
 @pytest.mark.anyio
@@ -431,15 +363,9 @@ async def test_real_prometheus_scrapes_the_upload_counter(
     metrics, _ = served
     metrics.upload("kimi", "openai", "success", 2048, 1.5)
     promql = 'inboxd_uploads_total{provider="kimi",transport="openai",outcome="success"}'
-    result: list[dict[str, object]] = []
-    async with httpx.AsyncClient() as client:
-        with anyio.fail_after(60):
-            while not result:
-                result = await _query(client, prometheus, promql)
-                if not result:
-                    await anyio.sleep(0.2)  # poll interval, bounded by fail_after
-        # Every pre-created series was scraped too, at 0.
-        zeros = await _query(client, prometheus, 'inboxd_uploads_total{outcome="quota"}')
+    result = await query_until(prometheus, promql)
+    # Every pre-created series was scraped too, at 0.
+    zeros = await query_until(prometheus, 'inboxd_uploads_total{outcome="quota"}')
     assert len(result) == 1
     assert result[0]["metric"] == {
         "__name__": "inboxd_uploads_total",

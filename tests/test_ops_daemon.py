@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import shutil
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,6 +25,7 @@ from daemon.settings import Settings, load_settings
 from daemon.watcher import Candidate
 from handlers.pipeline import Result
 from providers.emulator import Emulator
+from tests._tools import query_until, run_prometheus
 
 KEYS = {"kimi": "sk-test-kimi-S3CRETkimi0001", "glm": "glmid0001.S3CRETglmSecret0001"}
 FINAL = frozenset({"uploaded", "quarantined", "duplicate"})
@@ -116,22 +115,6 @@ async def emu() -> AsyncIterator[Emulator]:
         yield emulator
 
 
-@pytest.fixture
-def need_tool() -> Callable[[str], str]:
-    """Return a finder for a system tool: fail in CI when it is missing, skip elsewhere."""
-
-    def find(name: str) -> str:
-        path = shutil.which(name)
-        if path is None:
-            message = f"{name} not installed: apt-get install prometheus"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        return path
-
-    return find
-
-
 def _daemon(
     tmp_path: Path, emu: Emulator, outcomes: Outcomes, notifier: Notifier | None = None
 ) -> Daemon:
@@ -165,73 +148,20 @@ async def test_promtool_finds_a_scrape_of_the_running_daemon_clean(
     assert 'inboxd_uploads_total{outcome="success",provider="kimi",transport="openai"} 1.0' in body
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _query(client: httpx.AsyncClient, port: int, promql: str) -> list[dict[str, object]]:
-    try:
-        response = await client.get(
-            f"http://127.0.0.1:{port}/api/v1/query", params={"query": promql}
-        )
-    except httpx.TransportError:
-        return []  # not listening yet
-    if response.status_code != 200:
-        return []
-    result: list[dict[str, object]] = response.json()["data"]["result"]
-    return result
-
-
 @pytest.mark.anyio
 async def test_real_prometheus_scrapes_the_daemons_upload(
     tmp_path: Path, emu: Emulator, need_tool: Callable[[str], str]
 ) -> None:
     """A real Prometheus scrapes the running daemon; its query API returns our upload."""
-    binary = need_tool("prometheus")
+    need_tool("prometheus")
     outcomes = Outcomes()
     async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
         drop(tmp_path / "docs", "a.txt", b"alpha")
         assert (await outcomes.wait("docs", "a.txt")).outcome == "uploaded"
-        port = _free_port()
-        config = tmp_path / "prometheus.yml"
         target = f"127.0.0.1:{daemon.http_port}"
-        config.write_text(
-            json.dumps(  # JSON is YAML
-                {
-                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                    "scrape_configs": [
-                        {"job_name": "inboxd", "static_configs": [{"targets": [target]}]}
-                    ],
-                }
-            )
-        )
-        argv = [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ]
         promql = 'inboxd_uploads_total{provider="kimi",transport="openai",outcome="success"}'
-        result: list[dict[str, object]] = []
-        with (tmp_path / "prometheus.log").open("wb") as log:
-            async with await anyio.open_process(argv, stdout=log, stderr=log) as process:
-                try:
-                    async with httpx.AsyncClient() as client:
-                        with anyio.fail_after(60):
-                            while not result:
-                                result = await _query(client, port, promql)
-                                if not result:
-                                    await anyio.sleep(0.2)  # poll interval, bounded above
-                finally:
-                    process.terminate()
-                    with anyio.move_on_after(10, shield=True):
-                        await process.wait()
-                    if process.returncode is None:
-                        process.kill()
+        async with run_prometheus(tmp_path, target) as port:
+            result = await query_until(port, promql)
     assert len(result) == 1
     assert result[0]["metric"] == {
         "__name__": "inboxd_uploads_total",

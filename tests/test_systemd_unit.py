@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,22 +18,6 @@ from daemon.settings import Settings
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = SYSTEMD / "inboxd.service"
-
-
-@pytest.fixture
-def need_tool() -> Callable[[str, str], str]:
-    """Return a finder for a system tool: fail in CI when it is missing, skip elsewhere."""
-
-    def find(name: str, package: str) -> str:
-        path = shutil.which(name)
-        if path is None:
-            message = f"{name} not installed: apt-get install {package}"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        return path
-
-    return find
 
 
 def directives(path: Path) -> dict[str, list[str]]:
