@@ -15,6 +15,7 @@ __all__ = [
     "CLAIM_PROBE",
     "FIND_UPLOADED",
     "INSERT_PENDING",
+    "RESET_PENDING",
     "SAVE_BREAKER",
     "breaker_from_row",
     "breaker_params",
@@ -33,7 +34,14 @@ ACTIVE_ROW = (
 INSERT_PENDING = """
     INSERT INTO ledger (inbox, relpath, size, mtime_ns, state, attempts, created_at, updated_at)
     VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)
+    RETURNING *
 """
+
+# A pending file changed before upload: its cached hash no longer describes it.
+RESET_PENDING = (
+    "UPDATE ledger SET size = ?, mtime_ns = ?, sha256 = NULL, updated_at = ? WHERE id = ?"
+    " RETURNING *"
+)
 
 FIND_UPLOADED = """
     SELECT * FROM ledger
@@ -104,9 +112,12 @@ def encode_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def update_sql(columns: list[str]) -> str:
-    """``UPDATE ledger SET a = ?, b = ? WHERE id = ?`` for trusted column names."""
+    """``UPDATE ledger SET a = ?, b = ? WHERE id = ? RETURNING *`` for trusted column names.
+
+    RETURNING gives the updated row in the same statement (SQLite >= 3.35), no re-select.
+    """
     assignments = ", ".join(f"{column} = ?" for column in columns)
-    return f"UPDATE ledger SET {assignments} WHERE id = ?"  # noqa: S608 -- names from MUTABLE_FIELDS
+    return f"UPDATE ledger SET {assignments} WHERE id = ? RETURNING *"  # noqa: S608 -- names from MUTABLE_FIELDS
 
 
 def ledger_from_row(row: sqlite3.Row) -> LedgerRow:

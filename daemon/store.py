@@ -160,15 +160,16 @@ class Store:
     async def _fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         async with self._lock:
             with self._translate():
-                async with self._db.execute(query, params) as cursor:
-                    return list(await cursor.fetchall())
+                return list(await self._db.execute_fetchall(query, params))
 
     @staticmethod
     async def _one(
         db: aiosqlite.Connection, query: str, params: tuple[Any, ...]
     ) -> sqlite3.Row | None:
-        async with db.execute(query, params) as cursor:
-            return await cursor.fetchone()
+        # One hop to the SQLite thread (execute and fetch together); each hop costs more
+        # than the statement itself.
+        rows = list(await db.execute_fetchall(query, params))
+        return rows[0] if rows else None
 
     async def _migrate(self) -> None:
         async with self._write() as db:
@@ -207,20 +208,26 @@ class Store:
             now = self._clock()
             row = await self._one(db, sql.ACTIVE_ROW, key)
             if row is None:
-                cursor = await db.execute(sql.INSERT_PENDING, (*key, size, mtime_ns, now, now))
-                row_id = cursor.lastrowid
-            else:
-                row_id = row["id"]
-                if row["state"] == PENDING and (row["size"], row["mtime_ns"]) != (size, mtime_ns):
-                    await db.execute(
-                        "UPDATE ledger SET size = ?, mtime_ns = ?, sha256 = NULL, updated_at = ?"
-                        " WHERE id = ?",
-                        (size, mtime_ns, now, row_id),
-                    )
-            return await self._get_in(db, row_id)
+                row = await self._one(db, sql.INSERT_PENDING, (*key, size, mtime_ns, now, now))
+            elif row["state"] == PENDING and (row["size"], row["mtime_ns"]) != (size, mtime_ns):
+                row = await self._one(db, sql.RESET_PENDING, (size, mtime_ns, now, row["id"]))
+            if row is None:
+                raise KeyError(key)
+            return sql.ledger_from_row(row)
 
     async def _get_in(self, db: aiosqlite.Connection, row_id: int | None) -> LedgerRow:
         row = await self._one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
+        if row is None:
+            raise KeyError(row_id)
+        return sql.ledger_from_row(row)
+
+    async def _update_in(
+        self, db: aiosqlite.Connection, row_id: int, values: dict[str, Any]
+    ) -> LedgerRow:
+        columns = sorted(values)
+        row = await self._one(
+            db, sql.update_sql(columns), (*(values[column] for column in columns), row_id)
+        )
         if row is None:
             raise KeyError(row_id)
         return sql.ledger_from_row(row)
@@ -237,21 +244,14 @@ class Store:
         async with self._write() as db:
             current = await self._get_in(db, row_id)
             updates = transition_fields(current.state, to_state, fields, self._clock())
-            values = sql.encode_updates(updates)
-            columns = sorted(values)
-            await db.execute(
-                sql.update_sql(columns), (*(values[column] for column in columns), row_id)
-            )
-            return await self._get_in(db, row_id)
+            return await self._update_in(db, row_id, sql.encode_updates(updates))
 
     async def set_sha256(self, row_id: int, sha256: str) -> LedgerRow:
         """Record the content hash (the state does not change)."""
         async with self._write() as db:
-            await db.execute(
-                "UPDATE ledger SET sha256 = ?, updated_at = ? WHERE id = ?",
-                (sha256, self._clock(), row_id),
+            return await self._update_in(
+                db, row_id, {"sha256": sha256, "updated_at": self._clock()}
             )
-            return await self._get_in(db, row_id)
 
     async def find_uploaded(self, sha256: str, provider: str, purpose: str) -> LedgerRow | None:
         """The oldest original upload of this content to this provider and purpose, if any."""
