@@ -2,10 +2,13 @@
 
 A thin async shell around the pure ``router``, ``breaker`` and ``retry`` modules. It is the
 only place in inboxd that retries. Breaker records are read from the ``BreakerStore`` at every
-decision (so several processes on one state file see each other's transitions), sanitized on
-load, saved after every outcome, and the half-open probe is claimed only through
-``BreakerStore.claim_probe`` (a conditional UPDATE): two workers or two processes never both
-probe. All times are wall-clock seconds from the injected ``clock``.
+decision (so several processes on one state file see each other's transitions), except that a
+CLOSED record read or written less than ``closed_ttl`` seconds ago is reused (a reset from
+another process is seen within that time; OPEN/HALF_OPEN records are always re-read). Records
+are sanitized on load, saved after every outcome that changes more than ``updated_at``, and the
+half-open probe is claimed only through ``BreakerStore.claim_probe`` (a conditional UPDATE): two
+workers or two processes never both probe. All times are wall-clock seconds from the injected
+``clock``.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ class Dispatcher:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rand: Callable[[], float] = random.random,
         probe_recheck: float = 5.0,
+        closed_ttl: float = 1.0,
     ) -> None:
         self._clients = clients
         # A provider without a client cannot be routed to (the router says why).
@@ -154,7 +158,10 @@ class Dispatcher:
         self._sleep = sleep
         self._rand = rand
         self._probe_recheck = probe_recheck
+        self._closed_ttl = closed_ttl
         self._records: dict[str, BreakerRecord] = {}
+        # When each provider's record in ``_records`` was last read from or written to the store.
+        self._synced: dict[str, float] = {}
         self._budgets: dict[str, RetryBudget] = {}
         self._locks: dict[str, anyio.Lock] = {}
 
@@ -196,7 +203,7 @@ class Dispatcher:
         while True:
             now = self._clock()
             remaining = [p for p in dict.fromkeys(preference) if p not in done]
-            avail = {p: self._available(await self._load(p), now) for p in remaining}
+            avail = {p: self._available(await self._load(p, cached=True), now) for p in remaining}
             plan = route(
                 preference=remaining,
                 size=size,
@@ -238,6 +245,7 @@ class Dispatcher:
             fresh = reset(now=self._clock())
             await self._store.save_breaker(provider, fresh)
             self._note(provider, fresh)
+            self._synced[provider] = self._clock()
         logger.warning("breaker of %s reset to closed", provider)
 
     async def breaker_states(self) -> dict[str, BreakerRecord]:
@@ -269,7 +277,21 @@ class Dispatcher:
                 )
             self._events.breaker_state(provider, rec.state)
 
-    async def _load(self, provider: str) -> BreakerRecord:
+    def _cached(self, provider: str, now: float) -> BreakerRecord | None:
+        """The CLOSED record synced with the store less than ``closed_ttl`` ago, else None."""
+        rec = self._records.get(provider)
+        synced = self._synced.get(provider)
+        if rec is None or synced is None or rec.state != CLOSED:
+            return None
+        # A clock that went back invalidates too.
+        return rec if synced <= now < synced + self._closed_ttl else None
+
+    async def _load(self, provider: str, *, cached: bool = False) -> BreakerRecord:
+        if cached:
+            rec = self._cached(provider, self._clock())
+            if rec is not None:
+                return rec
+        synced = self._clock()
         raw = await self._store.load_breaker(provider)
         if raw is None:
             rec = BreakerRecord()
@@ -280,10 +302,11 @@ class Dispatcher:
                 logger.warning("breaker of %s: clamped an absurd record from the store", provider)
                 await self._store.save_breaker(provider, rec)
         self._note(provider, rec)
+        self._synced[provider] = synced
         return rec
 
     async def _permit(self, provider: str, now: float) -> _Permit:
-        rec = await self._load(provider)
+        rec = await self._load(provider, cached=True)
         if rec.state == CLOSED:
             return _Permit(allowed=True)
         until = self._available(rec, now)
@@ -313,13 +336,24 @@ class Dispatcher:
 
     async def _record(self, provider: str, outcome: Outcome, *, probe: bool) -> BreakerRecord:
         async with self._lock(provider):
+            now = self._clock()
+            cached = self._cached(provider, now) if outcome.kind == "success" else None
+            if cached is not None:
+                # The steady state: a success on a CLOSED breaker whose window is already all
+                # successes changes nothing but updated_at — no read, no write. (Only success:
+                # anything else is decided on a fresh read, and ``record`` draws no jitter here.)
+                new = record(self._config(provider), cached, outcome, now=now, rand=self._rand)
+                if replace(new, updated_at=cached.updated_at) == cached:
+                    return cached
             rec = await self._load(provider)
             if rec.state == HALF_OPEN and not probe:
                 return rec  # only the probe's answer counts while half-open
             new = record(self._config(provider), rec, outcome, now=self._clock(), rand=self._rand)
-            if new != rec:
+            if replace(new, updated_at=rec.updated_at) != rec:
+                synced = self._clock()
                 await self._store.save_breaker(provider, new)
                 self._note(provider, new)
+                self._synced[provider] = synced
             return new
 
     async def _pick(

@@ -622,3 +622,62 @@ async def test_provider_without_client_is_excluded_not_crashed() -> None:
     )
     assert result.remote.provider == "kimi"
     assert len(kimi.calls) == 1
+
+
+class CountingStore(FakeStore):
+    """A FakeStore that records every load, by provider."""
+
+    def __init__(self, records: dict[str, BreakerRecord] | None = None) -> None:
+        super().__init__(records)
+        self.loads: list[str] = []
+
+    async def load_breaker(self, provider: str) -> BreakerRecord | None:
+        self.loads.append(provider)
+        return await super().load_breaker(provider)
+
+
+_CLEAN = BreakerRecord(window=(False,) * 10, updated_at=T0 - 60)
+
+
+@pytest.mark.anyio
+async def test_closed_breaker_is_reused_within_the_ttl_and_reread_after_it() -> None:
+    """Within closed_ttl a CLOSED breaker is not re-read; another process's OPEN is seen after."""
+    store = CountingStore({"kimi": _CLEAN})
+    rig = _rig(store=store)
+    for _ in range(3):
+        assert (await rig.upload(["kimi"])).remote.provider == "kimi"
+    assert store.loads == ["kimi"]
+    assert store.saves == []  # a success on an all-success window changes nothing to save
+    assert store.records["kimi"] == _CLEAN
+    store.records["kimi"] = BreakerRecord(state=OPEN, open_until=T0 + 600, reason="elsewhere")
+    rig.clock.now += 1.0
+    assert (await rig.upload()).remote.provider == "glm"
+    assert store.loads.count("kimi") == 2
+    assert len(rig.kimi.calls) == 3
+
+
+@pytest.mark.anyio
+async def test_open_breaker_is_reread_at_every_decision() -> None:
+    """An OPEN breaker is never served from memory: a reset in the store is seen at once."""
+    store = CountingStore({"kimi": BreakerRecord(state=OPEN, open_until=T0 + 600)})
+    rig = _rig(store=store)
+    for _ in range(2):
+        assert (await rig.upload()).remote.provider == "glm"
+    assert store.loads.count("kimi") == 2  # one routing look per file, none from memory
+    store.records["kimi"] = BreakerRecord(reason="reset by operator", updated_at=T0)
+    assert (await rig.upload()).remote.provider == "kimi"
+    # The routing look reads the reset; the success (a new window entry) re-reads before saving.
+    assert store.loads.count("kimi") == 4
+
+
+@pytest.mark.anyio
+async def test_a_failure_on_a_cached_closed_breaker_is_recorded_on_a_fresh_read() -> None:
+    """A failure is never recorded onto the cached record: the store's newer row is the base."""
+    store = CountingStore({"kimi": _CLEAN})
+    rig = _rig(kimi=[_err503()], store=store)
+    newer = BreakerRecord(window=(True,) * 3 + (False,) * 7, consecutive_failures=3)
+    await rig.dispatcher.breaker_states()  # caches the clean record
+    store.records["kimi"] = newer  # another process recorded failures meanwhile
+    await rig.upload(["kimi"])
+    first = store.saves[0][1]
+    assert (first.window, first.consecutive_failures) == ((*newer.window[1:], True), 4)
