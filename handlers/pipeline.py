@@ -143,11 +143,12 @@ class Pipeline:
         now = self.clock()
         if row.not_before is not None and row.not_before > now:
             return Result("parked", park_until=row.not_before)
-        sha256 = row.sha256 or await sha256_file(opened.rewind())
+        sha256 = row.sha256 or await sha256_file(opened.rewind(), size=opened.size)
         if not opened.unchanged():
             return Result("changed")
-        if row.sha256 != sha256:
-            row = await self.ledger.set_sha256(row.id, sha256)
+        # A new hash is written with the upload's intent (one transaction, not two); every
+        # path that ends without an intent writes it first (``_keep_sha256``). Until then it
+        # is only a cache: dedupe reads the hashes of uploaded/done rows alone.
         async with self._content_lock(sha256):  # same content: one upload, then duplicates
             if plan.dedupe:
                 duplicate = await self._dedupe(plan, opened, row, sha256)
@@ -198,6 +199,7 @@ class Pipeline:
             original = await self.ledger.find_uploaded(sha256, provider, purpose)
             if original is None or original.id == row.id:
                 continue
+            row = await self._keep_sha256(row, sha256)
             return await self.outcomes.duplicate(
                 plan,
                 opened.path,
@@ -217,6 +219,7 @@ class Pipeline:
 
         async def before_attempt(provider: str, purpose: str) -> None:
             nonlocal current
+            fresh = {} if current.sha256 == sha256 else {"sha256": sha256}
             current = await self.ledger.transition(
                 current.id,
                 UPLOADING,
@@ -224,6 +227,7 @@ class Pipeline:
                 purpose=purpose,
                 attempts=current.attempts + 1,
                 intent_at=self.clock(),
+                **fresh,
             )
 
         # (provider, purpose) whose last ambiguous attempt no listing could settle yet.
@@ -250,6 +254,7 @@ class Pipeline:
                     reconcile=reconcile,
                 )
             except (RejectedFile, Parked) as failure:
+                current = await self._keep_sha256(current, sha256)  # when no attempt was made
                 return await self._not_sent(
                     plan, opened, current, failure, sha256=sha256, unsure=unsure
                 )
@@ -257,6 +262,12 @@ class Pipeline:
                 self.events.inflight_bytes(self.budget.in_use - opened.size)
         elapsed = anyio.current_time() - started
         return await self._uploaded(plan, opened, current, result, elapsed)
+
+    async def _keep_sha256(self, row: LedgerRow, sha256: str) -> LedgerRow:
+        """``row`` with ``sha256`` recorded (written only when the row lacks it)."""
+        if row.sha256 == sha256:
+            return row
+        return await self.ledger.set_sha256(row.id, sha256)
 
     async def _not_sent(
         self,

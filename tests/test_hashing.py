@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.hashing import sha256_fd, sha256_file
+from handlers.hashing import INLINE_MAX, sha256_fd, sha256_file
 
 
 @pytest.fixture
@@ -50,3 +50,26 @@ def test_empty_digest(tmp_path: Path) -> None:
         assert sha256_fd(fd) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     finally:
         os.close(fd)
+
+
+@pytest.mark.anyio
+async def test_small_file_hashed_inline_matches_hashlib(tmp_path: Path) -> None:
+    """A file below INLINE_MAX given with its size hashes to hashlib's digest on the loop."""
+    data = os.urandom(16 * 1024 + 5)
+    path = tmp_path / "small.bin"
+    path.write_bytes(data)
+    with path.open("rb") as fh:
+        fh.seek(7)
+        assert await sha256_file(fh, size=len(data)) == hashlib.sha256(data).hexdigest()
+        assert fh.tell() == 7
+
+
+@pytest.mark.anyio
+async def test_file_grown_past_its_size_is_hashed_whole(tmp_path: Path) -> None:
+    """A file longer than the size it was opened at is hashed to its end, not cut at size."""
+    data = os.urandom(INLINE_MAX + 10)
+    path = tmp_path / "grown.bin"
+    path.write_bytes(data)
+    with path.open("rb") as fh:
+        assert await sha256_file(fh, size=100) == hashlib.sha256(data).hexdigest()
+        assert await sha256_file(fh, size=0) == hashlib.sha256(data).hexdigest()

@@ -24,6 +24,7 @@ from handlers.ledger import PENDING, UPLOADING
 from handlers.pipeline import InboxPlan, Pipeline, Uploader
 from providers.dispatch import NullEvents
 from providers.emulator import Emulator
+from providers.types import BreakerRecord
 from tests._harness import RewriteDuringSend, provider_section, read_sidecar, sha
 
 pytestmark = pytest.mark.anyio
@@ -307,3 +308,29 @@ async def test_interrupted_upload_of_an_earlier_file_at_the_same_name(tmp_path: 
         receipt = read_sidecar(rig.plan.done_dir / "n.txt.upload.json")
         new_sha = sha(b"rewritten after the crash, longer")
         assert (receipt["file_id"], receipt["sha256"]) == (copies[new_sha], new_sha)
+
+
+async def test_uploaded_row_records_the_hash_written_with_the_intent(tmp_path: Path) -> None:
+    """A plain upload leaves its content hash on the done row (written with the intent)."""
+    async with _rig(tmp_path) as rig:
+        path = rig.plan.path / "h.txt"
+        path.write_bytes(b"hash me once")
+        result = await rig.pipeline.process(rig.plan, path, "h.txt")
+        assert result.outcome == "uploaded"
+        assert result.row is not None
+        assert (result.row.state, result.row.sha256) == ("done", sha(b"hash me once"))
+        assert result.row.attempts == 1
+
+
+async def test_file_parked_before_any_attempt_keeps_its_hash(tmp_path: Path) -> None:
+    """A forced-open breaker parks the file without an intent; its pending row keeps the hash."""
+    async with _rig(tmp_path) as rig:
+        await rig.store.save_breaker("kimi", BreakerRecord(state="forced_open", reason="auth"))
+        path = rig.plan.path / "p.txt"
+        path.write_bytes(b"waits for a reset")
+        result = await rig.pipeline.process(rig.plan, path, "p.txt")
+        assert result.outcome == "parked"
+        row = await rig.store.active_for("in", "p.txt")
+        assert row is not None
+        assert (row.state, row.sha256, row.attempts) == (PENDING, sha(b"waits for a reset"), 0)
+        assert rig.emu.files() == []
