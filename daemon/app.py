@@ -41,6 +41,7 @@ from handlers.budget import ByteBudget
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
 from providers.errors import ConfigError
+from providers.retry import COMMON_ERROR_KINDS
 from providers.types import UploadClient
 
 __all__ = ["Daemon", "run_daemon", "unpark_forever", "with_emulator"]
@@ -59,7 +60,8 @@ REASONS = (
     "upload_failed",
     "quota_exhausted",
 )
-OUTCOMES = ("success", "retryable", "permanent", "auth_failed", "quota_exhausted", "ambiguous")
+# What the dispatcher reports per call: success, reconciled, or the error's kind.
+OUTCOMES = ("success", "reconciled", *COMMON_ERROR_KINDS)
 STATUS_INTERVAL = 5.0
 
 Loader = Callable[[], Settings]

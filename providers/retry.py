@@ -28,6 +28,7 @@ from providers.errors import (
 )
 
 __all__ = [
+    "COMMON_ERROR_KINDS",
     "RetryBudget",
     "RetryDecision",
     "RetryPolicy",
@@ -87,6 +88,23 @@ def backoff(policy: RetryPolicy, attempt: int, rand: Callable[[], float]) -> flo
     exponent = min(max(attempt, 0), _MAX_EXPONENT)
     ceiling = min(policy.cap, policy.base * 2.0**exponent)
     return max(0.0, ceiling * rand())
+
+
+# The kinds most failed calls end in, so metrics can show them at 0 from start
+# (``http_<status>`` is open-ended: a rarer status still gets its own series when it occurs).
+COMMON_ERROR_KINDS: tuple[str, ...] = (
+    "ambiguous",
+    "connection",
+    "http_429",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+    "permanent",
+    "auth_failed",
+    "quota",
+    "transport_unavailable",
+)
 
 
 def error_kind(error: ProviderError) -> str:
