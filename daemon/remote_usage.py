@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 import anyio
 
 from daemon.metrics import Metrics
+from providers.client import usage_of
 from providers.errors import ProviderError
 from providers.types import UploadClient
 
@@ -21,18 +22,20 @@ REMOTE_USAGE_INTERVAL = 600.0
 async def refresh_remote_usage(
     providers: Iterable[str], clients: Mapping[str, UploadClient], metrics: Metrics
 ) -> dict[str, tuple[int, int]]:
-    """List each provider in use once; a failure is a warning, never a crash."""
+    """Count each provider in use once; a failure is a warning, never a crash.
+
+    Counted page by page (``usage_of``): a 100,000-file GLM listing is never held at once.
+    """
     usage: dict[str, tuple[int, int]] = {}
     for provider in providers:
         client = clients.get(provider)
         if client is None:
             continue
         try:
-            files = await client.list_files()
+            usage[provider] = await usage_of(client)
         except ProviderError as exc:
             logger.warning("%s: cannot list remote files for quota use: %s", provider, exc)
             continue
-        usage[provider] = (len(files), sum(f.bytes for f in files))
         metrics.remote_usage(provider, *usage[provider])
     return usage
 

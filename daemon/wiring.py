@@ -10,6 +10,7 @@ import anyio
 from daemon.settings import Settings
 from handlers.pipeline import InboxPlan
 from providers.breaker import BreakerConfig
+from providers.client import usage_of
 from providers.dispatch import Dispatcher, ResilienceEvents
 from providers.factory import build_client
 from providers.limits import ProviderLimits
@@ -61,6 +62,9 @@ class LimitedClient:
 
     async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
         return await self.inner.list_files(purpose)
+
+    async def usage(self) -> tuple[int, int]:
+        return await usage_of(self.inner)
 
     async def delete(self, file_id: str) -> None:
         await self.inner.delete(file_id)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import BinaryIO, NoReturn, TypeVar
+from typing import BinaryIO, NoReturn, Protocol, TypeVar, runtime_checkable
 
 from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
 from providers.types import RemoteFile, Transport, UploadResult
 
-__all__ = ["FallbackCallback", "ProviderClient"]
+__all__ = ["FallbackCallback", "ProviderClient", "UsageSource", "usage_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,37 @@ _T = TypeVar("_T")
 
 FallbackCallback = Callable[[str, str, str, str], None]
 """Called as ``(provider, from_transport, to_transport, reason)`` on each move down the chain."""
+
+
+@runtime_checkable
+class UsageSource(Protocol):
+    """Anything that counts a provider's stored files without holding its listing."""
+
+    name: str
+
+    async def usage(self) -> tuple[int, int]:
+        """(file count, total bytes) of every stored file."""
+        ...
+
+
+class _Listing(Protocol):
+    """What every Transport and UploadClient has: the whole listing."""
+
+    name: str
+
+    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]: ...
+
+
+async def usage_of(source: _Listing) -> tuple[int, int]:
+    """(file count, total bytes): ``source.usage()`` if it has one, else its listing counted.
+
+    ``usage`` is not part of the shared Transport/UploadClient Protocols, so an object
+    without it (a test fake, a third-party transport) still works, holding its listing.
+    """
+    if isinstance(source, UsageSource):
+        return await source.usage()
+    files = await source.list_files()
+    return len(files), sum(f.bytes for f in files)
 
 
 class ProviderClient:
@@ -135,6 +166,11 @@ class ProviderClient:
         """Every stored file (GLM pagination followed), normalised."""
         files, _ = await self._walk(lambda t: t.list_files(purpose))
         return files
+
+    async def usage(self) -> tuple[int, int]:
+        """(file count, total bytes) of every stored file, without holding the listing."""
+        counted, _ = await self._walk(usage_of)
+        return counted
 
     async def retrieve(self, file_id: str) -> RemoteFile:
         """One stored file (GLM: found in the listing)."""

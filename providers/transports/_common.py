@@ -8,7 +8,7 @@ after the SDK has built it. A failure before the hook fired certainly never reac
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ __all__ = [
     "page_params",
     "remote_file",
     "scrub",
+    "sum_pages",
     "translate",
     "unavailable",
 ]
@@ -212,25 +213,48 @@ def page_params(purpose: str | None, after: str | None, *, glm: bool) -> dict[st
 PageFetch = Callable[[str | None], Awaitable[tuple[list[RemoteFile], bool]]]
 
 
-async def collect_pages(fetch: PageFetch, purpose: str | None) -> list[RemoteFile]:
-    """Every page of a listing: ``fetch(after)`` returns (files, has_more).
+async def _pages(fetch: PageFetch) -> AsyncIterator[list[RemoteFile]]:
+    """Each page of a listing in turn: ``fetch(after)`` returns (files, has_more).
 
     Follows ``has_more`` with ``after`` = the last id (GLM; harmless for Kimi, which sends
     one page). Stops if a page repeats a cursor, so a server ignoring ``after`` cannot loop.
-    Files are filtered by ``purpose`` here too, since Kimi documents no filter.
     """
-    out: list[RemoteFile] = []
     after: str | None = None
     seen: set[str] = set()
     for _ in range(_MAX_PAGES):
         files, has_more = await fetch(after)
-        out.extend(files)
+        yield files
         if not has_more or not files or files[-1].id in seen:
-            break
+            return
         after = files[-1].id
         seen.add(after)
-    unique = {f.id: f for f in out}
+
+
+async def collect_pages(fetch: PageFetch, purpose: str | None) -> list[RemoteFile]:
+    """Every page of a listing (see ``_pages``), each file once.
+
+    Files are filtered by ``purpose`` here too, since Kimi documents no filter.
+    """
+    unique: dict[str, RemoteFile] = {}
+    async for files in _pages(fetch):
+        unique.update((f.id, f) for f in files)
     return [f for f in unique.values() if purpose is None or f.purpose == purpose]
+
+
+async def sum_pages(fetch: PageFetch) -> tuple[int, int]:
+    """(file count, total bytes) of a whole listing, each file once, keeping no page.
+
+    Only the ids are kept (to count a file that two pages repeat once), so memory grows by
+    an id per file, not by the listing.
+    """
+    ids: set[str] = set()
+    total = 0
+    async for files in _pages(fetch):
+        for f in files:
+            if f.id not in ids:
+                ids.add(f.id)
+                total += f.bytes
+    return len(ids), total
 
 
 async def find_listed(

@@ -23,6 +23,7 @@ from providers.transports._common import (
     now_clock,
     page_params,
     remote_file,
+    sum_pages,
     translate,
 )
 from providers.types import RemoteFile
@@ -135,6 +136,10 @@ class HttpTransport:
     async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
         """Every file (all GLM pages), optionally of one purpose."""
         return await collect_pages(lambda after: self._page(purpose, after), purpose)
+
+    async def usage(self) -> tuple[int, int]:
+        """(file count, total bytes) of every stored file, counted page by page."""
+        return await sum_pages(lambda after: self._page(None, after))
 
     async def retrieve(self, file_id: str) -> RemoteFile:
         """One file's object (GLM: found in the listing)."""

@@ -24,6 +24,7 @@ from providers.transports._common import (
     page_params,
     remote_file,
     scrub,
+    sum_pages,
     translate,
     unavailable,
 )
@@ -142,6 +143,10 @@ class SdkTransport(ABC):
     async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
         """Every file (all GLM pages), optionally of one purpose."""
         return await collect_pages(lambda after: self._page(purpose, after), purpose)
+
+    async def usage(self) -> tuple[int, int]:
+        """(file count, total bytes) of every stored file, counted page by page."""
+        return await sum_pages(lambda after: self._page(None, after))
 
     async def retrieve(self, file_id: str) -> RemoteFile:
         """``files.retrieve``; GLM (no retrieve endpoint documented): the file as listed."""
