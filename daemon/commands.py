@@ -180,10 +180,8 @@ async def _remote_usage(settings: Settings) -> dict[str, Usage]:
     try:
         for name, client in clients.items():
             limits = settings.providers.get(name).effective_limits(name)
-            files = await client.list_files()
-            usage[name] = Usage(
-                len(files), sum(f.bytes for f in files), limits.max_files, limits.max_total_bytes
-            )
+            count, nbytes = await client.usage()  # page by page: no whole listing held
+            usage[name] = Usage(count, nbytes, limits.max_files, limits.max_total_bytes)
     finally:
         for client in clients.values():
             await client.aclose()
