@@ -85,7 +85,7 @@ class Metrics:
     Methods are cheap and never raise: an unknown but safe label value is created on first
     use, an unsafe one is recorded as ``other``, an unknown breaker state is logged and ignored.
 
-    It is also the dispatcher's ``providers.dispatch.ResilienceEvents``. Count each upload
+    It is also the dispatcher's ``providers.events.ResilienceEvents``. Count each upload
     call once: either ``upload(...)`` or, when the dispatcher reports ``upload_outcome``,
     ``upload_stored(...)`` for the bytes and duration of a stored file.
     """
@@ -255,7 +255,7 @@ class Metrics:
         if previous is not None and previous != state and state in BREAKER_STATES:
             self.breaker_transition(provider, state)
 
-    # -- providers.dispatch.ResilienceEvents ------------------------------------------------
+    # -- providers.events.ResilienceEvents --------------------------------------------------
 
     def breaker_transition(self, provider: str, to_state: str) -> None:
         """Count a transition the dispatcher observed (it reports the state separately)."""
