@@ -250,7 +250,7 @@ class Daemon:
                     logger.warning(
                         "shutdown: %d upload(s) still running after %.0f s; cancelled, they "
                         "resume on the next start",
-                        self._busy,
+                        sum(self._gen_busy.values()),
                         settings.shutdown_grace,
                     )
                 work.cancel_scope.cancel()
@@ -263,7 +263,6 @@ class Daemon:
     async def _start_intake(self, work: TaskGroup) -> anyio.CancelScope:
         settings = self.settings
         self.intake = intake = Intake(settle_seconds=settings.settle_seconds)
-        self._busy = 0
         self._drained = anyio.Event()
         self._drained.set()
         scope = anyio.CancelScope()

@@ -35,6 +35,7 @@ def build_plans(settings: Settings) -> dict[str, InboxPlan]:
             on_success=inbox.on_success,
             dedupe=inbox.dedupe,
             on_quota=inbox.on_quota,
+            recursive=inbox.recursive,
         )
         for inbox in settings.inbox
     }

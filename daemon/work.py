@@ -41,7 +41,7 @@ async def start_watcher(daemon: Daemon) -> None:
             WatchedInbox(
                 name=p.name,
                 path=p.path,
-                recursive=_recursive(daemon, p.name),
+                recursive=p.recursive,
                 exclude=(p.done_dir, p.quarantine_dir),
             )
             for p in daemon.plans.values()
@@ -65,10 +65,6 @@ async def _run_watcher(
             task_status.started(scope)
 
 
-def _recursive(daemon: Daemon, inbox: str) -> bool:
-    return next(i.recursive for i in daemon.settings.inbox if i.name == inbox)
-
-
 async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidate]) -> None:
     """Take settled files from ``receive`` through the pipeline until the stream closes.
 
@@ -85,21 +81,20 @@ async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidat
             if plan is None:  # inbox removed by a reload
                 daemon.intake.done(candidate.key)
                 continue
-            daemon._busy += 1
-            daemon._drained = anyio.Event() if daemon._busy == 1 else daemon._drained
+            if not daemon._gen_busy:  # the first file in work: shutdown must now wait
+                daemon._drained = anyio.Event()
             generation = daemon._generation
             daemon._gen_busy[generation] = daemon._gen_busy.get(generation, 0) + 1
             try:
                 daemon.metrics.file_discovered(candidate.inbox)
                 result = await daemon.pipeline.process(plan, candidate.path, candidate.relpath)
             finally:
-                daemon._busy -= 1
-                if daemon._busy == 0:
-                    daemon._drained.set()
                 daemon._gen_busy[generation] -= 1
                 if not daemon._gen_busy[generation]:
                     del daemon._gen_busy[generation]
                     close_idle_clients(daemon)
+                if not daemon._gen_busy:
+                    daemon._drained.set()
                 daemon.intake.done(candidate.key)
             if result.outcome == "changed":
                 # Its watch events came while it was in flight (ignored): settle it again.

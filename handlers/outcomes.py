@@ -46,6 +46,7 @@ class InboxPlan:
     on_success: Literal["archive", "delete"] = "archive"
     dedupe: bool = True
     on_quota: Literal["wait", "quarantine"] = "wait"
+    recursive: bool = False
 
 
 @dataclass
