@@ -17,15 +17,19 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings.sources.utils import parse_env_vars
 
 from daemon.keys import KEY_CREDENTIAL, KEY_ENV, with_keys
 from providers.errors import ConfigError
@@ -264,19 +268,58 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
+        load = _LOAD.get()
+        if load is None:  # Settings() built directly: os.environ and the defaults only
+            return (init_settings, env_settings, _TomlSource(settings_cls, {}))
+        return (
+            init_settings,
+            _MappingEnvSource(settings_cls, load.environ),
+            _TomlSource(settings_cls, load.toml),
+        )
+
+
+@dataclass(frozen=True)
+class _Load:
+    """What one ``load_settings`` call hands its sources: the TOML table and the environment."""
+
+    toml: Mapping[str, Any]
+    environ: Mapping[str, str]
+
+
+# A context variable rather than a class attribute or os.environ: each thread (and each task)
+# sees only the load it started, so concurrent and nested loads never see each other's inputs.
+_LOAD: ContextVar[_Load | None] = ContextVar("inboxd_settings_load", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source, reading the given mapping instead of os.environ.
+
+    Overrides ``_load_env_vars``, the hook pydantic-settings' own mapping-backed sources
+    (dotenv, AWS, GCP) override; the prefix, delimiter and case rules stay the library's.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # before super().__init__, which calls _load_env_vars
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
 class _TomlSource(PydanticBaseSettingsSource):
-    """The TOML file's table, set by ``load_settings`` for the duration of one load."""
+    """The TOML file's table for one load."""
 
-    data: dict[str, Any] = {}  # noqa: RUF012 (set and reset by load_settings only)
+    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self.data.get(field_name), field_name, False
+        return self._data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(self.data)
+        return dict(self._data)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -315,27 +358,14 @@ def load_settings(
     problems = _keys_in_file(data)
     if problems:
         raise ConfigError(problems)
-    _TomlSource.data = data
+    token = _LOAD.set(_Load(toml=data, environ=env))
     try:
-        settings = _build(dict(overrides or {}), env)
+        settings = Settings(**dict(overrides or {}))
     except ValidationError as exc:
         raise ConfigError([_describe(err) for err in exc.errors()]) from None
     finally:
-        _TomlSource.data = {}
+        _LOAD.reset(token)
     return with_keys(settings, env)
-
-
-def _build(overrides: dict[str, Any], env: Mapping[str, str]) -> Settings:
-    if env is os.environ:
-        return Settings(**overrides)
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        return Settings(**overrides)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _keys_in_file(data: Mapping[str, Any]) -> list[str]:
