@@ -115,10 +115,13 @@ def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0
 
 
 def count_archived(done_dir: Path) -> int:
-    """Archived files in ``done_dir`` (their ``.upload.json`` sidecars not counted)."""
+    """Archived files in ``done_dir``: neither their ``.upload.json`` sidecars nor the hidden
+    ``.<name>.inboxd-XXXXXXXX.tmp`` a sidecar is written to before the file is moved."""
     try:
         with os.scandir(done_dir) as it:
-            return sum(1 for e in it if not e.name.endswith(".upload.json"))
+            return sum(
+                1 for e in it if not e.name.endswith(".upload.json") and not e.name.startswith(".")
+            )
     except FileNotFoundError:
         return 0
 
