@@ -1,12 +1,14 @@
 """The SQLite state file: the ledger and the circuit breakers, durable before every side effect.
 
 WAL journal, ``synchronous=FULL``, a ``busy_timeout`` (two processes may share one state file:
-the daemon and ``inboxd status``/``breaker reset``). Every write runs in a ``BEGIN IMMEDIATE``
-transaction that is committed before the method returns, shielded from cancellation so it
-either happens whole or not at all. At open, ``PRAGMA quick_check`` runs; a corrupt state file
-(with its -wal/-shm) is renamed ``<name>.corrupt-<UTC time>`` and a fresh one is built: the
-history is lost, no file is. sqlite3 errors an operator must act on (disk full, read-only,
-unopenable, locked too long) become ConfigError naming the state file and the fix.
+the daemon and ``inboxd status``/``breaker reset``). Every write is one function run whole on
+the connection's thread (``daemon._group_commit``): committed before the method returns, in
+one ``BEGIN IMMEDIATE`` transaction with the writes queued beside it (group commit: one fsync
+for many), shielded from cancellation so it either happens whole or not at all.
+At open, ``PRAGMA quick_check`` runs; a corrupt state file (with its -wal/-shm) is renamed
+``<name>.corrupt-<UTC time>`` and a fresh one is built: the history is lost, no file is.
+sqlite3 errors an operator must act on (disk full, read-only, unopenable, locked too long)
+become ConfigError naming the state file and the fix.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
 import anyio
 
 from daemon import _ledger_sql as sql
+from daemon._group_commit import GroupCommit
 from daemon.schema import migrations_after
 from handlers.ledger import (
     PENDING,
@@ -38,6 +40,8 @@ from providers.types import BreakerRecord
 __all__ = ["Store"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 _WRITABLE_HINT = "make state_dir writable by the daemon's user"
@@ -67,7 +71,7 @@ class _CorruptError(Exception):
     closes, so the files are moved aside first and the connection closed after.
     """
 
-    def __init__(self, detail: str, db: aiosqlite.Connection) -> None:
+    def __init__(self, detail: str, db: sqlite3.Connection) -> None:
         super().__init__(detail)
         self.db = db
 
@@ -76,14 +80,14 @@ class Store:
     """The state file. Implements ``handlers.ledger.Ledger`` and ``providers.types.BreakerStore``.
 
     Build it with ``async with Store.open(path) as store``; one Store is safe to share between
-    tasks (its operations are serialised), and several processes may open the same file.
+    tasks (its operations are serialised, concurrent writes committed together), and several
+    processes may open the same file.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
-        self._db = db
+    def __init__(self, db: sqlite3.Connection, path: Path, clock: Callable[[], float]) -> None:
+        self._db = GroupCommit(db)
         self._path = path
         self._clock = clock
-        self._lock = anyio.Lock()
 
     @classmethod
     @asynccontextmanager
@@ -98,7 +102,7 @@ class Store:
                 f"state_dir: cannot create {path.parent} ({exc.strerror}); {_WRITABLE_HINT}"
             ) from exc
         try:
-            db = await _connect(path, busy_timeout)
+            db = await anyio.to_thread.run_sync(_connect, path, busy_timeout)
         except _CorruptError as exc:
             try:
                 aside = await anyio.to_thread.run_sync(_move_aside, path, clock())
@@ -109,7 +113,7 @@ class Store:
                 ) from move_exc
             finally:
                 with anyio.CancelScope(shield=True):
-                    await exc.db.close()
+                    await anyio.to_thread.run_sync(exc.db.close)
             logger.error(
                 "state file %s is corrupt (%s): moved aside to %s and starting a fresh one; "
                 "the ledger's history and breaker states are lost, no file is",
@@ -117,14 +121,13 @@ class Store:
                 exc,
                 aside,
             )
-            db = await _connect(path, busy_timeout)
+            db = await anyio.to_thread.run_sync(_connect, path, busy_timeout)
+        store = cls(db, path, clock)
         try:
-            store = cls(db, path, clock)
-            await store._migrate()
+            await store._write(store._migrate)
             yield store
         finally:
-            with anyio.CancelScope(shield=True):
-                await db.close()
+            await store._db.close()
 
     @property
     def path(self) -> Path:
@@ -142,54 +145,34 @@ class Store:
                 raise
             raise ConfigError(f"state_dir: {self._path}: {exc}; {hint}") from exc
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            with anyio.CancelScope(shield=True), self._translate():
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    # A failed COMMIT may leave the transaction open; never let the next
-                    # BEGIN inherit it.
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                    raise
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction, committed (with others queued beside it) before
+        this returns; shielded, so it happens whole or (cancelled before it starts) not at all."""
+        with self._translate():
+            return await self._db.write(fn)
 
     async def _fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            with self._translate():
-                return list(await self._db.execute_fetchall(query, params))
+        with self._translate():
+            return await self._db.read(lambda db: db.execute(query, params).fetchall())
 
-    @staticmethod
-    async def _one(
-        db: aiosqlite.Connection, query: str, params: tuple[Any, ...]
-    ) -> sqlite3.Row | None:
-        # One hop to the SQLite thread (execute and fetch together); each hop costs more
-        # than the statement itself.
-        rows = list(await db.execute_fetchall(query, params))
-        return rows[0] if rows else None
-
-    async def _migrate(self) -> None:
-        async with self._write() as db:
-            row = await self._one(db, "PRAGMA user_version", ())
-            version = int(row[0]) if row else 0
-            for migration in migrations_after(version, path=str(self._path)):
-                for statement in migration.statements:
-                    await db.execute(statement)
-                await db.execute(
-                    "INSERT INTO schema_history (version, summary, applied_at) VALUES (?, ?, ?)",
-                    (migration.version, migration.summary, self._clock()),
-                )
-                # PRAGMA takes no parameters; the version is an int from our own table.
-                await db.execute(f"PRAGMA user_version = {int(migration.version)}")
-                logger.info(
-                    "state file %s: schema migrated to v%d (%s)",
-                    self._path,
-                    migration.version,
-                    migration.summary,
-                )
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        row = _one(db, "PRAGMA user_version", ())
+        version = int(row[0]) if row else 0
+        for migration in migrations_after(version, path=str(self._path)):
+            for statement in migration.statements:
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO schema_history (version, summary, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.summary, self._clock()),
+            )
+            # PRAGMA takes no parameters; the version is an int from our own table.
+            db.execute(f"PRAGMA user_version = {int(migration.version)}")
+            logger.info(
+                "state file %s: schema migrated to v%d (%s)",
+                self._path,
+                migration.version,
+                migration.summary,
+            )
 
     async def pragmas(self) -> dict[str, Any]:
         """The connection's journal_mode, synchronous, busy_timeout, foreign_keys, user_version."""
@@ -204,33 +187,19 @@ class Store:
     async def begin(self, inbox: str, relpath: str, *, size: int, mtime_ns: int) -> LedgerRow:
         """The active row for (inbox, relpath), or a new ``pending`` one (see ``Ledger``)."""
         key = (inbox, sql.encode_path(relpath))
-        async with self._write() as db:
+
+        def begin(db: sqlite3.Connection) -> LedgerRow:
             now = self._clock()
-            row = await self._one(db, sql.ACTIVE_ROW, key)
+            row = _one(db, sql.ACTIVE_ROW, key)
             if row is None:
-                row = await self._one(db, sql.INSERT_PENDING, (*key, size, mtime_ns, now, now))
+                row = _one(db, sql.INSERT_PENDING, (*key, size, mtime_ns, now, now))
             elif row["state"] == PENDING and (row["size"], row["mtime_ns"]) != (size, mtime_ns):
-                row = await self._one(db, sql.RESET_PENDING, (size, mtime_ns, now, row["id"]))
+                row = _one(db, sql.RESET_PENDING, (size, mtime_ns, now, row["id"]))
             if row is None:
                 raise KeyError(key)
             return sql.ledger_from_row(row)
 
-    async def _get_in(self, db: aiosqlite.Connection, row_id: int | None) -> LedgerRow:
-        row = await self._one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
-        if row is None:
-            raise KeyError(row_id)
-        return sql.ledger_from_row(row)
-
-    async def _update_in(
-        self, db: aiosqlite.Connection, row_id: int, values: dict[str, Any]
-    ) -> LedgerRow:
-        columns = sorted(values)
-        row = await self._one(
-            db, sql.update_sql(columns), (*(values[column] for column in columns), row_id)
-        )
-        if row is None:
-            raise KeyError(row_id)
-        return sql.ledger_from_row(row)
+        return await self._write(begin)
 
     async def get(self, row_id: int) -> LedgerRow:
         """The row with this id; KeyError when there is none."""
@@ -241,17 +210,19 @@ class Store:
 
     async def transition(self, row_id: int, to_state: str, **fields: Any) -> LedgerRow:
         """Move a row to ``to_state`` with ``fields``; InvalidTransition changes nothing."""
-        async with self._write() as db:
-            current = await self._get_in(db, row_id)
+
+        def transition(db: sqlite3.Connection) -> LedgerRow:
+            current = _row_by_id(db, row_id)
             updates = transition_fields(current.state, to_state, fields, self._clock())
-            return await self._update_in(db, row_id, sql.encode_updates(updates))
+            return _update(db, row_id, sql.encode_updates(updates))
+
+        return await self._write(transition)
 
     async def set_sha256(self, row_id: int, sha256: str) -> LedgerRow:
         """Record the content hash (the state does not change)."""
-        async with self._write() as db:
-            return await self._update_in(
-                db, row_id, {"sha256": sha256, "updated_at": self._clock()}
-            )
+        return await self._write(
+            lambda db: _update(db, row_id, {"sha256": sha256, "updated_at": self._clock()})
+        )
 
     async def find_uploaded(self, sha256: str, provider: str, purpose: str) -> LedgerRow | None:
         """The oldest original upload of this content to this provider and purpose, if any."""
@@ -325,16 +296,13 @@ class Store:
 
     async def save_breaker(self, provider: str, record: BreakerRecord) -> None:
         """Persist ``record`` as the breaker of ``provider`` (committed on return)."""
-        async with self._write() as db:
-            await db.execute(sql.SAVE_BREAKER, sql.breaker_params(provider, record))
+        params = sql.breaker_params(provider, record)
+        await self._write(lambda db: db.execute(sql.SAVE_BREAKER, params).close())
 
     async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
         """Atomically claim the one half-open probe (see ``providers.types.BreakerStore``)."""
-        async with self._write() as db:
-            cursor = await db.execute(
-                sql.CLAIM_PROBE, (lease_until, self._clock(), provider, now, now)
-            )
-            return cursor.rowcount == 1
+        params = (lease_until, self._clock(), provider, now, now)
+        return await self._write(lambda db: db.execute(sql.CLAIM_PROBE, params).rowcount == 1)
 
     async def reset_breaker(self, provider: str) -> None:
         """Close ``provider``'s breaker and forget its history (``inboxd breaker reset``)."""
@@ -347,39 +315,55 @@ class Store:
         return {row["provider"]: sql.breaker_from_row(row) for row in rows}
 
 
-async def _connect(path: Path, busy_timeout: float) -> aiosqlite.Connection:
+def _one(db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
+    rows: list[sqlite3.Row] = db.execute(query, params).fetchall()
+    return rows[0] if rows else None
+
+
+def _row_by_id(db: sqlite3.Connection, row_id: int) -> LedgerRow:
+    row = _one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
+    if row is None:
+        raise KeyError(row_id)
+    return sql.ledger_from_row(row)
+
+
+def _update(db: sqlite3.Connection, row_id: int, values: dict[str, Any]) -> LedgerRow:
+    columns = sorted(values)
+    row = _one(db, sql.update_sql(columns), (*(values[column] for column in columns), row_id))
+    if row is None:
+        raise KeyError(row_id)
+    return sql.ledger_from_row(row)
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """Connect and configure; raise _CorruptError when the file fails its integrity check."""
     try:
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise ConfigError(f"state_dir: cannot open {path} ({exc}); {_WRITABLE_HINT}") from exc
     try:
         db.row_factory = sqlite3.Row
-        await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        async with db.execute("PRAGMA quick_check") as cursor:
-            verdict = [row[0] for row in await cursor.fetchall()]
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        verdict = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
         if verdict != ["ok"]:
             raise _CorruptError("; ".join(str(line) for line in verdict[:5]), db)
-        async with db.execute("PRAGMA user_version") as cursor:
-            version = await cursor.fetchone()
+        version = db.execute("PRAGMA user_version").fetchone()
         # Refuse a newer file before anything (even the journal mode) is written to it.
         migrations_after(int(version[0]) if version else 0, path=str(path))
-        async with db.execute("PRAGMA journal_mode = WAL") as cursor:
-            mode = await cursor.fetchone()
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise ConfigError(
                 f"state_dir: {path} cannot use the WAL journal (got {mode and mode[0]}); "
                 "put state_dir on a local filesystem"
             )
-        await db.execute("PRAGMA synchronous = FULL")
-        await db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
     except _CorruptError:
         raise
     except BaseException as exc:
         if isinstance(exc, sqlite3.Error) and _code(exc) in _CORRUPT:
             raise _CorruptError(str(exc), db) from exc
-        with anyio.CancelScope(shield=True):
-            await db.close()
+        db.close()
         if isinstance(exc, sqlite3.Error):
             raise ConfigError(f"state_dir: cannot open {path} ({exc}); {_WRITABLE_HINT}") from exc
         raise

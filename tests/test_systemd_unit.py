@@ -221,13 +221,17 @@ try:
 except PermissionError:
     pass
 import hashlib, ssl
-import aiohttp, aiosqlite, anyio, httpx, openai, prometheus_client, pydantic_settings
+import tempfile, pathlib
+import aiohttp, anyio, httpx, openai, prometheus_client, pydantic_settings
 import watchfiles, zhipuai
 import daemon.http, daemon.logs, daemon.metrics, daemon.notify
+from daemon.store import Store
 
 async def main():
-    async with aiosqlite.connect(":memory:") as db:
-        await db.execute("select 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Store.open(pathlib.Path(tmp) / "state.sqlite3") as store:
+            row = await store.begin("inbox", "a.txt", size=1, mtime_ns=1)
+            assert (await store.get(row.id)) == row
     ssl.create_default_context()
     hashlib.sha256(bytes(1 << 20)).hexdigest()
 
