@@ -283,9 +283,15 @@ class Daemon:
         return scope
 
     def _add_workers(self) -> None:
-        """Enough workers for every provider's concurrency (more after a reload raises it)."""
+        """Twice every provider's concurrency, plus 2 (more after a reload raises it).
+
+        A file spends about half its time outside the upload (open, ledger, archive): with
+        one worker per upload slot, the slots would sit idle while their files do that.
+        The uploads themselves stay limited to each provider's ``concurrency``.
+        """
         assert self.intake is not None
-        wanted = sum(self.settings.providers.get(p).concurrency for p in self.clients) + 2
+        slots = sum(self.settings.providers.get(p).concurrency for p in self.clients)
+        wanted = 2 * slots + 2
         for _ in range(wanted - self._workers):
             self._work.start_soon(worker, self, self.intake.receive.clone())
         self._workers = max(wanted, self._workers)
