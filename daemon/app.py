@@ -152,6 +152,9 @@ class Daemon:
         # reload (closed once no file of their generation is still in work).
         self._generation = 0
         self._gen_busy: dict[int, int] = {}
+        # Keys of files counted as discovered whose last outcome left them in their inbox
+        # (one small string per parked/busy file; dropped when the file ends or vanishes).
+        self._left_in_inbox: set[str] = set()
         self._retired: list[tuple[int, UploadClient]] = []
         self._workers = 0
         self._watcher_scope: anyio.CancelScope | None = None

@@ -17,6 +17,7 @@ import anyio.abc
 from anyio.abc import TaskStatus
 
 from daemon.watcher import Candidate, WatchedInbox, Watcher
+from handlers.outcomes import InboxPlan, Result
 from providers.types import UploadClient
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Outcomes that leave the file where it is, to be offered again (by a rescan, the park loop
+# or straight away): it was counted as discovered once, the first time.
+_STAYS = frozenset({"parked", "changed", "busy"})
 
 
 async def start_watcher(daemon: Daemon) -> None:
@@ -86,8 +91,7 @@ async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidat
             generation = daemon._generation
             daemon._gen_busy[generation] = daemon._gen_busy.get(generation, 0) + 1
             try:
-                daemon.metrics.file_discovered(candidate.inbox)
-                result = await daemon.pipeline.process(plan, candidate.path, candidate.relpath)
+                result = await _process(daemon, plan, candidate)
             finally:
                 daemon._gen_busy[generation] -= 1
                 if not daemon._gen_busy[generation]:
@@ -103,6 +107,20 @@ async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidat
                 wake_at(daemon, result.park_until)
             if daemon.observer is not None:
                 daemon.observer(candidate, result)
+
+
+async def _process(daemon: Daemon, plan: InboxPlan, candidate: Candidate) -> Result:
+    """The pipeline's result for ``candidate``; counted as discovered once, not again each
+    time a file left in its inbox (parked, changed, busy) is offered anew."""
+    key = candidate.key
+    if key not in daemon._left_in_inbox:
+        daemon.metrics.file_discovered(candidate.inbox)
+    result = await daemon.pipeline.process(plan, candidate.path, candidate.relpath)
+    if result.outcome in _STAYS:
+        daemon._left_in_inbox.add(key)
+    else:
+        daemon._left_in_inbox.discard(key)
+    return result
 
 
 def wake_at(daemon: Daemon, until: float) -> None:

@@ -211,6 +211,23 @@ async def test_quota_wait_parks(tmp_path: Path) -> None:
         assert run.emu.files() == []
 
 
+async def test_a_parked_file_offered_again_is_discovered_once(tmp_path: Path) -> None:
+    """A parked file that every rescan offers again counts once in files_discovered."""
+    async with running(tmp_path, faults="kimi:quota") as run:
+        (run.inbox() / "q.txt").write_bytes(b"quota")
+        [first] = await run.wait_for(1)
+        assert run.daemon.watcher is not None
+        await run.daemon.watcher.rescan_now()
+        [again] = await run.wait_for(1)
+        assert (first.result.outcome, again.result.outcome) == ("parked", "parked")
+        (run.inbox() / "new.txt").write_bytes(b"another")
+        await run.wait_for(1)
+        discovered = run.daemon.registry.get_sample_value(
+            "inboxd_files_discovered_total", {"inbox": "in"}
+        )
+        assert discovered == 2.0
+
+
 async def test_duplicate_content(tmp_path: Path) -> None:
     """Two files with the same bytes: uploaded once, the second archived as a duplicate."""
     async with running(tmp_path) as run:
