@@ -122,6 +122,11 @@ def _run_batch(conn: sqlite3.Connection, batch: list[_Op[Any]]) -> None:
         for op in batch:
             if op in in_transaction or not op.ran:
                 op.value, op.error = None, exc
+    except BaseException:
+        # Not SQLite's doing (MemoryError, say): never leave the next batch a transaction.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _run_alone(conn: sqlite3.Connection, op: _Op[Any]) -> None:

@@ -210,3 +210,24 @@ async def test_the_next_batch_is_handed_to_a_waiter_after_the_leaders(
     assert await group.read(lambda conn: conn.execute("SELECT max(id) FROM t").fetchone()[0]) == (
         100
     )
+
+
+class _Boom(BaseException):
+    """Not an Exception: what the per-op handler does not catch (like MemoryError's kin)."""
+
+
+async def test_a_base_exception_rolls_back_and_leaves_no_transaction_open(
+    group: GroupCommit, db_path: Path
+) -> None:
+    """An op raising a BaseException fails its whole batch, which is rolled back; the next
+    write starts a transaction of its own and commits."""
+
+    def boom(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (id, v) VALUES (1, 'half')")
+        raise _Boom
+
+    with pytest.raises(_Boom):
+        await group.write(boom)
+    assert _committed(db_path) == []
+    assert await group.write(_insert(2)) == 2
+    assert _committed(db_path) == [(2, "v2")]
