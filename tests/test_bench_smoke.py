@@ -31,6 +31,12 @@ FIGURES = {
     ],
     "emulator_bench.py": ["uploads_16KiB:", "emulator_peak_rss_after_big_MiB:"],
     "memory_transports.py": ["nproc ", "worst median rise over the real transports:"],
+    "cpu_breakdown.py": [
+        "machine: nproc=",
+        "run 1 upload-openai: 100 files",
+        "cpu_per_file_median pipeline-local:",
+        "cpu_per_file_median pipeline:",
+    ],
 }
 # memory_transports.py (another owner's) has no --smoke: a 10 MB, one-run call instead.
 ARGS = {"memory_transports.py": ["--runs", "1", "--size", "10000000"]}
