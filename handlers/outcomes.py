@@ -51,7 +51,8 @@ class InboxPlan:
 
 @dataclass
 class Result:
-    """What became of one file; ``park_until`` is set for ``parked``."""
+    """What became of one file; ``park_until`` (when to look again) is set for ``parked``
+    and for a file that could not be opened for now (``busy``)."""
 
     outcome: Outcome
     park_until: float | None = None

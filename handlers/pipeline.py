@@ -81,10 +81,12 @@ class Pipeline:
         skew: float = 300.0,
         clock: Callable[[], float] = time.time,
         relist_delay: float = 5.0,
+        busy_delay: float = 5.0,
         opener: Opener = os.open,
     ) -> None:
         """``relist_delay``: seconds before a file whose provider could not be listed is
-        tried again; ``opener`` opens inbox files (tests inject failures)."""
+        tried again; ``busy_delay``: before a file that could not be opened for now (out of
+        file descriptors, EAGAIN) is; ``opener`` opens inbox files (tests inject failures)."""
         self.ledger = ledger
         self.uploader = uploader
         self.clients = clients
@@ -94,6 +96,7 @@ class Pipeline:
         self.skew = skew
         self.clock = clock
         self.relist_delay = relist_delay
+        self.busy_delay = busy_delay
         self.opener = opener
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
@@ -127,7 +130,7 @@ class Pipeline:
             return Result("vanished")
         except FileBusy as busy:
             logger.warning("%s", busy)
-            return Result("busy")
+            return Result("busy", park_until=self.clock() + self.busy_delay)
         with opened:
             return await self._accepted(plan, opened, relpath)
 

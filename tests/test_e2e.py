@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -226,6 +227,29 @@ async def test_a_parked_file_offered_again_is_discovered_once(tmp_path: Path) ->
             "inboxd_files_discovered_total", {"inbox": "in"}
         )
         assert discovered == 2.0
+
+
+async def test_a_busy_file_is_tried_again_soon_without_a_rescan(tmp_path: Path) -> None:
+    """A file that cannot be opened for now (EMFILE) is tried again after busy_delay, not
+    at the next rescan (an hour away here), and is then uploaded."""
+    async with running(tmp_path) as run:
+        failures = [errno.EMFILE]
+
+        def opener(path: str | os.PathLike[str], flags: int) -> int:
+            if failures:
+                raise OSError(failures.pop(), os.strerror(errno.EMFILE))
+            return os.open(path, flags)
+
+        assert run.daemon.pipeline is not None
+        run.daemon.pipeline.opener = opener
+        run.daemon.pipeline.busy_delay = 0.3
+        (run.inbox() / "b.txt").write_bytes(b"busy for a moment")
+        [first] = await run.wait_for(1)
+        assert first.result.outcome == "busy"
+        assert first.result.park_until is not None
+        [again] = await run.wait_for(1, limit=10)
+        assert again.result.outcome == "uploaded"
+        assert [f.sha256 for f in run.emu.files()] == [sha(b"busy for a moment")]
 
 
 async def test_duplicate_content(tmp_path: Path) -> None:
