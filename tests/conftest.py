@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from daemon.logs import RedactingHandler
 from tests._tools import need_tool as _need_tool
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what an in-process daemon did to logging (``daemon.logs.setup_logging``: its
+    handler on the root logger, the root's level, quieter library loggers), so a later
+    test's ``caplog`` sees records at the levels it expects."""
+    root = logging.getLogger()
+    levels = {
+        name: logger.level
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    root_level, handlers = root.level, set(root.handlers)
+    yield
+    for handler in root.handlers[:]:
+        if isinstance(handler, RedactingHandler) and handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(root_level)
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(levels.get(name, logging.NOTSET))
 
 
 @pytest.fixture
