@@ -15,6 +15,7 @@ __all__ = [
     "CLAIM_PROBE",
     "FIND_UPLOADED",
     "INSERT_PENDING",
+    "PRUNE_FINISHED",
     "RESET_PENDING",
     "SAVE_BREAKER",
     "breaker_from_row",
@@ -48,6 +49,18 @@ FIND_UPLOADED = """
     WHERE sha256 = ? AND provider = ? AND purpose = ?
       AND state IN ('uploaded', 'done') AND file_id IS NOT NULL AND dedupe_of IS NULL
     ORDER BY id LIMIT 1
+"""
+
+# Finished rows (done, quarantined, requeued) that finished before a time, oldest first, a
+# chunk at a time; an original that a kept row still names as ``dedupe_of`` stays (the
+# foreign key), and goes in a later run once its duplicates have gone.
+PRUNE_FINISHED = """
+    DELETE FROM ledger WHERE id IN (
+        SELECT id FROM ledger
+        WHERE finished_at < ? AND state IN ('done', 'quarantined', 'requeued')
+          AND id NOT IN (SELECT dedupe_of FROM ledger WHERE dedupe_of IS NOT NULL)
+        ORDER BY finished_at LIMIT ?
+    )
 """
 
 SAVE_BREAKER = """

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import TextIO
@@ -32,6 +33,7 @@ from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_loop
 from daemon.reloading import apply_reload, unpark_forever
 from daemon.remote_usage import refresh_remote_usage, remote_usage_loop
+from daemon.retention import prune_ledger, retention_loop
 from daemon.settings import Settings
 from daemon.store import Store
 from daemon.watcher import Candidate, Watcher
@@ -238,6 +240,7 @@ class Daemon:
                 self.ready.set()
                 root.start_soon(self._status_loop)
                 root.start_soon(remote_usage_loop, self.refresh_remote_usage)
+                root.start_soon(retention_loop, self.prune_ledger)
                 logger.info(
                     "inboxd %s running: %d inbox(es), providers %s",
                     package_version(),
@@ -394,4 +397,11 @@ class Daemon:
         """List each provider in use once; a failure is a warning, never a crash."""
         return await refresh_remote_usage(
             self.settings.providers_in_use(), self.clients, self.metrics
+        )
+
+    async def prune_ledger(self) -> int:
+        """Prune finished ledger rows past ``ledger_retention_days`` (the current settings)."""
+        assert self.store is not None
+        return await prune_ledger(
+            self.store, days=self.settings.ledger_retention_days, now=time.time()
         )

@@ -2,7 +2,8 @@
 
 The version lives in ``PRAGMA user_version``; ``schema_history`` records when each migration
 ran. Migrations are append-only: a released migration's SQL never changes, a new one is added
-at the end. Version 1 was the ledger alone; version 2 added the circuit breakers.
+at the end. Version 1 was the ledger alone; version 2 added the circuit breakers; version 3
+an index for pruning old rows.
 """
 
 from __future__ import annotations
@@ -103,7 +104,13 @@ _V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = Migration(
+    3,
+    "index of the originals duplicates point at (ledger pruning)",
+    ("CREATE INDEX ledger_dedupe_of ON ledger (dedupe_of) WHERE dedupe_of IS NOT NULL",),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

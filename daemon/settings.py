@@ -243,6 +243,7 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=20.0, ge=0)
     max_inflight_bytes: int = Field(default=256 * MIB, gt=0)
     reconcile_skew: float = Field(default=300.0, ge=0)
+    ledger_retention_days: float = Field(default=365.0, ge=0)
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     providers: ProvidersSettings = ProvidersSettings()

@@ -282,6 +282,15 @@ class Store:
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
+    async def prune(self, *, before: float, limit: int = 5000) -> int:
+        """Delete up to ``limit`` finished rows that finished before ``before``; the count.
+
+        Active rows are never touched, nor an original a kept duplicate still points at.
+        """
+        return await self._write(
+            lambda db: db.execute(sql.PRUNE_FINISHED, (before, limit)).rowcount
+        )
+
     async def active_for(self, inbox: str, relpath: str) -> LedgerRow | None:
         """The pending/uploading/uploaded row for this file, if any."""
         rows = await self._fetch(sql.ACTIVE_ROW, (inbox, sql.encode_path(relpath)))

@@ -70,6 +70,13 @@ class Clock:
         return self.now
 
 
+async def _done_as_duplicate(store: Store, row_id: int, *, of: int) -> None:
+    """Finish ``row_id`` as a duplicate of row ``of`` (Kimi file-extract, file id f-1)."""
+    await store.transition(
+        row_id, "done", provider="kimi", purpose="file-extract", file_id="f-1", dedupe_of=of
+    )
+
+
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
     """Where each test's state file lives (its parent does not exist yet)."""
@@ -89,16 +96,21 @@ async def test_open_sets_wal_full_busy_timeout_and_version(state: Path) -> None:
     }
     with sqlite3.connect(state) as raw:
         history = raw.execute("SELECT version, summary FROM schema_history").fetchall()
-    assert history == [(1, "ledger"), (2, "circuit breakers")]
+    assert history == [
+        (1, "ledger"),
+        (2, "circuit breakers"),
+        (3, "index of the originals duplicates point at (ledger pruning)"),
+    ]
 
 
 async def test_v1_file_is_migrated_keeping_its_rows(state: Path) -> None:
-    """A version-1 file (ledger only) gains the breakers table and keeps its ledger rows."""
+    """A version-1 file (ledger only) gains the breakers table and the pruning index, and
+    keeps its ledger rows."""
     state.parent.mkdir()
     with sqlite3.connect(state) as raw:
         raw.executescript(V1_DDL)
     async with Store.open(state, clock=Clock(50.0)) as store:
-        assert (await store.pragmas())["user_version"] == 2
+        assert (await store.pragmas())["user_version"] == 3
         old = await store.get(1)
         assert (old.relpath, old.state, old.file_id) == ("old.pdf", "done", "f-1")
         assert await store.find_uploaded("abc", "kimi", "file-extract") == old
@@ -106,7 +118,7 @@ async def test_v1_file_is_migrated_keeping_its_rows(state: Path) -> None:
         assert await store.all_breakers() == {"kimi": BreakerRecord(state="open", open_until=9.0)}
     with sqlite3.connect(state) as raw:
         history = raw.execute("SELECT version, applied_at FROM schema_history").fetchall()
-    assert history == [(1, 1.0), (2, 50.0)]
+    assert history == [(1, 1.0), (2, 50.0), (3, 50.0)]
 
 
 async def test_newer_schema_is_refused_untouched(state: Path) -> None:
@@ -431,14 +443,7 @@ async def test_dedupe_finds_the_original_upload_only(state: Path) -> None:
         assert await store.find_uploaded("h", "kimi", "file-extract") == original
         dup = await store.begin("docs", "b.pdf", size=3, mtime_ns=1)
         await store.set_sha256(dup.id, "h")
-        await store.transition(
-            dup.id,
-            "done",
-            provider="kimi",
-            purpose="file-extract",
-            file_id="f-1",
-            dedupe_of=first.id,
-        )
+        await _done_as_duplicate(store, dup.id, of=first.id)
         assert await store.find_uploaded("h", "kimi", "file-extract") == original
         assert await store.find_uploaded("h", "glm", "file-extract") is None
         assert await store.find_uploaded("h", "kimi", "batch") is None
@@ -533,7 +538,7 @@ async def test_two_processes_opening_a_new_file_migrate_once(state: Path) -> Non
         tg.start_soon(open_one)
     assert opened == [SCHEMA_VERSION, SCHEMA_VERSION]
     with sqlite3.connect(state) as raw:
-        assert raw.execute("SELECT version FROM schema_history").fetchall() == [(1,), (2,)]
+        assert raw.execute("SELECT version FROM schema_history").fetchall() == [(1,), (2,), (3,)]
 
 
 async def test_lock_held_too_long_is_a_config_error_naming_the_file(state: Path) -> None:
@@ -550,3 +555,32 @@ async def test_lock_held_too_long_is_a_config_error_naming_the_file(state: Path)
             other.close()
         await store.save_breaker("kimi", BreakerRecord(state="open"))
         assert await store.load_breaker("kimi") == BreakerRecord(state="open")
+
+
+async def test_prune_deletes_old_finished_rows_only(state: Path) -> None:
+    """Finished rows older than the cutoff go, a chunk at a time; active rows, newer rows and
+    an original that a kept duplicate points at stay (the original goes once it is alone)."""
+    clock = Clock(100.0)
+    async with Store.open(state, clock=clock) as store:
+        old_done = await store.begin("docs", "old.txt", size=1, mtime_ns=1)
+        await store.transition(old_done.id, "quarantined", reason="empty")
+        original = await store.begin("docs", "orig.txt", size=1, mtime_ns=1)
+        original = await store.transition(original.id, "uploading", provider="kimi")
+        original = await store.transition(
+            original.id, "uploaded", provider="kimi", purpose="file-extract", file_id="f-1"
+        )
+        await store.transition(original.id, "done")
+        active = await store.begin("docs", "still-pending.txt", size=1, mtime_ns=1)
+        clock.now = 200.0
+        dup = await store.begin("docs", "dup.txt", size=1, mtime_ns=1)
+        await _done_as_duplicate(store, dup.id, of=original.id)
+        newer = await store.begin("docs", "newer.txt", size=1, mtime_ns=1)
+        await store.transition(newer.id, "quarantined", reason="empty")
+
+        assert await store.prune(before=150.0) == 1  # old_done; the original is still named
+        ids = {r.id for state_ in STATES for r in await store.rows_in_state(state_)}
+        assert ids == {original.id, active.id, dup.id, newer.id}
+        assert await store.prune(before=250.0, limit=1) == 1  # the duplicate (oldest first)
+        assert await store.prune(before=250.0) == 2  # the newer one, and the original: alone now
+        assert await store.prune(before=250.0) == 0
+        assert [r.id for r in await store.rows_in_state("pending")] == [active.id]
