@@ -38,7 +38,7 @@ from daemon.settings import Settings
 from daemon.store import Store
 from daemon.watcher import Candidate, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
-from daemon.work import close_client, park_loop, start_watcher, worker
+from daemon.work import WorkState, close_client, park_loop, start_watcher, worker
 from handlers.budget import ByteBudget
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
@@ -143,21 +143,12 @@ class Daemon:
         self.http_port: int | None = None
         self.stopping = anyio.Event()
         self.ready = anyio.Event()
-        self._park_wake = anyio.Event()
-        self._park_until: float | None = None
         self.plans: dict[str, InboxPlan] = {}
         self.watcher: Watcher | None = None
         self.intake: Intake | None = None
         self.store: Store | None = None
         self._fallbacks_seen: set[tuple[str, str, str]] = set()
-        # Reload bookkeeping: files in work per config generation, clients replaced by a
-        # reload (closed once no file of their generation is still in work).
-        self._generation = 0
-        self._gen_busy: dict[int, int] = {}
-        # Keys of files counted as discovered whose last outcome left them in their inbox
-        # (one small string per parked/busy file; dropped when the file ends or vanishes).
-        self._left_in_inbox: set[str] = set()
-        self._retired: list[tuple[int, UploadClient]] = []
+        self.work = WorkState()
         self._workers = 0
         self._watcher_scope: anyio.CancelScope | None = None
         self._reload_lock = anyio.Lock()
@@ -251,12 +242,12 @@ class Daemon:
                 self.notifier.stopping()
                 intake_scope.cancel()  # no new files from here on
                 with anyio.move_on_after(settings.shutdown_grace) as grace:
-                    await self._drained.wait()
+                    await self.work.drained.wait()
                 if grace.cancelled_caught:
                     logger.warning(
                         "shutdown: %d upload(s) still running after %.0f s; cancelled, they "
                         "resume on the next start",
-                        sum(self._gen_busy.values()),
+                        self.work.in_work,
                         settings.shutdown_grace,
                     )
                 work.cancel_scope.cancel()
@@ -269,8 +260,6 @@ class Daemon:
     async def _start_intake(self, work: TaskGroup) -> anyio.CancelScope:
         settings = self.settings
         self.intake = intake = Intake(settle_seconds=settings.settle_seconds)
-        self._drained = anyio.Event()
-        self._drained.set()
         scope = anyio.CancelScope()
 
         async def intake_tree(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -389,7 +378,7 @@ class Daemon:
                 self.notifier.ready()
 
     async def _close_clients(self) -> None:
-        retired, self._retired = self._retired, []
+        retired, self.work.retired = self.work.retired, []
         for client in [*self.clients.values(), *(c for _, c in retired)]:
             await close_client(client)
 

@@ -110,14 +110,14 @@ async def _apply(
 
 async def _apply_providers(daemon: Daemon, plan: ReloadPlan, new: Settings) -> None:
     assert daemon.store is not None
-    daemon._generation += 1
+    daemon.work.generation += 1
     fresh = build_clients(new, on_fallback=daemon._on_fallback)
     for name, client in fresh.items():
         if name in plan.new_clients:
             old = daemon.clients.get(name)
             daemon.clients[name] = client  # in place: the pipeline and dispatchers share it
             if old is not None:
-                daemon._retired.append((daemon._generation - 1, old))
+                daemon.work.retired.append((daemon.work.generation - 1, old))
         else:
             await client.aclose()
     # Clients of providers no longer used stay until shutdown: an upload in flight may

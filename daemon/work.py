@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from daemon.app import Daemon
 
 __all__ = [
+    "WorkState",
     "close_client",
     "close_idle_clients",
     "park_loop",
@@ -37,6 +38,49 @@ logger = logging.getLogger(__name__)
 # Outcomes that leave the file where it is, to be offered again (by a rescan, the park loop
 # or straight away): it was counted as discovered once, the first time.
 _STAYS = frozenset({"parked", "changed", "busy"})
+
+
+class WorkState:
+    """The workers' shared bookkeeping (one per ``Daemon``, its ``work`` attribute).
+
+    Files in work are counted per config generation (a reload starts a new one): clients a
+    reload replaced close once no file of their generation is left, and shutdown waits for
+    ``drained``. The park loop rescans at ``park_until``. ``left_in_inbox`` holds the keys of
+    files counted as discovered whose last outcome left them in their inbox (one small
+    string per parked/busy file; dropped when the file ends or vanishes).
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.busy: dict[int, int] = {}
+        self.drained = anyio.Event()
+        self.drained.set()
+        self.retired: list[tuple[int, UploadClient]] = []
+        self.park_wake = anyio.Event()
+        self.park_until: float | None = None
+        self.left_in_inbox: set[str] = set()
+
+    @property
+    def in_work(self) -> int:
+        """Files in work, every generation."""
+        return sum(self.busy.values())
+
+    def enter(self) -> int:
+        """One more file in work, of the current generation (returned)."""
+        if not self.busy:  # the first file in work: shutdown must now wait
+            self.drained = anyio.Event()
+        self.busy[self.generation] = self.busy.get(self.generation, 0) + 1
+        return self.generation
+
+    def leave(self, generation: int) -> bool:
+        """One file of ``generation`` done; True when that generation has none left."""
+        self.busy[generation] -= 1
+        idle = not self.busy[generation]
+        if idle:
+            del self.busy[generation]
+        if not self.busy:
+            self.drained.set()
+        return idle
 
 
 async def start_watcher(daemon: Daemon) -> None:
@@ -86,19 +130,12 @@ async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidat
             if plan is None:  # inbox removed by a reload
                 daemon.intake.done(candidate.key)
                 continue
-            if not daemon._gen_busy:  # the first file in work: shutdown must now wait
-                daemon._drained = anyio.Event()
-            generation = daemon._generation
-            daemon._gen_busy[generation] = daemon._gen_busy.get(generation, 0) + 1
+            generation = daemon.work.enter()
             try:
                 result = await _process(daemon, plan, candidate)
             finally:
-                daemon._gen_busy[generation] -= 1
-                if not daemon._gen_busy[generation]:
-                    del daemon._gen_busy[generation]
+                if daemon.work.leave(generation):
                     close_idle_clients(daemon)
-                if not daemon._gen_busy:
-                    daemon._drained.set()
                 daemon.intake.done(candidate.key)
             if result.outcome == "changed":
                 # Its watch events came while it was in flight (ignored): settle it again.
@@ -113,44 +150,47 @@ async def _process(daemon: Daemon, plan: InboxPlan, candidate: Candidate) -> Res
     """The pipeline's result for ``candidate``; counted as discovered once, not again each
     time a file left in its inbox (parked, changed, busy) is offered anew."""
     key = candidate.key
-    if key not in daemon._left_in_inbox:
+    if key not in daemon.work.left_in_inbox:
         daemon.metrics.file_discovered(candidate.inbox)
     result = await daemon.pipeline.process(plan, candidate.path, candidate.relpath)
     if result.outcome in _STAYS:
-        daemon._left_in_inbox.add(key)
+        daemon.work.left_in_inbox.add(key)
     else:
-        daemon._left_in_inbox.discard(key)
+        daemon.work.left_in_inbox.discard(key)
     return result
 
 
 def wake_at(daemon: Daemon, until: float) -> None:
     """Have the park loop rescan at ``until`` (if that is earlier than its next wake-up)."""
-    if daemon._park_until is None or until < daemon._park_until:
-        daemon._park_until = until
-        daemon._park_wake.set()
+    state = daemon.work
+    if state.park_until is None or until < state.park_until:
+        state.park_until = until
+        state.park_wake.set()
 
 
 async def park_loop(daemon: Daemon) -> None:
     """Rescan when the earliest parked file may go again (its provider reopens)."""
+    state = daemon.work
     while True:
-        await daemon._park_wake.wait()
-        daemon._park_wake = anyio.Event()
-        while daemon._park_until is not None:
-            delay = daemon._park_until - time.time()
+        await state.park_wake.wait()
+        state.park_wake = anyio.Event()
+        while state.park_until is not None:
+            delay = state.park_until - time.time()
             with anyio.move_on_after(max(delay, 0)):
-                await daemon._park_wake.wait()
-                daemon._park_wake = anyio.Event()
+                await state.park_wake.wait()
+                state.park_wake = anyio.Event()
                 continue
-            daemon._park_until = None
+            state.park_until = None
             assert daemon.watcher is not None
             await daemon.watcher.rescan_now()
 
 
 def close_idle_clients(daemon: Daemon) -> None:
     """Close replaced clients once no file of their generation (or older) is in work."""
-    oldest = min(daemon._gen_busy, default=math.inf)
-    idle = [client for gen, client in daemon._retired if gen < oldest]
-    daemon._retired = [(gen, client) for gen, client in daemon._retired if gen >= oldest]
+    state = daemon.work
+    oldest = min(state.busy, default=math.inf)
+    idle = [client for gen, client in state.retired if gen < oldest]
+    state.retired = [(gen, client) for gen, client in state.retired if gen >= oldest]
     for client in idle:
         daemon._tasks.start_soon(close_client, client)
 

@@ -272,7 +272,7 @@ async def test_an_upload_in_flight_survives_a_reload_that_replaces_its_client(
         assert isinstance(old_client, LimitedClient)
         busy_during = old_client.limiter.borrowed_tokens
         result = await outcomes.wait("docs", "slow.txt")
-        retired_after = len(daemon._retired)
+        retired_after = len(daemon.work.retired)
     assert busy_during == 1
     assert new_client is not old_client
     assert result.outcome == "uploaded"
