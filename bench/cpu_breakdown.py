@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -37,20 +36,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import EmulatorProc, machine
+from throughput import SIZE, make_files
 
 PARTS = ("upload-openai", "upload-http", "pipeline-local", "pipeline")
-SIZE = 16 * 1024
-
-
-def make_files(folder: Path, count: int) -> list[Path]:
-    """``count`` distinct 16 KiB .txt files of hex text."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = folder / f"f{i:06d}.txt"
-        path.write_bytes(os.urandom(SIZE // 2).hex().encode())
-        paths.append(path)
-    return paths
 
 
 class InstantUploader:

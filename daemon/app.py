@@ -31,9 +31,10 @@ from daemon.intake import Intake
 from daemon.logs import setup_logging
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_loop
+from daemon.periodic import every
 from daemon.reloading import apply_reload, unpark_forever
-from daemon.remote_usage import refresh_remote_usage, remote_usage_loop
-from daemon.retention import prune_ledger, retention_loop
+from daemon.remote_usage import REMOTE_USAGE_INTERVAL, refresh_remote_usage
+from daemon.retention import PRUNE_INTERVAL, prune_ledger
 from daemon.settings import Settings
 from daemon.store import Store
 from daemon.watcher import Candidate, Watcher
@@ -230,8 +231,8 @@ class Daemon:
                 self.notifier.ready()
                 self.ready.set()
                 root.start_soon(self._status_loop)
-                root.start_soon(remote_usage_loop, self.refresh_remote_usage)
-                root.start_soon(retention_loop, self.prune_ledger)
+                root.start_soon(every, REMOTE_USAGE_INTERVAL, self.refresh_remote_usage)
+                root.start_soon(every, PRUNE_INTERVAL, self.prune_ledger)
                 logger.info(
                     "inboxd %s running: %d inbox(es), providers %s",
                     package_version(),

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-
-import anyio
+from collections.abc import Iterable, Mapping
 
 from daemon.metrics import Metrics
 from providers.client import usage_of
 from providers.errors import ProviderError
 from providers.types import UploadClient
 
-__all__ = ["REMOTE_USAGE_INTERVAL", "refresh_remote_usage", "remote_usage_loop"]
+__all__ = ["REMOTE_USAGE_INTERVAL", "refresh_remote_usage"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +36,3 @@ async def refresh_remote_usage(
             continue
         metrics.remote_usage(provider, *usage[provider])
     return usage
-
-
-async def remote_usage_loop(refresh: Callable[[], Awaitable[object]]) -> None:
-    """At start and every 10 minutes: ``refresh()`` (the daemon's current providers)."""
-    while True:
-        await refresh()
-        await anyio.sleep(REMOTE_USAGE_INTERVAL)

@@ -9,20 +9,17 @@ ledger still holds: content uploaded before the window is uploaded again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-
-import anyio
 
 from daemon.store import Store
 from providers.errors import ConfigError
 
-__all__ = ["CHUNK", "PRUNE_INTERVAL", "prune_ledger", "retention_loop"]
+__all__ = ["CHUNK", "PRUNE_INTERVAL", "prune_ledger"]
 
 logger = logging.getLogger(__name__)
 
-PRUNE_INTERVAL = 86400.0
-CHUNK = 5000
 DAY = 86400.0
+PRUNE_INTERVAL = DAY
+CHUNK = 5000
 
 
 async def prune_ledger(store: Store, *, days: float, now: float) -> int:
@@ -44,10 +41,3 @@ async def prune_ledger(store: Store, *, days: float, now: float) -> int:
     if total:
         logger.info("ledger: pruned %d finished row(s) older than %g days", total, days)
     return total
-
-
-async def retention_loop(prune: Callable[[], Awaitable[object]]) -> None:
-    """At start and every day: ``prune()`` (with the daemon's current settings)."""
-    while True:
-        await prune()
-        await anyio.sleep(PRUNE_INTERVAL)
