@@ -17,6 +17,8 @@ from providers.errors import (
     QuotaExhausted,
     RejectedFile,
     Retryable,
+    StateError,
+    Throttled,
     TransportUnavailable,
 )
 from providers.limits import LIMITS, ProviderLimits, PurposeLimits
@@ -44,6 +46,8 @@ __all__ = [
     "RejectedFile",
     "RemoteFile",
     "Retryable",
+    "StateError",
+    "Throttled",
     "Transport",
     "TransportUnavailable",
     "UploadClient",

@@ -4,13 +4,15 @@
 
     InboxdError
     ├── ConfigError                 bad config: refuse to start, name the key and the fix
+    ├── StateError                  the state file failed at run time (gone, replaced, disk)
     ├── RejectedFile(reason)        validation said no → quarantine
     └── ProviderError
         ├── TransportUnavailable    this client can't be used (import, bug) → next transport
-        ├── Retryable               5xx, timeouts, connection, transient 429 (retry_after?)
+        ├── Retryable               5xx, timeouts, connection, overload (retry_after?)
+        │   └── Throttled           a rate-limit answer: pause the provider, no attempt spent
         ├── Permanent               4xx the file will never pass (bad purpose, too large)
-        ├── AuthFailed              401/403/434 → breaker forced open, loud log, metric
-        └── QuotaExhausted          quota / balance / file-count cap → provider parked
+        ├── AuthFailed              401/434 → breaker forced open, loud log, metric
+        └── QuotaExhausted          quota / balance / caps → provider parked (until?)
 
 Foreign errors (httpx, openai, zhipuai, sqlite3, OSError) are translated into these once, at
 the edge that meets them, with ``raise ... from exc``. Nothing else catches foreign errors.
@@ -29,6 +31,8 @@ __all__ = [
     "QuotaExhausted",
     "RejectedFile",
     "Retryable",
+    "StateError",
+    "Throttled",
     "TransportUnavailable",
 ]
 
@@ -46,6 +50,14 @@ class ConfigError(InboxdError):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class StateError(InboxdError):
+    """The state file failed while the daemon runs (deleted, replaced, unwritable disk).
+
+    A fault of the daemon itself, not of one file: the process exits non-zero so that
+    systemd restarts it on a sound state file.
+    """
 
 
 class RejectedFile(InboxdError):
@@ -126,6 +138,34 @@ class Retryable(ProviderError):
         self.ambiguous = ambiguous
 
 
+class Throttled(Retryable):
+    """A rate-limit answer (Kimi ``rate_limit_reached_error``, GLM 1302/1303/1305).
+
+    The whole provider pauses for ``retry_after`` seconds (from ``Retry-After``, reset
+    headers or the message text; None when none was named) and the file waits without
+    spending an attempt. ``scope`` is ``"rate"`` or ``"concurrency"``; ``limit`` is the
+    ceiling the message names (Kimi: ``max RPM: 120`` → 120, ``max concurrency: 4`` → 4),
+    or None.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        scope: str = "rate",
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(
+            message, provider=provider, status=status, code=code, retry_after=retry_after
+        )
+        self.scope = scope
+        self.limit = limit
+
+
 class Permanent(ProviderError):
     """The provider will never accept this file as sent (bad purpose, too large, empty).
 
@@ -146,8 +186,32 @@ class Permanent(ProviderError):
 
 
 class AuthFailed(ProviderError):
-    """401/403 (GLM also 434): the key is wrong or lacks access. The breaker is forced open."""
+    """401 (GLM also 434): the key is wrong or lacks access. The breaker is forced open."""
 
 
 class QuotaExhausted(ProviderError):
-    """Quota, balance or file-count cap reached: retrying will not help until an operator acts."""
+    """Quota, balance or a usage cap reached: retrying will not help until it resets or an
+    operator acts.
+
+    ``until`` is the wall-clock time the cap resets when the provider said (GLM 1304 daily
+    limit, 1308/1310 "将在 … 重置"), else None (park for ``quota_park``). ``balance`` is True
+    for an exhausted balance (Kimi 403 / ``exceeded_current_quota_error``, GLM 1113): the
+    operator must top up the account, not check the key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        until: float | None = None,
+        balance: bool = False,
+    ) -> None:
+        super().__init__(
+            message, provider=provider, status=status, code=code, retry_after=retry_after
+        )
+        self.until = until
+        self.balance = balance
