@@ -22,7 +22,7 @@ from daemon.store import Store
 from daemon.wiring import build_clients, build_plans
 from handlers.ledger import QUARANTINED, REQUEUED, STATES, LedgerRow
 from handlers.pipeline import InboxPlan, Result
-from handlers.quarantine import REASON_SUFFIX, iso_utc, requeue
+from handlers.quarantine import REASON_SUFFIX, iso_utc, reason_sidecar, requeue
 from providers.breaker import FORCED_OPEN
 from providers.errors import ConfigError, InboxdError
 from providers.limits import MIB
@@ -228,7 +228,7 @@ class Requeued:
 
 def _sidecar_reason(qfile: Path) -> str | None:
     try:
-        reason = json.loads(qfile.with_name(qfile.name + REASON_SUFFIX).read_text("utf-8"))
+        reason = json.loads(reason_sidecar(qfile).read_text("utf-8"))
     except (OSError, ValueError):
         return None
     value = reason.get("reason") if isinstance(reason, dict) else None

@@ -3,7 +3,8 @@
 The ``<final name>.upload.json`` sidecar is written BEFORE the move, so an archived file
 never lacks its record. A crash between the two leaves the file in the inbox and an orphan
 sidecar; the next ``finish`` with the same record adopts that name instead of making a
-second one.
+second one. A receipt name that would pass 255 bytes is shortened
+(``handlers.names.sidecar_name``); the receipt's ``name`` holds the file's name in the inbox.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from handlers.moves import (
     move_file,
     write_json_atomic,
 )
+from handlers.names import sidecar_name
 from handlers.validate import FileVanished
 
-__all__ = ["RECORD_FIELDS", "UPLOAD_SUFFIX", "finish"]
+__all__ = ["RECORD_FIELDS", "UPLOAD_SUFFIX", "finish", "receipt_path"]
 
 UPLOAD_SUFFIX = ".upload.json"
 RECORD_FIELDS = ("provider", "purpose", "file_id", "bytes", "sha256", "uploaded_at", "transport")
@@ -40,7 +42,8 @@ def finish(
     """Archive ``src`` into ``done_dir`` (returns the final path) or delete it (returns None).
 
     ``record`` must hold RECORD_FIELDS (plus ``dedupe_of`` for a duplicate, or any extra
-    key); the sidecar lists RECORD_FIELDS first, in that order, then the extras. Archiving
+    key); the sidecar lists RECORD_FIELDS first, in that order, then the extras, then
+    ``name`` (the name the file had in the inbox) unless ``record`` gives one. Archiving
     raises ``FileVanished`` when ``src`` is gone; deleting an already-gone file is a no-op.
     """
     missing = [key for key in RECORD_FIELDS if key not in record]
@@ -59,10 +62,11 @@ def finish(
         raise ValueError(f"on_success must be 'archive' or 'delete', not {on_success!r}")
     sidecar = {key: record[key] for key in RECORD_FIELDS}
     sidecar.update((key, value) for key, value in record.items() if key not in sidecar)
+    sidecar.setdefault("name", src.name)
     done_dir.mkdir(parents=True, exist_ok=True)
     for _ in range(_MAX_RACES):
         dst = _destination(done_dir, src.name, sidecar)
-        record_path = dst.with_name(dst.name + UPLOAD_SUFFIX)
+        record_path = receipt_path(dst)
         write_json_atomic(record_path, sidecar)
         try:
             return move_file(src, dst)
@@ -74,11 +78,16 @@ def finish(
     raise MoveError(f"cannot find a free name for {src.name!r} in {done_dir}; clean it up")
 
 
+def receipt_path(archived: Path) -> Path:
+    """Where the receipt of the file archived at ``archived`` is (beside it)."""
+    return archived.with_name(sidecar_name(archived.name, UPLOAD_SUFFIX))
+
+
 def _destination(done_dir: Path, name: str, sidecar: Mapping[str, object]) -> Path:
     for candidate in candidate_names(name):
         path = done_dir / candidate
-        record_path = done_dir / (candidate + UPLOAD_SUFFIX)
-        reason_path = done_dir / (candidate + ".reason.json")
+        record_path = receipt_path(path)
+        reason_path = done_dir / sidecar_name(candidate, ".reason.json")
         if path.is_symlink() or path.exists() or reason_path.exists():
             continue
         if not record_path.exists() or _same_upload(record_path, sidecar):

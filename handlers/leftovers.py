@@ -2,7 +2,9 @@
 
 ``handlers.moves`` writes a sidecar (``write_json_atomic``) and copies a file across
 filesystems (``move_file``) to ``.<name>.inboxd-<8 hex digits>.tmp`` in the target folder,
-then renames it into place; a SIGKILL in between leaves that temp file behind. Its source is
+then renames it into place (a temp name over 255 bytes has its middle shortened by
+``handlers.names.temp_name``, keeping the leading dot and the ``.inboxd-<hex>.tmp`` end this
+pattern matches); a SIGKILL in between leaves that temp file behind. Its source is
 still whole (a sidecar is written again, a moved file is still in the inbox), so it is garbage.
 """
 

@@ -6,6 +6,9 @@ filesystem lacks it, ``link`` + ``unlink`` (also refuses to overwrite). Across f
 without overwriting, fsync the folder, and only then remove the source (a symlink or fifo is
 re-created, never opened; a directory, socket or device cannot cross filesystems). Folders
 are fsynced after every change so a crash cannot undo a move the ledger already recorded.
+
+Every name made here (``~N`` collision names, sidecar and temp names) fits NAME_MAX: see
+``handlers.names.fit_name`` for how a longer one is shortened.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from handlers.names import fit_name, sidecar_name, temp_name
 from providers.errors import InboxdError
 
 __all__ = [
@@ -89,17 +93,20 @@ def fsync_dir(path: Path) -> None:
 
 
 def _taken(folder: Path, name: str) -> bool:
-    return any(os.path.lexists(folder / (name + s)) for s in ("", *SIDECAR_SUFFIXES))
+    return os.path.lexists(folder / name) or any(
+        os.path.lexists(folder / sidecar_name(name, s)) for s in SIDECAR_SUFFIXES
+    )
 
 
 def candidate_names(name: str) -> Iterator[str]:
-    """``name``, then ``stem~1.ext``, ``stem~2.ext`` … (the collision scheme, in order)."""
-    yield name
-    stem, dot, ext = name.rpartition(".")
-    if not stem or not dot:  # no extension (or a leading dot only): suffix the whole name
-        stem, dot, ext = name, "", ""
+    """``name``, then ``stem~1.ext``, ``stem~2.ext`` … (the collision scheme, in order).
+
+    A name without an extension (or with a leading dot only) gets the suffix at its end; a
+    candidate over 255 bytes is shortened (``handlers.names.fit_name``).
+    """
+    yield fit_name(name)
     for n in range(1, _MAX_TRIES):
-        yield f"{stem}~{n}{dot}{ext}"
+        yield fit_name(name, tag=f"~{n}")
 
 
 def unique_destination(folder: Path, name: str) -> Path:
@@ -152,7 +159,7 @@ def move_unique(src: Path, folder: Path, name: str | None = None) -> Path:
 
 def _copy_across(src: Path, dst: Path) -> None:
     st = os.lstat(src)
-    tmp = dst.with_name(f".{dst.name}.inboxd-{secrets.token_hex(4)}.tmp")
+    tmp = dst.with_name(temp_name(dst.name, secrets.token_hex(4)))
     try:
         if stat.S_ISREG(st.st_mode):
             _copy_regular(src, tmp)
@@ -200,7 +207,7 @@ def write_json_atomic(path: Path, obj: object) -> None:
         # An undecodable file name (lone surrogates): \u escapes keep the JSON valid UTF-8
         # and json.loads gives the exact name back.
         data = (json.dumps(obj, indent=2) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.inboxd-{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(temp_name(path.name, secrets.token_hex(4)))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:

@@ -3,6 +3,8 @@
 The sidecar ``<final name>.reason.json`` is written BEFORE the move, so a quarantined file
 never lacks its reason; a crash between the two leaves only an orphan sidecar (and the file
 still in the inbox, where it is processed again). The bytes are moved, never rewritten.
+A sidecar name that would pass 255 bytes is shortened (``handlers.names.sidecar_name``);
+the sidecar's ``name`` holds the file's name in the inbox, which ``requeue`` restores.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from handlers.moves import (
     unique_destination,
     write_json_atomic,
 )
+from handlers.names import sidecar_name
 from handlers.validate import FileVanished
 
-__all__ = ["REASON_SUFFIX", "iso_utc", "quarantine", "requeue"]
+__all__ = ["REASON_SUFFIX", "iso_utc", "quarantine", "reason_sidecar", "requeue"]
 
 REASON_SUFFIX = ".reason.json"
 _MAX_RACES = 100
@@ -33,6 +36,11 @@ def iso_utc(now: float) -> str:
     return (
         datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
+
+
+def reason_sidecar(qfile: Path) -> Path:
+    """Where the ``.reason.json`` of the quarantined file ``qfile`` is (beside it)."""
+    return qfile.with_name(sidecar_name(qfile.name, REASON_SUFFIX))
 
 
 def quarantine(
@@ -65,7 +73,7 @@ def quarantine(
     sidecar["at"] = iso_utc(now)
     for _ in range(_MAX_RACES):
         dst = unique_destination(qdir, src.name)
-        reason_path = dst.with_name(dst.name + REASON_SUFFIX)
+        reason_path = reason_sidecar(dst)
         write_json_atomic(reason_path, sidecar)
         try:
             return move_file(src, dst)
@@ -89,7 +97,7 @@ def requeue(qfile: Path, inbox_dir: Path) -> Path:
     """
     if qfile.name.endswith(REASON_SUFFIX):
         raise MoveError(f"{qfile} is a reason sidecar; requeue the file it describes instead")
-    reason_path = qfile.with_name(qfile.name + REASON_SUFFIX)
+    reason_path = reason_sidecar(qfile)
     name = qfile.name
     try:
         recorded = json.loads(reason_path.read_text(encoding="utf-8")).get("name")

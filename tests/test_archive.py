@@ -33,7 +33,8 @@ def inbox(tmp_path: Path) -> Path:
 
 
 def test_archive_writes_exact_sidecar(inbox: Path, tmp_path: Path) -> None:
-    """The file moves to done/ and <name>.upload.json holds exactly the record, fields in order."""
+    """The file moves to done/ and <name>.upload.json holds exactly the record, fields in order,
+    then the name the file had in the inbox."""
     data = b"%PDF-1.7 hello"
     src = inbox / "report.pdf"
     src.write_bytes(data)
@@ -50,7 +51,8 @@ def test_archive_writes_exact_sidecar(inbox: Path, tmp_path: Path) -> None:
         '  "bytes": 14,\n'
         f'  "sha256": "{digest}",\n'
         '  "uploaded_at": "2026-11-25T20:43:25.120Z",\n'
-        '  "transport": "openai"\n'
+        '  "transport": "openai",\n'
+        '  "name": "report.pdf"\n'
         "}\n"
     )
 
@@ -73,8 +75,9 @@ def test_archive_dedupe_record_keeps_dedupe_of(inbox: Path, tmp_path: Path) -> N
         "uploaded_at",
         "transport",
         "dedupe_of",
+        "name",
     ]
-    assert sidecar["dedupe_of"] == "report.txt"
+    assert (sidecar["dedupe_of"], sidecar["name"]) == ("report.txt", "copy.txt")
 
 
 def test_archive_never_overwrites(inbox: Path, tmp_path: Path) -> None:
