@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+from handlers.identity import FileChanged, Identity, ensure_same
 from handlers.moves import (
     DestinationExists,
     MoveError,
@@ -38,8 +39,13 @@ def finish(
     on_success: Literal["archive", "delete"],
     done_dir: Path,
     record: Mapping[str, object],
+    expect: Identity | None = None,
 ) -> Path | None:
     """Archive ``src`` into ``done_dir`` (returns the final path) or delete it (returns None).
+
+    ``expect``: the identity of the file the record describes; right before the move (or
+    the delete) ``src`` must still name it, unchanged, or ``FileChanged`` is raised and
+    nothing is moved, deleted or left behind.
 
     ``record`` must hold RECORD_FIELDS (plus ``dedupe_of`` for a duplicate, or any extra
     key); the sidecar lists RECORD_FIELDS first, in that order, then the extras, then
@@ -51,6 +57,7 @@ def finish(
         raise ValueError(f"upload record lacks {', '.join(missing)}")
     if on_success == "delete":
         try:
+            ensure_same(src, expect)
             src.unlink()
         except FileNotFoundError:
             return None
@@ -69,12 +76,16 @@ def finish(
         record_path = receipt_path(dst)
         write_json_atomic(record_path, sidecar)
         try:
+            ensure_same(src, expect)  # as late as can be: the receipt names these bytes
             return move_file(src, dst)
         except DestinationExists:
             record_path.unlink()  # a racing writer took the name: try the next one
         except FileNotFoundError as exc:
             record_path.unlink()
             raise FileVanished(f"{src} vanished before it could be archived") from exc
+        except FileChanged:
+            record_path.unlink()
+            raise
     raise MoveError(f"cannot find a free name for {src.name!r} in {done_dir}; clean it up")
 
 

@@ -21,11 +21,12 @@ CHUNK = 1 << 20
 INLINE_MAX = 1 << 20
 
 
-def sha256_fd(fd: int, *, chunk: int = CHUNK) -> str:
-    """Hex sha256 of everything readable from ``fd`` (blocking; call it from a thread)."""
+def sha256_fd(fd: int, *, chunk: int = CHUNK, limit: int | None = None) -> str:
+    """Hex sha256 of everything readable from ``fd`` (blocking; call it from a thread), or of
+    its first ``limit`` bytes only."""
     digest = hashlib.sha256()
     offset = 0
-    while block := os.pread(fd, chunk, offset):
+    while block := os.pread(fd, chunk if limit is None else min(chunk, limit - offset), offset):
         digest.update(block)
         offset += len(block)
     return digest.hexdigest()

@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 import anyio
 
 from handlers.archive import finish
+from handlers.identity import FileChanged, Identity
 from handlers.ledger import PENDING, QUARANTINED, Ledger, LedgerRow
 from handlers.moves import MoveError
 from handlers.quarantine import iso_utc, quarantine
@@ -78,11 +79,21 @@ class Outcomes:
         self.clock = clock
 
     async def finish(
-        self, plan: InboxPlan, path: Path, row: LedgerRow, outcome: Outcome = "finished"
+        self,
+        plan: InboxPlan,
+        path: Path,
+        row: LedgerRow,
+        outcome: Outcome = "finished",
+        *,
+        expect: Identity | None = None,
     ) -> Result:
-        """Archive (with the upload's receipt) or delete the file of an ``uploaded`` row."""
+        """Archive (with the upload's receipt) or delete the file of an ``uploaded`` row.
+
+        Raises ``FileChanged`` (nothing moved, the row unchanged) when ``path`` no longer names
+        the ``expect``ed file unchanged: the caller decides what became of the upload.
+        """
         try:
-            final = await _finish_file(plan, path, _record(row, row.sha256))
+            final = await _finish_file(plan, path, _record(row, row.sha256), expect)
         except FileVanished:
             final = None  # moved away by someone else after the upload: the upload stands
         done = await self.ledger.transition(
@@ -101,10 +112,19 @@ class Outcomes:
         purpose: str,
         sha256: str,
         size: int,
+        expect: Identity | None = None,
     ) -> Result:
-        """Finish ``row`` as a copy of ``original``'s upload (its receipt names the original)."""
+        """Finish ``row`` as a copy of ``original``'s upload (its receipt names the original).
+
+        A file no longer the ``expect``ed one, unchanged, is left to be settled again.
+        """
         record = _record(original, sha256) | {"dedupe_of": original.id}
-        final = await _finish_file(plan, path, record)
+        try:
+            final = await _finish_file(plan, path, record, expect)
+        except FileChanged as changed:
+            logger.info("%s; it will be checked again", changed)
+            await self.ledger.transition(row.id, PENDING, sha256=None)
+            return Result("changed")
         done = await self.ledger.transition(
             row.id,
             "done",
@@ -151,8 +171,13 @@ class Outcomes:
         *,
         row: LedgerRow | None,
         sha256: str | None,
+        expect: Identity | None = None,
     ) -> Result:
-        """Quarantine the file with its reason; a row is begun for a file that had none."""
+        """Quarantine the file with its reason; a row is begun for a file that had none.
+
+        A file no longer the ``expect``ed one (the one the reason was found on), unchanged, is
+        not quarantined: it is left to be settled and checked again.
+        """
         size = _lsize(path)
         try:
             final = await anyio.to_thread.run_sync(
@@ -165,10 +190,16 @@ class Outcomes:
                     size=size,
                     sha256=sha256,
                     now=self.clock(),
+                    expect=expect,
                 )
             )
         except FileVanished:
             return Result("vanished")
+        except FileChanged as changed:
+            logger.info("%s; not quarantined, it will be checked again", changed)
+            if row is not None:
+                await self.ledger.transition(row.id, PENDING)
+            return Result("changed")
         except MoveError as exc:
             logger.error("cannot quarantine %s: %s", relpath, exc)
             return Result("busy")
@@ -194,10 +225,18 @@ class Outcomes:
         return Result("quarantined", row=done)
 
 
-async def _finish_file(plan: InboxPlan, path: Path, record: dict[str, object]) -> Path | None:
+async def _finish_file(
+    plan: InboxPlan, path: Path, record: dict[str, object], expect: Identity | None
+) -> Path | None:
     """Archive (with the receipt beside it) or delete, per inbox, in a worker thread."""
     return await anyio.to_thread.run_sync(
-        lambda: finish(path, on_success=plan.on_success, done_dir=plan.done_dir, record=record)
+        lambda: finish(
+            path,
+            on_success=plan.on_success,
+            done_dir=plan.done_dir,
+            record=record,
+            expect=expect,
+        )
     )
 
 

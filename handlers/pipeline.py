@@ -20,11 +20,12 @@ from typing import BinaryIO, Protocol
 import anyio
 
 from handlers.budget import ByteBudget
+from handlers.finishing import Finisher
 from handlers.hashing import sha256_file
 from handlers.ledger import PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
 from handlers.reconcile import Reconciler
-from handlers.validate import FileBusy, FileVanished, OpenedFile, Opener, open_for_upload
+from handlers.validate import FileBusy, FileVanished, OpenedFile, Opener, Refused, open_for_upload
 from providers.dispatch import Parked
 from providers.errors import ProviderError, RejectedFile
 from providers.limits import ProviderLimits
@@ -101,6 +102,13 @@ class Pipeline:
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
         self.outcomes = Outcomes(ledger=ledger, events=events, clock=clock)
+        self.finisher = Finisher(
+            ledger=ledger,
+            outcomes=self.outcomes,
+            clients=clients,
+            clock=clock,
+            relist_delay=relist_delay,
+        )
 
     def acceptor(self, plan: InboxPlan) -> Callable[[int, str], tuple[str, str] | None]:
         """The router's verdict on size and type, ignoring availability (a file is never
@@ -125,7 +133,10 @@ class Pipeline:
                 lambda: open_for_upload(path, accept=self.acceptor(plan), opener=self.opener)
             )
         except RejectedFile as rejected:
-            return await self.outcomes.reject(plan, path, relpath, rejected, row=None, sha256=None)
+            expect = rejected.identity if isinstance(rejected, Refused) else None
+            return await self.outcomes.reject(
+                plan, path, relpath, rejected, row=None, sha256=None, expect=expect
+            )
         except FileVanished:
             return Result("vanished")
         except FileBusy as busy:
@@ -164,8 +175,8 @@ class Pipeline:
     ) -> Result | LedgerRow:
         """Finish an ``uploaded`` row; settle an ``uploading`` one (left by a crash) first.
 
-        A row whose upload was of an earlier file at this name (other size or mtime) is
-        closed, and this file starts a row of its own.
+        A row whose upload was of an earlier file at this name (other size, mtime or content)
+        is closed, and this file starts a row of its own (``Finisher.resume``).
         """
         if row.state == UPLOADING:  # find the copy the interrupted upload may have stored
             try:
@@ -173,9 +184,9 @@ class Pipeline:
             except ProviderError as exc:
                 return self._relist_later(plan, row, exc)
         if row.state == UPLOADED:
-            if (row.size, row.mtime_ns) == (opened.size, opened.mtime_ns):
-                return await self.outcomes.finish(plan, opened.path, row)
-            await self.ledger.transition(row.id, "done", final_path=None)
+            ended = await self.finisher.resume(plan, opened, row)
+            if ended is not None:
+                return ended
         return await self.ledger.begin(
             plan.name, row.relpath, size=opened.size, mtime_ns=opened.mtime_ns
         )
@@ -212,6 +223,7 @@ class Pipeline:
                 purpose=purpose,
                 sha256=sha256,
                 size=opened.size,
+                expect=opened.identity,
             )
         return None
 
@@ -301,7 +313,13 @@ class Pipeline:
         if isinstance(failure, Parked):
             return await self.outcomes.park(plan, opened.path, current, failure, sha256)
         return await self.outcomes.reject(
-            plan, opened.path, current.relpath, failure, row=current, sha256=sha256
+            plan,
+            opened.path,
+            current.relpath,
+            failure,
+            row=current,
+            sha256=sha256,
+            expect=opened.identity,
         )
 
     async def _uploaded(
@@ -340,7 +358,7 @@ class Pipeline:
                 "transport": result.transport,
             },
         )
-        return await self.outcomes.finish(plan, opened.path, uploaded, outcome="uploaded")
+        return await self.finisher.finish(plan, opened.path, uploaded, opened.identity, "uploaded")
 
     def _relist_later(self, plan: InboxPlan, row: LedgerRow, exc: ProviderError) -> Result:
         """The provider's listing failed: the row stays ``uploading`` until it can be listed."""
@@ -375,12 +393,7 @@ class Pipeline:
             plan = plans.get(row.inbox)
             if plan is None:
                 continue
-            path = plan.path / row.relpath
-            if _lsig(path) == (row.size, row.mtime_ns):
-                await self.outcomes.finish(plan, path, row)
-            else:  # moved away after the upload (by us before a crash, or by someone else);
-                # a new file now at that name is not this upload: the watcher offers it anew.
-                await self.ledger.transition(row.id, "done", final_path=None)
+            await self.finisher.recover(plan, row)  # the same check as a live finish
 
 
 def _same_inode(opened: OpenedFile) -> bool:
@@ -395,12 +408,3 @@ def _same_inode(opened: OpenedFile) -> bool:
 def _content_type(name: str) -> str:
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or "application/octet-stream"
-
-
-def _lsig(path: Path) -> tuple[int, int] | None:
-    """(size, mtime_ns) of what is at ``path`` now, or None."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns

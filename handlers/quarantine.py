@@ -14,6 +14,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from handlers.identity import Identity, ensure_same
 from handlers.moves import (
     DestinationExists,
     MoveError,
@@ -53,8 +54,12 @@ def quarantine(
     size: int | None,
     sha256: str | None,
     now: float,
+    expect: Identity | None = None,
 ) -> Path:
     """Move ``src`` into ``qdir`` (never overwriting) and write its ``.reason.json``.
+
+    ``expect``: the identity of the file the reason was found on; right before the move
+    ``src`` must still name it, unchanged, or ``FileChanged`` is raised and nothing is moved.
 
     Sidecar: ``{reason, detail, inbox, name, size, sha256?, at}`` — ``name`` is the name
     the file had in the inbox (``requeue`` restores it), ``sha256`` only when known.
@@ -76,6 +81,7 @@ def quarantine(
         reason_path = reason_sidecar(dst)
         write_json_atomic(reason_path, sidecar)
         try:
+            ensure_same(src, expect)
             return move_file(src, dst)
         except DestinationExists:
             reason_path.unlink()  # someone took the name meanwhile: try the next one

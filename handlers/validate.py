@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from handlers.identity import Identity
 from handlers.names import display_name, name_problem
 from providers.errors import InboxdError, RejectedFile
 from providers.limits import extension_of
@@ -30,6 +31,7 @@ __all__ = [
     "FileVanished",
     "OpenedFile",
     "Opener",
+    "Refused",
     "open_for_upload",
     "sniff",
     "verdict",
@@ -65,6 +67,15 @@ class FileVanished(InboxdError):
 
 class FileBusy(InboxdError):
     """The file could not be opened or read for a reason that may pass: retry later."""
+
+
+class Refused(RejectedFile):
+    """A rejection at validation, with the ``identity`` of the file it was made on (None when
+    it could not be stat'ed): only that file, unchanged, is quarantined under it."""
+
+    def __init__(self, reason: str, detail: str, identity: Identity | None) -> None:
+        super().__init__(reason, detail)
+        self.identity = identity
 
 
 def sniff(extension: str, head: bytes) -> str | None:
@@ -129,7 +140,8 @@ _KINDS = {
 class OpenedFile:
     """An accepted file, open for reading; close it (or use ``with``) when done.
 
-    ``size``, ``mtime_ns``, ``ino`` and ``dev`` are from the fstat the checks ran on.
+    ``size``, ``mtime_ns``, ``ctime_ns``, ``ino`` and ``dev`` are from the fstat the checks
+    ran on (together: ``identity``).
     ``file`` never closes the fd (``closefd=False``): a client that closes it does no harm,
     and ``rewind()`` hands out a fresh object at offset 0 for the next attempt.
     """
@@ -141,8 +153,10 @@ class OpenedFile:
         self.fd = fd
         self.size = st.st_size
         self.mtime_ns = st.st_mtime_ns
+        self.ctime_ns = st.st_ctime_ns
         self.ino = st.st_ino
         self.dev = st.st_dev
+        self.identity = Identity.of(st)
         self._file: BinaryIO = open(fd, "rb", closefd=False)  # noqa: SIM115 -- lives as long as self
 
     @property
@@ -194,20 +208,30 @@ def open_for_upload(path: Path, *, accept: Accept, opener: Opener = os.open) -> 
     Raises ``RejectedFile(reason, detail)`` (quarantine it), ``FileVanished`` (forget it) or
     ``FileBusy`` (try again later). ``accept(size, extension)`` is the router's verdict.
     """
-    name = path.name
-    shown = display_name(name)
+    shown = display_name(path.name)
     handle = _open(opener, path, _PATH_FLAGS, shown)
     try:
         first = os.fstat(handle)
     finally:
         os.close(handle)
+    try:
+        return _open_checked(path, first, accept, opener)
+    except Refused:
+        raise
+    except RejectedFile as exc:  # could not be opened for reading: the O_PATH fstat names it
+        raise Refused(exc.reason, exc.detail, Identity.of(first)) from exc
+
+
+def _open_checked(path: Path, first: os.stat_result, accept: Accept, opener: Opener) -> OpenedFile:
+    name = path.name
+    shown = display_name(name)
     if not stat.S_ISREG(first.st_mode):
         # Never open a fifo, socket or device for reading (it may block or act).
         refused = verdict(
             name=name, mode=first.st_mode, size=first.st_size, head=b"", accept=accept
         )
         assert refused is not None
-        raise RejectedFile(*refused)
+        raise Refused(*refused, Identity.of(first))
     fd = _open(opener, path, _READ_FLAGS, shown)
     try:
         st = os.fstat(fd)
@@ -216,10 +240,13 @@ def open_for_upload(path: Path, *, accept: Accept, opener: Opener = os.open) -> 
             try:
                 head = os.pread(fd, min(HEAD_BYTES, st.st_size), 0)
             except OSError as exc:
-                raise _translate(exc, shown, "read") from exc
+                translated = _translate(exc, shown, "read")
+                if isinstance(translated, RejectedFile):
+                    raise Refused(translated.reason, translated.detail, Identity.of(st)) from exc
+                raise translated from exc
         refused = verdict(name=name, mode=st.st_mode, size=st.st_size, head=head, accept=accept)
         if refused is not None:
-            raise RejectedFile(*refused)
+            raise Refused(*refused, Identity.of(st))
         return OpenedFile(path, name, fd, st)
     except BaseException:
         os.close(fd)

@@ -73,3 +73,16 @@ async def test_file_grown_past_its_size_is_hashed_whole(tmp_path: Path) -> None:
     with path.open("rb") as fh:
         assert await sha256_file(fh, size=100) == hashlib.sha256(data).hexdigest()
         assert await sha256_file(fh, size=0) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("limit", [0, 1, 4095, 4096, 4097, 3 * (1 << 20) + 5])
+def test_sha256_fd_limit_hashes_the_first_bytes_only(tmp_path: Path, limit: int) -> None:
+    """With ``limit``, the digest is that of exactly the first ``limit`` bytes, across chunks."""
+    data = os.urandom(3 * (1 << 20) + 100)
+    path = tmp_path / "p"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert sha256_fd(fd, chunk=4096, limit=limit) == hashlib.sha256(data[:limit]).hexdigest()
+    finally:
+        os.close(fd)

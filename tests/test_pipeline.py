@@ -66,6 +66,7 @@ async def _rig(
     attempts: int = 3,
     opener: Callable[[Path, int], int] = os.open,
     wrap: Callable[[Uploader], Uploader] | None = None,
+    events: _Events | None = None,
 ) -> AsyncIterator[_Rig]:
     inbox = tmp_path / "in"
     inbox.mkdir()
@@ -84,7 +85,7 @@ async def _rig(
         limits = {"kimi": settings.providers.kimi.effective_limits("kimi")}
         dispatcher = build_dispatcher(settings, clients, limits, store, NullEvents())
         uploader: Uploader = dispatcher if wrap is None else wrap(dispatcher)
-        events = _Events()
+        events = _Events() if events is None else events
         pipeline = Pipeline(
             ledger=store,
             uploader=uploader,
