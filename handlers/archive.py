@@ -9,6 +9,7 @@ second one. A receipt name that would pass 255 bytes is shortened
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from handlers.moves import (
     DestinationExists,
     MoveError,
     candidate_names,
+    copy_fd_noreplace,
     fsync_dir,
     move_file,
     write_json_atomic,
@@ -26,7 +28,7 @@ from handlers.moves import (
 from handlers.names import sidecar_name
 from handlers.validate import FileVanished
 
-__all__ = ["RECORD_FIELDS", "UPLOAD_SUFFIX", "finish", "receipt_path"]
+__all__ = ["RECORD_FIELDS", "UPLOAD_SUFFIX", "archive_open_file", "finish", "receipt_path"]
 
 UPLOAD_SUFFIX = ".upload.json"
 RECORD_FIELDS = ("provider", "purpose", "file_id", "bytes", "sha256", "uploaded_at", "transport")
@@ -67,9 +69,7 @@ def finish(
         return None
     if on_success != "archive":
         raise ValueError(f"on_success must be 'archive' or 'delete', not {on_success!r}")
-    sidecar = {key: record[key] for key in RECORD_FIELDS}
-    sidecar.update((key, value) for key, value in record.items() if key not in sidecar)
-    sidecar.setdefault("name", src.name)
+    sidecar = _receipt(record, src.name)
     done_dir.mkdir(parents=True, exist_ok=True)
     for _ in range(_MAX_RACES):
         dst = _destination(done_dir, src.name, sidecar)
@@ -87,6 +87,43 @@ def finish(
             record_path.unlink()
             raise
     raise MoveError(f"cannot find a free name for {src.name!r} in {done_dir}; clean it up")
+
+
+def archive_open_file(
+    fd: int, name: str, *, done_dir: Path, record: Mapping[str, object], size: int
+) -> Path:
+    """Archive a copy of the open file ``fd`` (its inbox name, ``name``, now holds another
+    file) into ``done_dir`` with its receipt; returns the final path.
+
+    Only bytes that hash to ``record["sha256"]`` are archived: ``ValueError`` otherwise
+    (nothing left behind); ``MoveError`` when the copy cannot be written.
+    """
+    sha256 = record["sha256"]
+    if not isinstance(sha256, str):
+        raise ValueError("the upload record has no sha256 to check the open file against")
+    sidecar = _receipt(record, name)
+    done_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(_MAX_RACES):
+        dst = _destination(done_dir, name, sidecar)
+        record_path = receipt_path(dst)
+        write_json_atomic(record_path, sidecar)
+        try:
+            return copy_fd_noreplace(fd, dst, size=size, sha256=sha256)
+        except DestinationExists:
+            record_path.unlink()  # a racing writer took the name: try the next one
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                record_path.unlink()
+            raise
+    raise MoveError(f"cannot find a free name for {name!r} in {done_dir}; clean it up")
+
+
+def _receipt(record: Mapping[str, object], name: str) -> dict[str, object]:
+    """RECORD_FIELDS in order, then the extras, then ``name`` unless the record has one."""
+    sidecar = {key: record[key] for key in RECORD_FIELDS}
+    sidecar.update((key, value) for key, value in record.items() if key not in sidecar)
+    sidecar.setdefault("name", name)
+    return sidecar
 
 
 def receipt_path(archived: Path) -> Path:

@@ -5,7 +5,9 @@ unchanged (``handlers.identity``). Otherwise the upload is closed without a fina
 what is at the name now is a new version, settled and uploaded on its own (``changed``):
 
 * **replaced** — another inode (an editor's atomic save) or a symlink is at the name: the
-  uploaded version was complete; its remote copy stays and the ledger row records it.
+  uploaded version was complete; its remote copy stays and the ledger row records it. Its
+  bytes are still readable from the open fd: a copy that hashes to the upload's sha256 is
+  archived with its receipt (``final_path`` set); if that fails, the row has no final path.
 * **changed** — the same inode was written to after the upload (a writer that paused longer
   than ``settle_seconds``): the remote copy is a truncated file, not a version, so it is
   deleted first (a failing delete leaves the row ``uploaded`` and the file waits).
@@ -20,14 +22,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from functools import partial
-from pathlib import Path
 
 import anyio
 
+from handlers.archive import archive_open_file
 from handlers.hashing import sha256_fd
-from handlers.identity import FileChanged, Identity
+from handlers.identity import FileChanged
 from handlers.ledger import DONE, Ledger, LedgerRow
-from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
+from handlers.moves import MoveError
+from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result, upload_record
 from handlers.validate import FileBusy, FileVanished, OpenedFile, open_for_upload
 from providers.errors import ProviderError, RejectedFile
 from providers.types import UploadClient
@@ -57,18 +60,49 @@ class Finisher:
         self.relist_delay = relist_delay
 
     async def finish(
-        self,
-        plan: InboxPlan,
-        path: Path,
-        row: LedgerRow,
-        expect: Identity,
-        outcome: Outcome = "finished",
+        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, outcome: Outcome = "finished"
     ) -> Result:
-        """Archive or delete ``path`` if it still is ``expect``, unchanged; else close the row."""
+        """Archive or delete ``opened`` if its name still holds it, unchanged; else close the
+        row (archiving the uploaded bytes from the open file when they were replaced)."""
         try:
-            return await self.outcomes.finish(plan, path, row, outcome, expect=expect)
+            return await self.outcomes.finish(
+                plan, opened.path, row, outcome, expect=opened.identity
+            )
         except FileChanged as changed:
+            if changed.kind == "replaced" and plan.on_success == "archive":
+                kept = await self._archive_open_file(plan, opened, row)
+                if kept is not None:
+                    return kept
             return await self.supersede(plan, row, truncated=changed.kind == "changed")
+
+    async def _archive_open_file(
+        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow
+    ) -> Result | None:
+        """Archive a copy of the replaced, uploaded file from its open fd with its receipt (the
+        copy must hash to the upload's sha256); None when that cannot be done."""
+        record = upload_record(row, row.sha256)
+        try:
+            final = await anyio.to_thread.run_sync(
+                lambda: archive_open_file(
+                    opened.fd,
+                    opened.path.name,
+                    done_dir=plan.done_dir,
+                    record=record,
+                    size=opened.size,
+                )
+            )
+        except (ValueError, MoveError) as exc:
+            logger.info("cannot archive the replaced upload of %s: %s", row.relpath, exc)
+            return None
+        detail = (
+            "replaced after its upload: the uploaded version was archived from the open file; "
+            "the new file is uploaded on its own"
+        )
+        done = await self.ledger.transition(row.id, DONE, final_path=str(final), detail=detail)
+        logger.warning(
+            "%s", detail, extra={"inbox": plan.name, "file": row.relpath, "provider": row.provider}
+        )
+        return Result("changed", row=done)
 
     async def resume(self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow) -> Result | None:
         """Finish ``row`` with ``opened`` (the file at its name now) if that holds the uploaded
@@ -77,7 +111,7 @@ class Finisher:
         if (row.size, row.mtime_ns) == (opened.size, opened.mtime_ns) and (
             row.sha256 is None or await _digest(opened, None) == row.sha256
         ):
-            return await self.finish(plan, opened.path, row, opened.identity)
+            return await self.finish(plan, opened, row)
         grown = (
             row.sha256 is not None
             and opened.size > uploaded

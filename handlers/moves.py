@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -32,6 +33,7 @@ __all__ = [
     "DestinationExists",
     "MoveError",
     "candidate_names",
+    "copy_fd_noreplace",
     "fsync_dir",
     "move_file",
     "move_unique",
@@ -194,6 +196,48 @@ def _copy_regular(src: Path, tmp: Path) -> None:
             os.fchmod(fd, st.st_mode & 0o7777)
             os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
             os.fsync(fd)
+
+
+def copy_fd_noreplace(fd: int, dst: Path, *, size: int, sha256: str) -> Path:
+    """Copy the first ``size`` bytes of the open file ``fd`` to ``dst`` (never overwriting),
+    durably, if they hash to ``sha256``; returns ``dst``.
+
+    For a file whose name now holds another file: its bytes are still readable from the fd.
+    Raises ``ValueError`` when the bytes are not those (nothing is left), ``DestinationExists``
+    when ``dst`` exists, ``MoveError`` for anything else.
+    """
+    tmp = dst.with_name(temp_name(dst.name, secrets.token_hex(4)))
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            digest = hashlib.sha256()
+            offset = 0
+            while offset < size and (block := os.pread(fd, min(1 << 20, size - offset), offset)):
+                digest.update(block)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(out, view) :]
+                offset += len(block)
+            if (offset, digest.hexdigest()) != (size, sha256):
+                raise ValueError(f"the open file no longer holds the bytes meant for {dst}")
+            os.fsync(out)
+        finally:
+            os.close(out)
+        _rename_noreplace(tmp, dst)
+        fsync_dir(dst.parent)
+    except FileExistsError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise DestinationExists(f"{dst} already exists; not overwriting it") from exc
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise MoveError(f"cannot copy into {dst}: {exc.strerror or exc}") from exc
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return dst
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

@@ -23,7 +23,7 @@ from handlers.validate import FileVanished
 from providers.dispatch import Parked
 from providers.errors import RejectedFile
 
-__all__ = ["InboxPlan", "Outcome", "OutcomeEvents", "Outcomes", "Result"]
+__all__ = ["InboxPlan", "Outcome", "OutcomeEvents", "Outcomes", "Result", "upload_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Outcomes:
         the ``expect``ed file unchanged: the caller decides what became of the upload.
         """
         try:
-            final = await _finish_file(plan, path, _record(row, row.sha256), expect)
+            final = await _finish_file(plan, path, upload_record(row, row.sha256), expect)
         except FileVanished:
             final = None  # moved away by someone else after the upload: the upload stands
         done = await self.ledger.transition(
@@ -118,7 +118,7 @@ class Outcomes:
 
         A file no longer the ``expect``ed one, unchanged, is left to be settled again.
         """
-        record = _record(original, sha256) | {"dedupe_of": original.id}
+        record = upload_record(original, sha256) | {"dedupe_of": original.id}
         try:
             final = await _finish_file(plan, path, record, expect)
         except FileChanged as changed:
@@ -240,7 +240,8 @@ async def _finish_file(
     )
 
 
-def _record(row: LedgerRow, sha256: str | None) -> dict[str, object]:
+def upload_record(row: LedgerRow, sha256: str | None) -> dict[str, object]:
+    """The receipt's fields (``handlers.archive.RECORD_FIELDS``) for ``row``'s upload."""
     return {
         "provider": row.provider,
         "purpose": row.purpose,

@@ -358,7 +358,7 @@ class Pipeline:
                 "transport": result.transport,
             },
         )
-        return await self.finisher.finish(plan, opened.path, uploaded, opened.identity, "uploaded")
+        return await self.finisher.finish(plan, opened, uploaded, "uploaded")
 
     def _relist_later(self, plan: InboxPlan, row: LedgerRow, exc: ProviderError) -> Result:
         """The provider's listing failed: the row stays ``uploading`` until it can be listed."""

@@ -118,8 +118,8 @@ def test_judge(now: Identity | None, verdict: str) -> None:
 async def test_atomic_save_after_upload_is_not_archived_under_the_old_receipt(
     tmp_path: Path,
 ) -> None:
-    """v2 renamed over v1 after v1's upload: v2 stays in the inbox and goes up on its own; v1's
-    row is done (its remote copy kept, no final path); no receipt names bytes not uploaded."""
+    """v2 renamed over v1 after v1's upload: v1 is archived from its open fd with its own
+    receipt, v2 stays in the inbox and goes up on its own with a receipt of its own."""
     path = tmp_path / "in" / "doc.txt"
 
     def wrap(inner: Uploader) -> Uploader:
@@ -132,17 +132,30 @@ async def test_atomic_save_after_upload_is_not_archived_under_the_old_receipt(
         assert first.row is not None
         [v1_remote] = rig.emu.files()
         assert v1_remote.sha256 == sha(V1)
+        done = rig.plan.done_dir
         v1_row = await rig.store.get(first.row.id)
-        assert (v1_row.state, v1_row.file_id, v1_row.final_path) == ("done", v1_remote.id, None)
+        assert (v1_row.state, v1_row.file_id, v1_row.final_path) == (
+            "done",
+            v1_remote.id,
+            str(done / "doc.txt"),
+        )
         assert path.read_bytes() == V2
-        assert not rig.plan.done_dir.exists() or list(rig.plan.done_dir.iterdir()) == []
+        assert (done / "doc.txt").read_bytes() == V1
+        receipt = read_sidecar(done / "doc.txt.upload.json")
+        assert (receipt["sha256"], receipt["file_id"]) == (sha(V1), v1_remote.id)
         second = await rig.pipeline.process(rig.plan, path, "doc.txt")
         assert second.outcome == "uploaded"
-        receipt = read_sidecar(rig.plan.done_dir / "doc.txt.upload.json")
+        receipt = read_sidecar(done / "doc~1.txt.upload.json")
         remote = {f.sha256: f.id for f in rig.emu.files()}
         assert remote.keys() == {sha(V1), sha(V2)}
         assert (receipt["sha256"], receipt["file_id"]) == (sha(V2), remote[sha(V2)])
-        assert (rig.plan.done_dir / "doc.txt").read_bytes() == V2
+        assert (done / "doc~1.txt").read_bytes() == V2
+        assert sorted(p.name for p in done.iterdir()) == [
+            "doc.txt",
+            "doc.txt.upload.json",
+            "doc~1.txt",
+            "doc~1.txt.upload.json",
+        ]
 
 
 async def test_atomic_save_after_upload_is_never_deleted(tmp_path: Path) -> None:
@@ -157,6 +170,8 @@ async def test_atomic_save_after_upload_is_never_deleted(tmp_path: Path) -> None
         path.write_bytes(V1)
         first = await rig.pipeline.process(plan, path, "keep.txt")
         assert first.outcome == "changed"
+        assert first.row is not None
+        assert (first.row.state, first.row.final_path) == ("done", None)
         assert path.read_bytes() == V2
         second = await rig.pipeline.process(plan, path, "keep.txt")
         assert second.outcome == "uploaded"
@@ -203,8 +218,8 @@ async def test_file_grown_after_upload_is_uploaded_whole_and_the_truncated_copy_
 
 
 async def test_symlink_renamed_over_after_upload_is_never_archived(tmp_path: Path) -> None:
-    """A symlink renamed over the uploaded file stays out of done_dir; it is quarantined as a
-    symlink on its own next pass, and the upload's row is done with no final path."""
+    """A symlink renamed over the uploaded file never goes to done_dir (the uploaded bytes do,
+    from the open fd); it is quarantined as a symlink on its own next pass."""
     path = tmp_path / "in" / "s.txt"
 
     def wrap(inner: Uploader) -> Uploader:
@@ -215,12 +230,47 @@ async def test_symlink_renamed_over_after_upload_is_never_archived(tmp_path: Pat
         first = await rig.pipeline.process(rig.plan, path, "s.txt")
         assert first.outcome == "changed"
         assert first.row is not None
-        assert (first.row.state, first.row.final_path) == ("done", None)
-        assert not rig.plan.done_dir.exists() or list(rig.plan.done_dir.iterdir()) == []
+        done = rig.plan.done_dir
+        assert (first.row.state, first.row.final_path) == ("done", str(done / "s.txt"))
+        assert not (done / "s.txt").is_symlink()
+        assert (done / "s.txt").read_bytes() == V1
+        assert read_sidecar(done / "s.txt.upload.json")["sha256"] == sha(V1)
         second = await rig.pipeline.process(rig.plan, path, "s.txt")
         assert second.outcome == "quarantined"
         assert read_sidecar(rig.plan.quarantine_dir / "s.txt.reason.json")["reason"] == "symlink"
         assert (rig.plan.quarantine_dir / "s.txt").is_symlink()
+
+
+async def test_replaced_upload_whose_bytes_changed_is_recorded_without_a_receipt(
+    tmp_path: Path,
+) -> None:
+    """v1 overwritten in place after its upload, then replaced by v2: its open fd no longer
+    holds the uploaded bytes, so nothing is archived for it; its row is done with no final
+    path, and v2 is uploaded and archived on its own."""
+    path = tmp_path / "in" / "w.txt"
+    events = _StoredHook()
+
+    def overwrite_then_replace() -> None:
+        with path.open("r+b") as f:
+            f.write(V1.upper())
+        _atomic_save(path, V2)
+
+    events.action = overwrite_then_replace
+    async with _rig(tmp_path, events=events) as rig:
+        path.write_bytes(V1)
+        first = await rig.pipeline.process(rig.plan, path, "w.txt")
+        assert first.outcome == "changed"
+        assert first.row is not None
+        [v1_remote] = rig.emu.files()
+        assert (first.row.state, first.row.file_id, first.row.final_path) == (
+            "done",
+            v1_remote.id,
+            None,
+        )
+        assert not rig.plan.done_dir.exists() or list(rig.plan.done_dir.iterdir()) == []
+        second = await rig.pipeline.process(rig.plan, path, "w.txt")
+        assert second.outcome == "uploaded"
+        assert read_sidecar(rig.plan.done_dir / "w.txt.upload.json")["sha256"] == sha(V2)
 
 
 async def test_file_replaced_after_validation_is_not_quarantined_under_its_reason(
