@@ -297,6 +297,39 @@ async def test_file_replaced_after_validation_is_not_quarantined_under_its_reaso
         assert second.outcome == "uploaded"
 
 
+async def test_duplicate_replaced_before_its_archive_is_not_filed_under_the_original(
+    tmp_path: Path,
+) -> None:
+    """A copy of uploaded content, replaced by new bytes right after it was opened: the new
+    bytes are not archived under the original's receipt; they are uploaded on their own."""
+    path = tmp_path / "in" / "copy.txt"
+
+    def opener(p: Path, flags: int) -> int:
+        fd = os.open(p, flags)
+        if p == path and not flags & os.O_PATH and path.read_bytes() == V1:
+            _atomic_save(path, V2)  # after the open: the fd holds V1, the name V2
+        return fd
+
+    async with _rig(tmp_path, opener=opener) as rig:
+        original = rig.plan.path / "original.txt"
+        original.write_bytes(V1)
+        assert (await rig.pipeline.process(rig.plan, original, "original.txt")).outcome == (
+            "uploaded"
+        )
+        path.write_bytes(V1)
+        first = await rig.pipeline.process(rig.plan, path, "copy.txt")
+        assert first.outcome == "changed"
+        assert path.read_bytes() == V2
+        assert sorted(p.name for p in rig.plan.done_dir.iterdir()) == [
+            "original.txt",
+            "original.txt.upload.json",
+        ]
+        second = await rig.pipeline.process(rig.plan, path, "copy.txt")
+        assert second.outcome == "uploaded"
+        receipt = read_sidecar(rig.plan.done_dir / "copy.txt.upload.json")
+        assert (receipt["sha256"], "dedupe_of" in receipt) == (sha(V2), False)
+
+
 async def _uploaded_row(
     store: Store, name: str, st: os.stat_result, data: bytes, file_id: str
 ) -> int:
