@@ -28,6 +28,7 @@ from handlers.quarantine import REASON_SUFFIX, iso_utc, requeue
 from providers.breaker import FORCED_OPEN
 from providers.errors import ConfigError, InboxdError
 from providers.limits import MIB
+from providers.redaction import scrub
 from providers.types import BreakerRecord
 
 __all__ = [
@@ -215,7 +216,9 @@ async def run_status(
             failures=await store.recent_failures(FAILURES_SHOWN),
             usage=await _remote_usage(settings) if remote else None,
         )
-    out.write(json.dumps(report, indent=2) + "\n" if as_json else render_status(report))
+    text = json.dumps(report, indent=2) + "\n" if as_json else render_status(report)
+    # Rows written before a key was known (or by an older inboxd) may hold it: never print it.
+    out.write(scrub(text))
     return 0
 
 
