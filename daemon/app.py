@@ -62,6 +62,11 @@ REASONS = (
     "upload_rejected",
     "upload_failed",
     "quota_exhausted",
+    "not_found",
+    "unknown_provider",
+    "unknown_purpose",
+    "no_provider",
+    "extract_failed",
 )
 # What the dispatcher reports per call: success, reconciled, or the error's kind.
 OUTCOMES = ("success", "reconciled", *COMMON_ERROR_KINDS)

@@ -16,6 +16,7 @@ from typing import Any
 from daemon.config_check import check
 from daemon.settings import DEFAULT_CONFIG, Settings, load_settings
 from providers.errors import ConfigError, InboxdError
+from providers.redaction import scrub
 
 __all__ = ["main", "package_version"]
 
@@ -200,5 +201,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except InboxdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE

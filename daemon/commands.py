@@ -17,15 +17,18 @@ from typing import Any, TextIO
 
 import anyio
 
+from daemon.config_folders import mixed_folders
 from daemon.settings import InboxSettings, LogSettings, MetricsSettings, Settings
 from daemon.store import Store
 from daemon.wiring import build_clients, build_plans
+from handlers.archive import UPLOAD_SUFFIX
 from handlers.ledger import QUARANTINED, REQUEUED, STATES, LedgerRow
 from handlers.pipeline import InboxPlan, Result
 from handlers.quarantine import REASON_SUFFIX, iso_utc, reason_sidecar, requeue
 from providers.breaker import FORCED_OPEN
 from providers.errors import ConfigError, InboxdError
 from providers.limits import MIB
+from providers.redaction import scrub
 from providers.types import BreakerRecord
 
 __all__ = [
@@ -213,7 +216,9 @@ async def run_status(
             failures=await store.recent_failures(FAILURES_SHOWN),
             usage=await _remote_usage(settings) if remote else None,
         )
-    out.write(json.dumps(report, indent=2) + "\n" if as_json else render_status(report))
+    text = json.dumps(report, indent=2) + "\n" if as_json else render_status(report)
+    # Rows written before a key was known (or by an older inboxd) may hold it: never print it.
+    out.write(scrub(text))
     return 0
 
 
@@ -235,6 +240,14 @@ def _sidecar_reason(qfile: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _requeueable(entry: Path) -> bool:
+    """Not a sidecar, and not an uploaded file (a receipt beside it): never sent again."""
+    name = entry.name
+    if name.endswith((REASON_SUFFIX, UPLOAD_SUFFIX)):
+        return False
+    return not entry.with_name(name + UPLOAD_SUFFIX).exists()
+
+
 def find_quarantined(
     plans: Mapping[str, InboxPlan], paths: Sequence[Path]
 ) -> list[tuple[InboxPlan, Path]]:
@@ -245,7 +258,7 @@ def find_quarantined(
             for plan in plans.values()
             if plan.quarantine_dir.is_dir()
             for entry in sorted(plan.quarantine_dir.iterdir())
-            if entry.is_file() and not entry.name.endswith(REASON_SUFFIX)
+            if entry.is_file() and _requeueable(entry)
         ]
     found: list[tuple[InboxPlan, Path]] = []
     problems: list[str] = []
@@ -269,8 +282,15 @@ def find_quarantined(
 async def run_requeue(
     settings: Settings, paths: Sequence[Path], *, reason: str | None, out: TextIO
 ) -> int:
-    """``inboxd requeue``: move quarantined files back, mark their rows ``requeued``; 0."""
+    """``inboxd requeue``: move quarantined files back, mark their rows ``requeued``; 0.
+
+    Refuses (ConfigError) when a quarantine folder is or overlaps a done folder: it would
+    send uploaded files and their receipts again.
+    """
     _need_state_file(settings)
+    mixed = mixed_folders(settings.inbox)
+    if mixed:
+        raise ConfigError(mixed)
     plans = build_plans(settings)
     chosen = find_quarantined(plans, paths)
     moved: list[Requeued] = []

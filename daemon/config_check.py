@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from daemon.config_folders import (
+    inbox_write_check,
+    metrics_warning,
+    mixed_folders,
+    state_dir_problem,
+    target_write_problem,
+)
 from daemon.keys import KEY_CREDENTIAL, KEY_ENV
 from daemon.settings import InboxSettings, Settings
 
@@ -50,6 +57,11 @@ def check(settings: Settings, *, need_keys: bool = True) -> Report:
         _check_inbox_folder(key, inbox, report)
         _check_purposes(key, inbox, settings, report)
     _check_overlaps(settings.inbox, report)
+    report.problems.extend(mixed_folders(settings.inbox))
+    if (state := state_dir_problem(settings)) is not None:
+        report.problems.append(state)
+    if (listen := metrics_warning(settings.metrics)) is not None:
+        report.warnings.append(listen)
     return report
 
 
@@ -93,8 +105,14 @@ def _check_inbox_folder(key: str, inbox: InboxSettings, report: Report) -> None:
     if not inbox.path.is_dir():
         report.problems.append(f"{key}.path: {inbox.path} is not a folder; point it at a folder")
         return
+    problem, warning = inbox_write_check(key, inbox)
+    report.problems.extend([problem] if problem else [])
+    report.warnings.extend([warning] if warning else [])
     for label, target in (("done_dir", inbox.done_path), ("quarantine_dir", inbox.quarantine_path)):
         if inbox.on_success == "delete" and label == "done_dir":
+            continue
+        if (unwritable := target_write_problem(key, label, target)) is not None:
+            report.problems.append(unwritable)
             continue
         existing = _nearest_existing(target)
         if existing is not None and existing.stat().st_dev != inbox.path.stat().st_dev:

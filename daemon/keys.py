@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from providers.errors import ConfigError
+from providers.redaction import add_secret
 
 if TYPE_CHECKING:
     from daemon.settings import ProviderSettings, Settings
@@ -30,12 +31,18 @@ KEY_CREDENTIAL: Mapping[str, str] = {"kimi": "moonshot_api_key", "glm": "zhipuai
 
 def with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
     """``settings`` with each provider's key filled in; a provider no inbox uses is skipped,
-    so an unusable key file of an unused provider does not stop the daemon."""
+    so an unusable key file of an unused provider does not stop the daemon.
+
+    Every key found (or already set) is added to the process-wide redaction registry
+    (``providers.redaction``): each command that loads settings, and each reload, then
+    removes it by value from whatever it prints or stores.
+    """
     updates: dict[str, ProviderSettings] = {}
     problems: list[str] = []
     for name in settings.providers_in_use():
         section = settings.providers.get(name)
         if section.api_key is not None:
+            add_secret(section.api_key.get_secret_value())
             continue
         try:
             key = _find_key(name, section, env)
@@ -43,6 +50,7 @@ def with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
             problems.extend(exc.problems)
             continue
         if key is not None:
+            add_secret(key)
             updates[name] = section.model_copy(update={"api_key": SecretStr(key)})
     if problems:
         raise ConfigError(problems)

@@ -8,7 +8,9 @@ with ``extra=`` (``inbox``, ``file``, ``provider``, ``file_id``, ``size``, ``dur
 ``reason`` ...), and ``exc`` for a traceback.
 
 Secrets never reach a log line by construction; the handler also replaces each configured
-secret with ``***`` in the final formatted line, as a second line of defence.
+secret (every value in the process-wide registry, ``providers.redaction``, which
+``setup_logging`` adds its ``secrets`` to) with ``***`` in the final formatted line, as a
+second line of defence.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from daemon.settings import LogSettings
+from providers.redaction import add_secrets, scrub
 
 __all__ = ["JsonFormatter", "RedactingHandler", "TextFormatter", "setup_logging"]
 
@@ -102,7 +105,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class RedactingHandler(logging.StreamHandler[TextIO]):
-    """A stream handler that replaces every secret with ``***`` in the formatted line."""
+    """A stream handler that replaces every secret with ``***`` in the formatted line.
+
+    The secrets are its own and every value in the process-wide registry at the time of
+    the line (a key a reload added is covered without a new handler).
+    """
 
     def __init__(self, stream: TextIO, secrets: Sequence[str]) -> None:
         super().__init__(stream)
@@ -119,7 +126,7 @@ class RedactingHandler(logging.StreamHandler[TextIO]):
         line = super().format(record)
         for secret in self.secrets:
             line = line.replace(secret, REDACTED)
-        return line
+        return scrub(line, REDACTED)
 
 
 def _journal_stream(stream: TextIO, environ: Mapping[str, str]) -> bool:
@@ -142,7 +149,11 @@ def setup_logging(
     environ: Mapping[str, str] = os.environ,
     secrets: Sequence[str] = (),
 ) -> logging.Handler:
-    """Install inboxd's one log handler on the root logger (again on reload: it replaces it)."""
+    """Install inboxd's one log handler on the root logger (again on reload: it replaces it).
+
+    ``secrets`` are also added to the process-wide registry (``providers.redaction``).
+    """
+    add_secrets(secrets)
     formatter: logging.Formatter
     if settings.format == "json":
         formatter = JsonFormatter()

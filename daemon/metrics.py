@@ -26,6 +26,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from providers.redaction import scrub
+
 __all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "NO_TRANSPORT", "RETRY_REASONS", "Metrics"]
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ _SUCCESS_OUTCOMES = frozenset({"success", "reconciled"})
 
 
 def _label(value: str) -> str:
-    if _SAFE_LABEL.fullmatch(value):
+    if _SAFE_LABEL.fullmatch(value) and scrub(value) == value:  # never a configured key
         return value
     logger.warning("metrics: label value rejected (not a stable code), recorded as %r", _OTHER)
     return _OTHER

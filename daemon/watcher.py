@@ -5,6 +5,8 @@ close-write events, so its event kinds are never trusted: every reported path is
 to learn what is really there, and every inbox is scanned in full at start, every
 ``rescan_interval`` and after any watcher error. The same file may therefore be offered many
 times; the intake keeps one record per path.
+A name watchfiles cannot decode (non-UTF-8 bytes) poisons its watch for good: the watch is
+set up again at once, never after the error back-off, so such a name never delays discovery.
 
 Every non-temp entry of an inbox is offered — regular files, symlinks and fifos alike (only
 ``lstat``-ed, never opened), so the validator can quarantine what must not be uploaded.
@@ -129,6 +131,7 @@ class Watcher:
         self._up = [False] * len(self._groups)
         self._running = False
         self._warned_dirs: set[Path] = set()
+        self._undecodable_seen: set[str] = set()
         self._trigger = anyio.Event()
         self._scan_done = anyio.Event()
         self._scans_started = 0
@@ -238,18 +241,39 @@ class Watcher:
                     return
                 logger.warning("watcher: watch on %s ended unexpectedly; rescanning", names)
             except Exception as exc:  # watchfiles raises many kinds; a rescan covers all
+                cause = _root_cause(exc)
+                if _undecodable(cause):
+                    # Not a failure of the folder: watchfiles keeps raising this for good once
+                    # it met the name, so a new watch at once (the rescan it asks for offers
+                    # whatever happened meanwhile), never the error backoff.
+                    self._log_undecodable(names, cause)
+                    continue
                 logger.warning(
                     "watcher: watching %s failed (%s: %s); rescanning, retrying in %.1f s "
                     "(check the folders exist and are readable by the daemon)",
                     names,
-                    type(exc).__name__,
-                    exc,
+                    type(cause).__name__,
+                    cause,
                     delay,
                 )
             self._up[index] = False
             self._trigger.set()
             await anyio.sleep(delay)
             delay = min(delay * 2, cap)
+
+    def _log_undecodable(self, names: str, cause: BaseException) -> None:
+        # Once per distinct message: a writer appending to such a file repeats it per write.
+        text = str(cause)
+        level = logging.DEBUG if text in self._undecodable_seen else logging.WARNING
+        self._undecodable_seen.add(text)
+        logger.log(
+            level,
+            "watcher: a name in %s is not valid UTF-8 (%s: %s); watching again at once and "
+            "rescanning; rename it to a UTF-8 name (e.g. with convmv) or remove it",
+            names,
+            type(cause).__name__,
+            cause,
+        )
 
     async def _rescan_after_first_step(self) -> None:
         # Same reasoning as in run(): by now the watch task has set its inotify watches up.
@@ -349,6 +373,23 @@ def _examine(
         return None
     relpath = path.relative_to(inbox.path).as_posix()
     return Candidate(inbox.name, path, relpath, st.st_size, st.st_mtime_ns)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (awatch raises through a task group), else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _undecodable(exc: BaseException) -> bool:
+    """watchfiles met a name it cannot turn into ``str`` (non-UTF-8 bytes).
+
+    watchfiles 1.x decodes every event path in Rust and, on failure, stores the error in the
+    watch object and raises it from then on at every call, losing the events in between:
+    the only cure is a new watch. (Its ``watch_filter`` runs in Python, too late to help.)
+    """
+    return isinstance(exc, RuntimeError) and "Unable to decode path" in str(exc)
 
 
 def _excluded(inbox: WatchedInbox, path: Path) -> bool:

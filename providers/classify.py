@@ -39,6 +39,7 @@ from providers.errors import (
     QuotaExhausted,
     Retryable,
 )
+from providers.redaction import scrub
 
 __all__ = [
     "classify",
@@ -70,8 +71,9 @@ _FILE_COUNT_RE = re.compile(r"max(imum)? file count|number of files|total size o
 
 
 def redact(text: str) -> str:
-    """``text`` with anything shaped like an API key or bearer token replaced, and shortened."""
-    cleaned = _SECRET_RE.sub("[redacted]", text)
+    """``text`` without any configured API key (by value, ``providers.redaction``) or anything
+    shaped like a key or bearer token, and shortened."""
+    cleaned = _SECRET_RE.sub("[redacted]", scrub(text))
     if len(cleaned) > _MAX_MESSAGE:
         cleaned = cleaned[: _MAX_MESSAGE - 1] + "…"
     return cleaned

@@ -17,10 +17,13 @@
 Foreign errors (httpx, openai, zhipuai, sqlite3, OSError) are translated into these once, at
 the edge that meets them, with ``raise ... from exc``. Nothing else catches foreign errors.
 Messages never contain an API key: the translating edge builds them from status, error
-code/type and the provider's message only.
+code/type and the provider's message only, and every configured key is removed by value
+(``providers.redaction``) when a ``ProviderError`` or ``RejectedFile`` is made.
 """
 
 from __future__ import annotations
+
+from providers.redaction import scrub
 
 __all__ = [
     "AuthFailed",
@@ -68,7 +71,7 @@ class RejectedFile(InboxdError):
 
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
-        self.detail = detail
+        self.detail = detail = scrub(detail)
         super().__init__(f"{reason}: {detail}")
 
 
@@ -91,7 +94,8 @@ class ProviderError(InboxdError):
         code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        self.message = message
+        # Every path to a sidecar, the ledger or a log starts here: no configured key passes.
+        self.message = message = scrub(message)
         self.provider = provider
         self.status = status
         self.code = code

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from daemon.logs import RedactingHandler
+from providers.redaction import clear_secrets
 from tests._tools import need_tool as _need_tool
 
 
@@ -32,6 +33,14 @@ def _restore_logging() -> Iterator[None]:
     for name, logger in logging.Logger.manager.loggerDict.items():
         if isinstance(logger, logging.Logger):
             logger.setLevel(levels.get(name, logging.NOTSET))
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Keys one test registered for redaction (a test key like "k1") never blank out another
+    test's output: the process-wide registry (``providers.redaction``) is emptied after each."""
+    yield
+    clear_secrets()
 
 
 @pytest.fixture

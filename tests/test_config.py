@@ -143,7 +143,12 @@ def test_inbox_inside_done_folder(
     assert lines == [
         f"config error: inbox[1].path: {inner} is nested with inbox[0].done_dir {done}; "
         "inboxes must not overlap each other or any done/quarantine folder: give each its "
-        "own folder (the defaults <path>.done and <path>.quarantine sit beside the inbox)"
+        "own folder (the defaults <path>.done and <path>.quarantine sit beside the inbox)",
+        # x's default quarantine folder, beside x, is inside inbox[0]'s done folder too.
+        f"config error: inbox[0].done_dir: {done} contains inbox[1].quarantine_dir "
+        f"{done / 'x.quarantine'}; uploaded and quarantined files must not mix (inboxd requeue "
+        "would send uploaded files and receipts again): give each its own folder (the "
+        "defaults <path>.done and <path>.quarantine sit beside the inbox)",
     ]
 
 

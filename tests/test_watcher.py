@@ -332,3 +332,42 @@ def test_watchfiles_awatch_fits_the_factory_protocol() -> None:
     factory: AwatchFactory = watchfiles.awatch
     make: Callable[..., object] = factory
     assert make is watchfiles.awatch
+
+
+async def test_undecodable_dotfile_does_not_slow_discovery(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a non-UTF-8 name poisons watchfiles, the next new file is found by a new watch at
+    once (no error backoff, no periodic rescan), and the log names the real exception."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    send, receive = anyio.create_memory_object_stream[Candidate](100)
+    # Error backoff and rescans out of reach: only an immediate new watch can find the file.
+    watcher = Watcher(
+        [WatchedInbox("docs", inbox)],
+        rescan_interval=NEVER,
+        awatch=_fast_awatch,
+        error_backoff=NEVER,
+    )
+    with send, receive:
+        async with anyio.create_task_group() as tg:
+            await tg.start(watcher.run, send)
+            await watcher.rescan_now()
+            scans = watcher.scans_completed
+            fd = os.open(os.fsencode(inbox) + b"/.\xff", os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+            with anyio.fail_after(5):
+                # The new watch asks for one rescan (events in between were lost) once it is up.
+                while watcher.scans_completed == scans:
+                    await anyio.wait_all_tasks_blocked()
+            _make(inbox / "after.txt")
+            got = await _until(receive, "after.txt")
+            assert watcher.scans_completed == scans + 1  # found by the watch, not by a scan
+            assert watcher.healthy
+            tg.cancel_scope.cancel()
+    assert got.relpath == "after.txt"
+    lines = [r.getMessage() for r in caplog.records if r.name == "daemon.watcher"]
+    assert any(
+        "WatchfilesRustInternalError" in line and "Unable to decode path" in line for line in lines
+    ), lines
+    assert not any("ExceptionGroup" in line for line in lines), lines
