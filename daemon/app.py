@@ -62,6 +62,7 @@ REASONS = (
     "upload_rejected",
     "upload_failed",
     "quota_exhausted",
+    "extract_failed",
 )
 # What the dispatcher reports per call: success, reconciled, or the error's kind.
 OUTCOMES = ("success", "reconciled", *COMMON_ERROR_KINDS)

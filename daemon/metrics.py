@@ -58,6 +58,8 @@ RETRY_REASONS: tuple[str, ...] = (
     "http_503",
     "http_504",
     "retry_after",
+    "throttled",
+    "extract_failed",
 )
 
 # Stable codes and names only: letters, digits, ``_ . : -``; no ``/``, no spaces.

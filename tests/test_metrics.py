@@ -400,3 +400,20 @@ def test_oldest_pending_is_the_age_of_each_inboxs_oldest_waiting_file() -> None:
     assert key("inboxd_oldest_pending_seconds", inbox="gone") not in got
     metrics.oldest_pending({}, now=5000.0)
     assert samples(registry)[key("inboxd_oldest_pending_seconds", inbox="scans")] == 0.0
+
+
+def test_rate_limit_and_extraction_retries_exist_at_zero() -> None:
+    """With the default retry reasons, throttled and extract_failed retries are series at 0."""
+    registry = CollectorRegistry()
+    Metrics(
+        registry,
+        version="0",
+        inboxes=[],
+        providers=["kimi"],
+        transports={"kimi": ["http"]},
+        reasons=[],
+        outcomes=[],
+    )
+    got = samples(registry)
+    for reason in ("throttled", "extract_failed"):
+        assert got[key("inboxd_retries_total", provider="kimi", reason=reason)] == 0.0
