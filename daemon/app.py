@@ -336,6 +336,7 @@ class Daemon:
             counts = await self.store.counts_by_state()
             depth = self.intake.queue_depth if self.intake else 0
             self.metrics.queue_depth(depth)
+            self.metrics.oldest_pending(await self.store.oldest_waiting(), now=time.time())
             text = (
                 f"done {counts.get('done', 0)}, quarantined {counts.get('quarantined', 0)}, "
                 f"uploading {counts.get('uploading', 0)}, queued {depth}"

@@ -60,6 +60,8 @@ RETRY_REASONS: tuple[str, ...] = (
     "http_503",
     "http_504",
     "retry_after",
+    "throttled",
+    "extract_failed",
 )
 
 # Stable codes and names only: letters, digits, ``_ . : -``; no ``/``, no spaces.
@@ -166,6 +168,14 @@ class Metrics:
         self._remote_bytes = Gauge(
             "inboxd_remote_bytes", "Bytes stored on the provider.", ["provider"], registry=r
         )
+        self._oldest_pending = Gauge(
+            "inboxd_oldest_pending_seconds",
+            "Age of the oldest file waiting in the inbox (not yet finished), from when inboxd "
+            "first took it up; 0 when none waits.",
+            ["inbox"],
+            registry=r,
+        )
+        self._inboxes: set[str] = set()
         # A gauge rather than Info: Info appends ``_info``; the spec's name is build_info.
         self._build_info = Gauge(
             "inboxd_build_info", "Always 1; the version is the label.", ["version"], registry=r
@@ -206,8 +216,10 @@ class Metrics:
     # -- the pipeline's calls ---------------------------------------------------------------
 
     def add_inbox(self, name: str) -> None:
-        """Create the inbox's discovery series at 0 (at start, and for inboxes added by reload)."""
+        """Create the inbox's series at 0 (at start, and for inboxes added by reload)."""
         self._discovered.labels(_label(name))
+        self._oldest_pending.labels(_label(name)).set(0)
+        self._inboxes.add(name)
 
     def file_discovered(self, inbox: str) -> None:
         self._discovered.labels(_label(inbox)).inc()
@@ -287,6 +299,14 @@ class Metrics:
 
     def inflight_bytes(self, n: int) -> None:
         self._inflight_bytes.set(n)
+
+    def oldest_pending(self, since: Mapping[str, float], *, now: float) -> None:
+        """Set each inbox's oldest waiting age from ``since`` (inbox → when its oldest
+        unfinished file was first taken up, wall clock); 0 for an inbox with none."""
+        for inbox in self._inboxes:
+            first = since.get(inbox)
+            age = 0.0 if first is None else max(0.0, now - first)
+            self._oldest_pending.labels(_label(inbox)).set(age)
 
     def remote_usage(self, provider: str, files: int, nbytes: int) -> None:
         p = _label(provider)

@@ -100,6 +100,9 @@ class RetrySettings(_Section):
     retry_after_cap: float = Field(default=60.0, ge=0)
     budget_ratio: float = Field(default=0.2, ge=0, le=1)
     budget_floor: float = Field(default=10.0, ge=0)
+    # Seconds a file may fail transiently (from when inboxd first took it up) before it is
+    # quarantined as upload_failed; 0: never, it waits and is tried again forever.
+    give_up_after: float = Field(default=0.0, ge=0)
 
 
 class BreakerSettings(_Section):

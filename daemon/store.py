@@ -282,6 +282,15 @@ class Store:
         counts.update({row[0]: row[1] for row in rows})
         return counts
 
+    async def oldest_waiting(self) -> dict[str, float]:
+        """Inbox → ``created_at`` of its oldest unfinished row (pending, uploading, uploaded);
+        inboxes with none are absent (``inboxd_oldest_pending_seconds``)."""
+        rows = await self._fetch(
+            "SELECT inbox, min(created_at) FROM ledger"
+            " WHERE state IN ('pending', 'uploading', 'uploaded') GROUP BY inbox"
+        )
+        return {row[0]: row[1] for row in rows}
+
     async def prune(self, *, before: float, limit: int = 5000) -> int:
         """Delete up to ``limit`` finished rows that finished before ``before``; the count.
 

@@ -116,6 +116,7 @@ def build_dispatcher(
             retry_after_cap=retry.retry_after_cap,
             budget_ratio=retry.budget_ratio,
             budget_floor=retry.budget_floor,
+            give_up_after=retry.give_up_after,
         )
         breakers[name] = BreakerConfig(
             window=breaker.window,

@@ -7,6 +7,7 @@ between leaves a row that ``Pipeline.recover`` (or the next pass over the file) 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,14 +151,19 @@ class Outcomes:
     async def park(
         self, plan: InboxPlan, path: Path, row: LedgerRow, parked: Parked, sha256: str
     ) -> Result:
-        """No provider can take the file now: it waits (or, out of quota, is quarantined)."""
+        """No provider can take the file now (a transient failure, an open breaker, a rate
+        limit, an unsettled attempt): it waits in its inbox, ``pending`` until ``parked.until``
+        (or, out of quota with ``on_quota = "quarantine"``, is quarantined)."""
         # The breaker parks a quota answer with reason "quota" (providers.breaker).
         if parked.reason in _QUOTA_REASONS and plan.on_quota == "quarantine":
             rejected = RejectedFile("quota_exhausted", str(parked))
             return await self.reject(plan, path, row.relpath, rejected, row=row, sha256=sha256)
         await self.ledger.transition(row.id, PENDING, not_before=parked.until)
         logger.warning(
-            "no provider available; file waits",
+            "file waits and is tried again at %s (%s)%s",
+            "a breaker reset" if math.isinf(parked.until) else iso_utc(parked.until),
+            parked.reason,
+            f": {parked.detail}" if parked.detail else "",
             extra={"inbox": plan.name, "file": row.relpath, "reason": parked.reason},
         )
         return Result("parked", park_until=parked.until)

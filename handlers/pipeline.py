@@ -51,6 +51,8 @@ class Uploader(Protocol):
         open_file: Callable[[], BinaryIO],
         before_attempt: Callable[[str, str], Awaitable[None]],
         reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
+        first_tried: float | None = None,
+        attempts: int = 0,
     ) -> UploadResult: ...
 
 
@@ -267,6 +269,10 @@ class Pipeline:
                     open_file=opened.rewind,
                     before_attempt=before_attempt,
                     reconcile=reconcile,
+                    # The file's history: backoff grows with its sends, give_up_after counts
+                    # from when inboxd first took it up.
+                    first_tried=row.created_at,
+                    attempts=row.attempts,
                 )
             except (RejectedFile, Parked) as failure:
                 current = await self._keep_sha256(current, sha256)  # when no attempt was made
@@ -295,14 +301,21 @@ class Pipeline:
         unsure: set[tuple[str, str]],
     ) -> Result:
         """The dispatcher gave up (quarantine) or parked the file; unless it changed meanwhile,
-        or an ambiguous attempt may have stored it after all."""
+        or an ambiguous attempt may have stored it after all.
+
+        A parked file (every transient failure, an attempt that no listing settled yet) stays
+        in its inbox, ``pending`` with ``not_before``; only a rejection quarantines.
+        """
         if not _same_inode(opened) or not opened.unchanged():
             # Changed while being sent (the client's size check fails every attempt, or the
             # name now holds another file): back to settle, never a quarantine.
             await self.ledger.transition(current.id, PENDING)
             return Result("changed")
         # An attempt ended ambiguously (a reset after the body was sent) and no listing settled
-        # it: never quarantine, nor send again later, a file the provider may hold.
+        # it: never quarantine, nor send again later, a file the provider may hold. (A failed
+        # extraction's copy is no upload: the dispatcher deleted what it could list.)
+        if isinstance(failure, RejectedFile) and failure.reason == "extract_failed":
+            unsure = set()
         try:
             found = await self.reconciler.find_any(current, unsure)
         except ProviderError as exc:

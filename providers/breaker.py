@@ -7,6 +7,7 @@
        └───────── probe success ─────────────┼─┼───────────────────────────────────┤
                                              │ └──────── probe failure ────────────┘
       any state ──QuotaExhausted / long Retry-After──┘   (longer open; counted apart)
+      (a rate-limit answer, Throttled, is neutral: the limiter paces it, the breaker never opens)
       any state ──AuthFailed──▶ FORCED_OPEN ──reset (reload, `inboxd breaker reset`)──▶ CLOSED
 
 HALF_OPEN is entered only through ``claim`` (the store's conditional UPDATE does the same),
@@ -27,6 +28,7 @@ from providers.errors import (
     Permanent,
     ProviderError,
     QuotaExhausted,
+    Throttled,
     TransportUnavailable,
 )
 from providers.types import BreakerRecord
@@ -86,27 +88,40 @@ class Outcome:
     """One call's result as the breaker counts it.
 
     ``throttled`` is a 429 whose Retry-After is too long to wait for: the provider opens
-    until then. ``retry_after`` (seconds) also lengthens a failure's or quota's open period.
+    until then. ``retry_after`` (seconds) also lengthens a failure's or quota's open period;
+    ``exact``: a quota park lasts exactly ``retry_after`` (the provider named its reset time),
+    not at least ``quota_park``.
     """
 
     kind: OutcomeKind
     retry_after: float | None = None
+    exact: bool = False
 
 
-def outcome_of(error: ProviderError | None) -> Outcome:
-    """How the breaker counts a call that ended with ``error`` (None: it succeeded)."""
+def outcome_of(error: ProviderError | None, *, now: float | None = None) -> Outcome:
+    """How the breaker counts a call that ended with ``error`` (None: it succeeded).
+
+    A rate-limit answer (``Throttled``) is neutral. A ``QuotaExhausted`` that names when the
+    cap resets (``until``, wall clock) parks the provider until then (``now`` needed).
+    """
     if error is None:
         return Outcome("success")
-    if isinstance(error, Permanent):
+    if isinstance(error, (Permanent, Throttled)):
         return Outcome("neutral")
     if isinstance(error, AuthFailed):
         return Outcome("auth_failed")
     if isinstance(error, QuotaExhausted):
-        return Outcome("quota", error.retry_after)
+        return _quota(error, now)
     if isinstance(error, TransportUnavailable):
         # Every transport unusable (a bug or a broken install): the provider cannot be used.
         return Outcome("failure")
     return Outcome("failure", error.retry_after)
+
+
+def _quota(error: QuotaExhausted, now: float | None) -> Outcome:
+    if error.until is not None and now is not None and math.isfinite(error.until):
+        return Outcome("quota", max(0.0, error.until - now), exact=True)
+    return Outcome("quota", error.retry_after)
 
 
 def open_duration(config: BreakerConfig, opens: int, rand: Callable[[], float]) -> float:
@@ -229,7 +244,9 @@ def _park(
     config: BreakerConfig, rec: BreakerRecord, outcome: Outcome, *, now: float
 ) -> BreakerRecord:
     wait = _finite(outcome.retry_after)
-    if outcome.kind == "quota":
+    if outcome.kind == "quota" and outcome.exact and wait is not None:
+        span, reason = wait, "quota"  # the provider named when the cap resets
+    elif outcome.kind == "quota":
         span, reason = max(config.quota_park, wait or 0.0), "quota"
     else:
         span, reason = (config.open_base if wait is None else wait), "retry_after"

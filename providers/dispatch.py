@@ -15,18 +15,27 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import anyio
 
 from providers.breaker import CLOSED, BreakerConfig, Outcome, outcome_of
-from providers.errors import InboxdError, Permanent, ProviderError, RejectedFile, Retryable
+from providers.errors import (
+    InboxdError,
+    Permanent,
+    ProviderError,
+    QuotaExhausted,
+    RejectedFile,
+    Retryable,
+    Throttled,
+)
 from providers.events import NullEvents, ResilienceEvents
 from providers.gate import BreakerGate
 from providers.limits import ProviderLimits, extension_of
-from providers.retry import RetryBudget, RetryPolicy, decide, error_kind
+from providers.retry import RetryBudget, RetryDecision, RetryPolicy, decide, error_kind, later
 from providers.router import route
 from providers.types import BreakerRecord, BreakerStore, RemoteFile, UploadClient, UploadResult
+from providers.verdict import Failure, Parked, verdict
 
 __all__ = ["Dispatcher", "NullEvents", "Parked", "ResilienceEvents"]
 
@@ -36,33 +45,9 @@ Reconcile = Callable[[str, str], Awaitable[RemoteFile | None]]
 BeforeAttempt = Callable[[str, str], Awaitable[None]]
 
 
-class Parked(InboxdError):
-    """Every provider that could take the file is unavailable: try it again at ``until``.
-
-    ``until`` is wall-clock unix seconds (``math.inf``: only a breaker reset helps, e.g. after
-    AuthFailed); ``reason`` is the breaker's reason (``quota``, ``auth_failed``, …).
-    """
-
-    def __init__(self, until: float, reason: str) -> None:
-        self.until = until
-        self.reason = reason
-        when = "a breaker reset" if math.isinf(until) else f"{until:.0f}"
-        super().__init__(f"parked until {when}: {reason}")
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """Why one provider gave up on one file."""
-
-    kind: Literal["rejected", "parked", "failed", "deadline"]
-    reason: str
-    detail: str
-    until: float | None = None
-
-
-@dataclass(frozen=True)
+@dataclass
 class _Job:
-    """One file being dispatched."""
+    """One file being dispatched; ``attempts`` counts its sends, earlier passes included."""
 
     filename: str
     size: int
@@ -71,6 +56,8 @@ class _Job:
     reconcile: Reconcile
     before_attempt: BeforeAttempt | None
     started: float
+    first_tried: float
+    attempts: int = 0
 
 
 class Dispatcher:
@@ -94,8 +81,12 @@ class Dispatcher:
         rand: Callable[[], float] = random.random,
         probe_recheck: float = 5.0,
         closed_ttl: float = 1.0,
+        relist_delay: float = 5.0,
     ) -> None:
+        """``relist_delay``: seconds before a file whose ambiguous attempt no listing could
+        settle yet is looked at again."""
         self._clients = clients
+        self._relist_delay = relist_delay
         # A provider without a client cannot be routed to (the router says why).
         self._limits = {name: table for name, table in limits.items() if name in clients}
         self._policies = policies
@@ -127,15 +118,22 @@ class Dispatcher:
         open_file: Callable[[], BinaryIO],
         reconcile: Reconcile,
         before_attempt: BeforeAttempt | None = None,
+        first_tried: float | None = None,
+        attempts: int = 0,
     ) -> UploadResult:
         """Upload one file to the first provider in ``preference`` that takes it.
 
         ``open_file`` returns a fresh, rewound file object per attempt (closed here);
         ``reconcile(provider, purpose)`` finds the remote copy an ambiguous attempt may have
         stored; ``before_attempt(provider, purpose)`` runs before every send (the ledger's
-        intent, committed before any byte leaves). Raises ``RejectedFile`` (no provider
-        accepts it, a Permanent error, or every attempt failed: ``upload_failed``) or ``Parked``.
+        intent, committed before any byte leaves). ``first_tried`` (wall clock; default now)
+        and ``attempts`` are the file's history from earlier passes (its ledger row).
+
+        Raises ``RejectedFile`` when the file can never succeed as sent (no provider accepts
+        it, a Permanent error), or when it has failed for longer than ``give_up_after``
+        (``upload_failed``); else ``Parked`` — every transient failure leaves the file waiting.
         """
+        now = self._clock()
         job = _Job(
             filename=filename,
             size=size,
@@ -143,10 +141,12 @@ class Dispatcher:
             open_file=open_file,
             reconcile=reconcile,
             before_attempt=before_attempt,
-            started=self._clock(),
+            started=now,
+            first_tried=now if first_tried is None else first_tried,
+            attempts=attempts,
         )
         extension = extension_of(filename)
-        failures: list[_Failure] = []
+        failures: list[Failure] = []
         done: set[str] = set()
         blocked: dict[str, float] = {}
         while True:
@@ -166,13 +166,13 @@ class Dispatcher:
             )
             if plan.rejection is not None:
                 if failures or blocked:
-                    raise self._conclude(failures, blocked)
+                    raise self._conclude(job, preference, failures, blocked)
                 raise RejectedFile(*plan.rejection)
             if now >= job.started + self._deadline(preference) or not plan.candidates:
                 for name in plan.purposes:
                     if avail.get(name) is not None:
                         blocked[name] = avail[name] or now
-                raise self._conclude(failures, blocked)
+                raise self._conclude(job, preference, failures, blocked)
             provider, probe = await self._pick(plan.candidates, now, done=done, blocked=blocked)
             if not provider:
                 continue
@@ -188,8 +188,10 @@ class Dispatcher:
             if isinstance(outcome, UploadResult):
                 return outcome
             failures.append(outcome)
-            if outcome.kind == "deadline":
-                raise self._conclude(failures, blocked)
+            # An unsettled ambiguous attempt: sending to another provider could leave two
+            # remote copies; the file waits until this one can be listed.
+            if outcome.kind in {"deadline", "unsure"}:
+                raise self._conclude(job, preference, failures, blocked)
 
     async def reset_breaker(self, provider: str) -> None:
         """Close ``provider``'s breaker (``inboxd breaker reset``, or a config reload)."""
@@ -239,6 +241,7 @@ class Dispatcher:
                     return UploadResult(remote=found, transport="reconcile"), None, False
             if job.before_attempt is not None:
                 await job.before_attempt(provider, purpose)
+            job.attempts += 1
             with job.open_file() as fileobj:
                 sent = await self._clients[provider].upload(
                     filename=job.filename,
@@ -264,14 +267,15 @@ class Dispatcher:
 
     async def _attempts(
         self, provider: str, job: _Job, *, purpose: str, probe: bool
-    ) -> UploadResult | _Failure:
+    ) -> UploadResult | Failure:
         policy = self._policy(provider)
         budget = self._budget(provider, self._clock())
         budget.record_call(self._clock())
         unsure = False  # an ambiguous attempt could not be reconciled yet: list before resending
-        attempt = 0
+        attempt = 0  # attempts spent (a rate-limit answer spends none)
+        throttles = 0
         while True:
-            attempt += 1
+            sends = job.attempts
             result, error, unsure = await self._call(provider, job, purpose=purpose, unsure=unsure)
             if result is not None:
                 label = "reconciled" if result.transport == "reconcile" else "success"
@@ -280,55 +284,155 @@ class Dispatcher:
                 return result
             assert error is not None
             self._events.upload_outcome(provider, "none", error_kind(error))
+            # A rate-limit answer to a send (not to a listing) spends no attempt.
+            throttled = isinstance(error, Throttled) and job.attempts > sends
+            throttles += throttled
+            attempt += not throttled
+            if isinstance(error, Permanent) and error.reason == "extract_failed":
+                await self._discard_copy(provider, job, purpose)
             now = self._clock()
             decision = decide(
-                policy, attempt=attempt, error=error, started=job.started, now=now, rand=self._rand
+                policy,
+                attempt=max(attempt, 1),
+                error=error,
+                started=job.started,
+                now=now,
+                rand=self._rand,
+                throttles=throttles,
             )
-            if decision.action == "park":
+            if throttled and decision.action == "retry":
+                # Neutral for the breaker (nothing recorded: a probe keeps its lease); the
+                # provider's limiter holds the next call until its pause ends anyway.
+                await self._wait(provider, decision, f"rate limited ({error})")
+                continue
+            if decision.action == "park" and not throttled:
                 outcome = Outcome("throttled", error.retry_after)
             else:
-                outcome = outcome_of(error)
+                outcome = outcome_of(error, now=now)
             rec = await self._gate.record(provider, outcome, probe=probe)
             probe = False
-            reason = decision.reason
-            if decision.action == "retry":
-                if rec.state != CLOSED:
-                    reason = "breaker_open"
-                elif not budget.try_spend(now):
-                    reason = "budget_exhausted"
-                else:
-                    self._events.retry(provider, decision.reason)
-                    logger.info(
-                        "%s: %s; retry %d in %.1f s", provider, error, attempt, decision.delay
-                    )
-                    await self._sleep(decision.delay)
-                    continue
+            reason = self._blocker(decision, rec, budget, now)
+            if reason is None:
+                await self._wait(provider, decision, f"{error}; retry {attempt}")
+                continue
             self._events.give_up(provider, reason)
-            logger.warning("%s: giving up on %s (%s): %s", provider, job.filename, reason, error)
+            self._log_give_up(provider, job, reason, error, rec, now=now)
+            if unsure:
+                return Failure("unsure", "unsure", str(error), until=now + self._relist_delay)
+            if throttled and decision.until is not None:
+                return Failure("parked", "throttled", str(error), until=decision.until)
             return self._failure(error, reason, rec, now=now)
+
+    @staticmethod
+    def _blocker(
+        decision: RetryDecision, rec: BreakerRecord, budget: RetryBudget, now: float
+    ) -> str | None:
+        """None when the retry ``decision`` may go now, else why this provider stops."""
+        if decision.action != "retry":
+            return decision.reason
+        if rec.state != CLOSED:
+            return "breaker_open"
+        # The one more try of a failed extraction is not a retry the budget pays for.
+        if decision.reason != "extract_failed" and not budget.try_spend(now):
+            return "budget_exhausted"
+        return None
+
+    async def _wait(self, provider: str, decision: RetryDecision, why: str) -> None:
+        self._events.retry(provider, decision.reason)
+        logger.info("%s: %s; same provider again in %.1f s", provider, why, decision.delay)
+        await self._sleep(decision.delay)
+
+    async def _discard_copy(self, provider: str, job: _Job, purpose: str) -> None:
+        """Delete the copy a failed extraction may have left (no receipt will ever name it)."""
+        try:
+            found = await job.reconcile(provider, purpose)
+            if found is not None:
+                await self._clients[provider].delete(found.id)
+                logger.warning(
+                    "%s: deleted the copy %s that the failed extraction of %s left",
+                    provider,
+                    found.id,
+                    job.filename,
+                )
+        except ProviderError as exc:
+            logger.warning(
+                "%s: could not list or delete the copy the failed extraction of %s may have "
+                "left (%s); if `inboxd status --remote` shows it, delete it there",
+                provider,
+                job.filename,
+                exc,
+            )
+
+    def _log_give_up(
+        self,
+        provider: str,
+        job: _Job,
+        reason: str,
+        error: ProviderError,
+        rec: BreakerRecord,
+        *,
+        now: float,
+    ) -> None:
+        if isinstance(error, QuotaExhausted):
+            until = self._gate.available(rec, now)
+            when = "a reset" if until is None or math.isinf(until) else _iso(until)
+            if error.balance:
+                logger.error(
+                    "%s: the account's balance is exhausted (%s); top up the account at the "
+                    "provider (the API key is fine). %s is not called again before %s",
+                    provider,
+                    error,
+                    provider,
+                    when,
+                )
+            else:
+                logger.warning(
+                    "%s: usage cap reached (%s); %s is parked until %s",
+                    provider,
+                    error,
+                    provider,
+                    when,
+                )
+            return
+        logger.warning("%s: giving up on %s (%s): %s", provider, job.filename, reason, error)
 
     def _failure(
         self, error: ProviderError, reason: str, rec: BreakerRecord, *, now: float
-    ) -> _Failure:
+    ) -> Failure:
         detail = str(error)
         if isinstance(error, Permanent):
-            return _Failure("rejected", error.reason, detail)
-        if reason == "deadline":
-            return _Failure("deadline", "upload_failed", f"deadline passed: {detail}")
+            return Failure("rejected", error.reason, detail)
         until = self._gate.available(rec, now)
         if until is not None:
-            return _Failure("parked", rec.reason or reason, detail, until=until)
-        return _Failure("failed", "upload_failed", f"{reason}: {detail}")
+            return Failure("parked", rec.reason or reason, detail, until=until)
+        if reason == "deadline":
+            return Failure("deadline", reason, f"deadline passed: {detail}")
+        return Failure("failed", reason, detail)
 
-    def _conclude(self, failures: list[_Failure], blocked: Mapping[str, float]) -> InboxdError:
-        """The one error for the file once no provider is left to try."""
-        parks = [(f.until, f.reason) for f in failures if f.until is not None]
-        parks += [(until, self._gate.reason(p)) for p, until in blocked.items()]
-        if parks and not any(f.kind == "deadline" for f in failures):
-            until, reason = min(parks)
-            return Parked(until, reason)
-        for kind in ("deadline", "failed", "rejected"):
-            for failure in failures:
-                if failure.kind == kind:
-                    return RejectedFile(failure.reason, failure.detail)
-        return RejectedFile("upload_failed", "no provider could be called")
+    def _give_up_after(self, preference: Sequence[str]) -> float:
+        """Seconds after which a file failing transiently is quarantined (0: never): only when
+        every provider in the inbox's list gives up, after the longest of their settings."""
+        settings = [self._policy(p).give_up_after for p in dict.fromkeys(preference)]
+        return 0.0 if not settings or min(settings) <= 0 else max(settings)
+
+    def _conclude(
+        self,
+        job: _Job,
+        preference: Sequence[str],
+        failures: list[Failure],
+        blocked: Mapping[str, float],
+    ) -> InboxdError:
+        """The one error for the file once no provider is left to try (``verdict``)."""
+        policy = self._policy(preference[0]) if preference else RetryPolicy()
+        return verdict(
+            failures,
+            [(until, self._gate.reason(p)) for p, until in blocked.items()],
+            now=self._clock(),
+            later=later(policy, attempts=job.attempts, rand=self._rand),
+            give_up_after=self._give_up_after(preference),
+            first_tried=job.first_tried,
+        )
+
+
+def _iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

@@ -167,6 +167,8 @@ class RewriteDuringSend:
         open_file: Callable[[], BinaryIO],
         before_attempt: Callable[[str, str], Awaitable[None]],
         reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
+        first_tried: float | None = None,
+        attempts: int = 0,
     ) -> UploadResult:
         async def intent_then_rewrite(provider: str, purpose: str) -> None:
             await before_attempt(provider, purpose)
@@ -185,6 +187,8 @@ class RewriteDuringSend:
             open_file=open_file,
             before_attempt=intent_then_rewrite,
             reconcile=reconcile,
+            first_tried=first_tried,
+            attempts=attempts,
         )
 
 

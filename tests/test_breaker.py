@@ -31,6 +31,7 @@ from providers.errors import (
     ProviderError,
     QuotaExhausted,
     Retryable,
+    Throttled,
     TransportUnavailable,
 )
 from providers.types import BreakerRecord
@@ -381,3 +382,18 @@ def test_sanitize_never_blind_closed_and_bounded(
     if clean.probe_until is not None and not math.isnan(clean.probe_until):
         assert clean.probe_until <= now + CONFIG.probe_lease
     assert sanitize(clean, now=now, config=CONFIG) == clean
+
+
+def test_throttled_is_neutral_and_a_named_quota_reset_parks_exactly() -> None:
+    """A rate-limit answer never counts against the breaker; a quota naming its reset time
+    parks the provider until exactly then, one without for at least quota_park."""
+    assert outcome_of(Throttled("rpm", retry_after=5.0)) == Outcome("neutral")
+    exact = outcome_of(QuotaExhausted("cap", until=1500.0), now=1000.0)
+    assert exact == Outcome("quota", 500.0, exact=True)
+    config = BreakerConfig()
+    parked = record(config, BreakerRecord(), exact, now=1000.0, rand=lambda: 0.5)
+    assert (parked.state, parked.open_until, parked.reason) == (OPEN, 1500.0, "quota")
+    plain = record(
+        config, BreakerRecord(), outcome_of(QuotaExhausted("x")), now=0.0, rand=lambda: 0.5
+    )
+    assert plain.open_until == config.quota_park

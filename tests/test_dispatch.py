@@ -20,6 +20,7 @@ from providers.errors import (
     QuotaExhausted,
     RejectedFile,
     Retryable,
+    Throttled,
 )
 from providers.limits import LIMITS, MIB
 from providers.retry import RetryPolicy
@@ -45,6 +46,7 @@ class FakeClient:
     calls: list[tuple[str, str, bytes]] = field(default_factory=list)
     gate: anyio.Event | None = None
     entered: anyio.Event = field(default_factory=anyio.Event)
+    deleted: list[str] = field(default_factory=list)
 
     async def upload(
         self, *, filename: str, fileobj: BinaryIO, size: int, purpose: str, content_type: str
@@ -62,7 +64,7 @@ class FakeClient:
         return []
 
     async def delete(self, file_id: str) -> None:
-        return None
+        self.deleted.append(file_id)
 
     async def aclose(self) -> None:
         return None
@@ -164,7 +166,13 @@ class Rig:
         self.intents.append((provider, purpose))
 
     async def upload(
-        self, preference: Sequence[str] = ("kimi", "glm"), *, name: str = "a.pdf", size: int = 3
+        self,
+        preference: Sequence[str] = ("kimi", "glm"),
+        *,
+        name: str = "a.pdf",
+        size: int = 3,
+        first_tried: float | None = None,
+        attempts: int = 0,
     ) -> UploadResult:
         return await self.dispatcher.upload(
             preference=preference,
@@ -175,6 +183,8 @@ class Rig:
             open_file=self.open_file,
             reconcile=self.reconcile,
             before_attempt=self.before_attempt,
+            first_tried=first_tried,
+            attempts=attempts,
         )
 
 
@@ -308,13 +318,59 @@ async def test_exhausted_attempts_fail_over_to_next_provider() -> None:
 
 
 @pytest.mark.anyio
-async def test_every_provider_exhausted_is_upload_failed() -> None:
-    """Retries exhausted everywhere (breakers still closed) quarantines as upload_failed."""
+async def test_every_provider_exhausted_waits_instead_of_quarantine() -> None:
+    """Retries exhausted everywhere (breakers still closed) park the file for a later try:
+    30 s doubled once for its 6 sends (2 passes' worth), full jitter at rand 0.5, after the
+    3 s of retry sleeps — never upload_failed while give_up_after is unset."""
     rig = _rig(kimi=[_err503()] * 3, glm=[_err503()] * 3)
-    with pytest.raises(RejectedFile) as info:
+    with pytest.raises(Parked) as info:
         await rig.upload()
+    assert (info.value.until, info.value.reason) == (T0 + 3.0 + 30.0, "attempts_exhausted")
+    assert "HTTP 503" in info.value.detail
+    assert len(rig.kimi.calls) == len(rig.glm.calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("earlier", "wait"), [(0, 15.0), (3, 30.0), (6, 60.0), (30, 450.0), (3000, 450.0)]
+)
+@pytest.mark.anyio
+async def test_wait_grows_with_the_files_earlier_attempts(earlier: int, wait: float) -> None:
+    """The wait before the next pass doubles per pass of attempts the ledger row counts, to
+    a 15 min ceiling (full jitter: half the ceiling at rand 0.5)."""
+    rig = _rig(kimi=[_err503()] * 3)
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"], attempts=earlier)
+    assert info.value.until == T0 + 1.5 + wait
+
+
+@pytest.mark.anyio
+async def test_give_up_after_passed_is_upload_failed() -> None:
+    """With give_up_after set, a file failing transiently for longer is quarantined
+    upload_failed, naming how long it failed and the last error."""
+    rig = _rig(kimi=[_err503()] * 3, policy=RetryPolicy(give_up_after=100.0))
+    with pytest.raises(RejectedFile) as info:
+        await rig.upload(["kimi"], first_tried=T0 - 200.0)
     assert info.value.reason == "upload_failed"
+    assert info.value.detail.startswith("failing for 202 s, past give_up_after (100 s)")
     assert "attempts_exhausted" in info.value.detail
+
+
+@pytest.mark.anyio
+async def test_give_up_after_not_yet_passed_waits() -> None:
+    """give_up_after not yet reached: the file waits like any other."""
+    rig = _rig(kimi=[_err503()] * 3, policy=RetryPolicy(give_up_after=100.0))
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"], first_tried=T0 - 50.0)
+    assert info.value.reason == "attempts_exhausted"
+
+
+@pytest.mark.anyio
+async def test_give_up_after_never_quarantines_a_quota_wait() -> None:
+    """A quota park is governed by on_quota, not by give_up_after."""
+    rig = _rig(kimi=[QuotaExhausted("balance")], policy=RetryPolicy(give_up_after=1.0))
+    with pytest.raises(Parked) as info:
+        await rig.upload(name="a.py", first_tried=T0 - 10_000.0)
+    assert info.value.reason == "quota"
 
 
 @pytest.mark.anyio
@@ -517,15 +573,17 @@ async def test_lost_claim_race_skips_provider() -> None:
 
 @pytest.mark.anyio
 async def test_deadline_stops_retrying() -> None:
-    """A retry that would end past the file's deadline is not made; the file is upload_failed."""
+    """A retry that would end past the pass's deadline is not made; the file waits (parked
+    with reason deadline), it is not quarantined."""
     rig = _rig(
         kimi=[Retryable("slow", status=429, retry_after=50.0)] * 2,
         policy=RetryPolicy(deadline=60.0),
     )
-    with pytest.raises(RejectedFile) as info:
+    with pytest.raises(Parked) as info:
         await rig.upload()
-    assert info.value.reason == "upload_failed"
+    assert info.value.reason == "deadline"
     assert info.value.detail.startswith("deadline passed")
+    assert info.value.until == T0 + 50.0 + 15.0  # 2 sends: half the first 30 s ceiling
     assert rig.glm.calls == []
 
 
@@ -681,3 +739,133 @@ async def test_a_failure_on_a_cached_closed_breaker_is_recorded_on_a_fresh_read(
     await rig.upload(["kimi"])
     first = store.saves[0][1]
     assert (first.window, first.consecutive_failures) == ((*newer.window[1:], True), 4)
+
+
+def _throttled(retry_after: float | None = None) -> Throttled:
+    return Throttled("max RPM: 3", provider="kimi", status=429, retry_after=retry_after)
+
+
+@pytest.mark.anyio
+async def test_throttled_spends_no_attempt_nor_budget_nor_breaker() -> None:
+    """Five rate-limit answers on a provider allowed 1 attempt and no retry budget, whose
+    breaker opens after 2 failures: each wait named is slept, the same provider is called
+    again, and the breaker only sees the final success."""
+    rig = _rig(
+        kimi=[_throttled(2.0)] * 5,
+        policy=RetryPolicy(attempts=1, budget_floor=0.0, budget_ratio=0.0),
+        config=BreakerConfig(consecutive_failures=2),
+    )
+    result = await rig.upload(["kimi"])
+    assert result.remote.provider == "kimi"
+    assert rig.clock.slept == [2.0] * 5
+    assert len(rig.kimi.calls) == 6
+    assert rig.store.records["kimi"].window == (False,)
+    assert rig.events.of("retry") == [("retry", "kimi", "throttled")] * 5
+    assert rig.events.of("outcome")[0] == ("outcome", "kimi", "none", "throttled")
+
+
+@pytest.mark.anyio
+async def test_throttled_without_a_wait_backs_off() -> None:
+    """A rate-limit answer naming no wait is retried after a growing full-jitter backoff."""
+    rig = _rig(kimi=[_throttled(), _throttled()])
+    assert (await rig.upload(["kimi"])).remote.provider == "kimi"
+    assert rig.clock.slept == [0.5, 1.0]
+
+
+@pytest.mark.anyio
+async def test_long_throttle_parks_the_file_not_the_breaker() -> None:
+    """A rate-limit wait past retry_after_cap parks the file until then (alone on kimi);
+    the breaker is not opened."""
+    rig = _rig(kimi=[_throttled(120.0)])
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"])
+    assert (info.value.until, info.value.reason) == (T0 + 120.0, "throttled")
+    assert rig.store.records.get("kimi", BreakerRecord()).state == CLOSED
+    assert len(rig.kimi.calls) == 1
+
+
+@pytest.mark.anyio
+async def test_long_throttle_fails_over_to_the_next_provider() -> None:
+    """A long rate-limit wait on kimi sends the file to glm at once."""
+    rig = _rig(kimi=[_throttled(120.0)])
+    assert (await rig.upload()).remote.provider == "glm"
+    assert rig.clock.slept == []
+
+
+@pytest.mark.anyio
+async def test_throttled_past_the_deadline_waits_not_quarantined() -> None:
+    """Rate-limit answers until the pass's deadline: the file is parked (deadline)."""
+    rig = _rig(kimi=[_throttled(40.0)] * 3, policy=RetryPolicy(deadline=100.0))
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"])
+    assert info.value.reason == "deadline"
+    assert rig.clock.slept == [40.0, 40.0]
+
+
+@pytest.mark.anyio
+async def test_quota_until_parks_the_provider_until_the_reset() -> None:
+    """A usage cap naming its reset time parks kimi exactly until then, and the file too."""
+    rig = _rig(kimi=[QuotaExhausted("daily limit", until=T0 + 500.0)])
+    with pytest.raises(Parked) as info:
+        await rig.upload(name="a.py")
+    assert (info.value.until, info.value.reason) == (T0 + 500.0, "quota")
+    rec = rig.store.records["kimi"]
+    assert (rec.state, rec.open_until, rec.reason) == (OPEN, T0 + 500.0, "quota")
+
+
+@pytest.mark.anyio
+async def test_balance_exhausted_tells_the_operator_to_top_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exhausted balance is logged as an error telling the operator to top up the account."""
+    rig = _rig(kimi=[QuotaExhausted("insufficient balance", status=403, balance=True)])
+    with pytest.raises(Parked):
+        await rig.upload(name="a.py")
+    [line] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "top up the account" in line.getMessage()
+    assert "the API key is fine" in line.getMessage()
+
+
+def _extract_failed() -> Permanent:
+    return Permanent("extract task failed: failed", reason="extract_failed", status=500)
+
+
+@pytest.mark.anyio
+async def test_extract_failed_twice_is_quarantined_and_its_copies_deleted() -> None:
+    """A file Kimi cannot extract is tried once more, then rejected as extract_failed; the
+    copy each failed try left (found through the reconcile listing) is deleted."""
+    rig = _rig(kimi=[_extract_failed(), _extract_failed()])
+    rig.found = _remote("kimi", "a.py")
+    with pytest.raises(RejectedFile) as info:
+        await rig.upload(name="a.py")
+    assert info.value.reason == "extract_failed"
+    assert len(rig.kimi.calls) == 2
+    assert rig.kimi.deleted == ["kimi-id", "kimi-id"]
+    assert rig.reconciled == [("kimi", "file-extract")] * 2
+
+
+@pytest.mark.anyio
+async def test_extract_failed_once_then_success_uploads() -> None:
+    """One extraction failure followed by a good try is an upload."""
+    rig = _rig(kimi=[_extract_failed()])
+    result = await rig.upload(name="a.py")
+    assert result.transport == "http"
+    assert len(rig.kimi.calls) == 2
+
+
+@pytest.mark.anyio
+async def test_unsure_ambiguity_never_fails_over_to_another_provider() -> None:
+    """An ambiguous attempt on kimi that no listing can settle parks the file (unsure):
+    glm, healthy, is never sent a second copy meanwhile."""
+    rig = _rig(kimi=[Retryable("reset", ambiguous=True), _err503(), _err503()])
+
+    async def unlistable(provider: str, purpose: str) -> RemoteFile | None:
+        rig.reconciled.append((provider, purpose))
+        raise Retryable("list failed", status=503)
+
+    rig.reconcile = unlistable  # type: ignore[method-assign]
+    with pytest.raises(Parked) as info:
+        await rig.upload()
+    assert (info.value.reason, info.value.until) == ("unsure", T0 + 1.5 + 5.0)
+    assert rig.glm.calls == []
+    assert len(rig.kimi.calls) == 1  # every later attempt only tried to list

@@ -177,12 +177,33 @@ async def test_rejected_by_provider(
         assert run.emu.files() == []
 
 
-async def test_upload_failed_after_attempts(tmp_path: Path) -> None:
-    """Persistent 500s exhaust the attempts: upload_failed, nothing stored, 3 calls made."""
+async def test_persistent_5xx_leaves_the_file_waiting(tmp_path: Path) -> None:
+    """Persistent 500s exhaust one pass's attempts: the file stays in its inbox, pending with
+    a later not_before (30 s ceiling on the first pass), nothing quarantined or stored."""
     async with running(tmp_path, faults="kimi:500") as run:
+        (run.inbox() / "a.txt").write_bytes(b"aaa")
+        [seen] = await run.wait_for(1)
+        assert seen.result.outcome == "parked"
+        assert (run.inbox() / "a.txt").read_bytes() == b"aaa"
+        [row] = await run.rows()
+        assert row.state == "pending"
+        assert row.not_before == seen.result.park_until
+        assert row.not_before is not None
+        assert row.not_before <= row.updated_at + 30.0
+        assert list(run.quarantine().iterdir()) == []
+        assert run.emu.files() == []
+        assert run.emu.counts()["kimi"]["upload.500"] == 3
+
+
+async def test_upload_failed_once_give_up_after_passed(tmp_path: Path) -> None:
+    """With give_up_after set (tiny here), persistent 500s quarantine the file as
+    upload_failed after the pass that outlives it: nothing stored, 3 calls made."""
+    kimi = provider_section("kimi", retry={"give_up_after": 0.001})
+    async with running(tmp_path, faults="kimi:500", providers={"kimi": kimi}) as run:
         (run.inbox() / "a.txt").write_bytes(b"aaa")
         await run.wait_for(1)
         sidecar = await _quarantined(run, "a.txt", "upload_failed")
+        assert "give_up_after" in sidecar["detail"]
         assert sidecar["sha256"] == sha(b"aaa")
         assert run.emu.files() == []
         assert run.emu.counts()["kimi"]["upload.500"] == 3

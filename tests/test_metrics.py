@@ -53,6 +53,7 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 def expected_zero_series() -> list[tuple[str, frozenset[tuple[str, str]]]]:
     """Every inboxd series the constructor above must create at 0."""
     out = [key("inboxd_files_discovered_total", inbox=i) for i in ("scans", "mail")]
+    out += [key("inboxd_oldest_pending_seconds", inbox=i) for i in ("scans", "mail")]
     out += [key("inboxd_quarantined_total", reason=r) for r in REASONS]
     out += [key("inboxd_duplicates_total"), key("inboxd_queue_depth"), key("inboxd_inflight_bytes")]
     for provider, chain in TRANSPORTS.items():
@@ -385,3 +386,34 @@ async def test_real_prometheus_scrapes_the_upload_counter(
         "openai",
         "zhipuai",
     ]
+
+
+def test_oldest_pending_is_the_age_of_each_inboxs_oldest_waiting_file() -> None:
+    """inboxd_oldest_pending_seconds{inbox} is now minus the oldest waiting file's first take-up,
+    0 for an inbox with none waiting (and again 0 once its files are gone)."""
+    registry = CollectorRegistry()
+    metrics = make_metrics(registry)
+    metrics.oldest_pending({"scans": 1000.0, "gone": 10.0}, now=4600.0)
+    got = samples(registry)
+    assert got[key("inboxd_oldest_pending_seconds", inbox="scans")] == 3600.0
+    assert got[key("inboxd_oldest_pending_seconds", inbox="mail")] == 0.0
+    assert key("inboxd_oldest_pending_seconds", inbox="gone") not in got
+    metrics.oldest_pending({}, now=5000.0)
+    assert samples(registry)[key("inboxd_oldest_pending_seconds", inbox="scans")] == 0.0
+
+
+def test_rate_limit_and_extraction_retries_exist_at_zero() -> None:
+    """With the default retry reasons, throttled and extract_failed retries are series at 0."""
+    registry = CollectorRegistry()
+    Metrics(
+        registry,
+        version="0",
+        inboxes=[],
+        providers=["kimi"],
+        transports={"kimi": ["http"]},
+        reasons=[],
+        outcomes=[],
+    )
+    got = samples(registry)
+    for reason in ("throttled", "extract_failed"):
+        assert got[key("inboxd_retries_total", provider="kimi", reason=reason)] == 0.0

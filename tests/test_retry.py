@@ -10,9 +10,19 @@ from providers.errors import (
     ProviderError,
     QuotaExhausted,
     Retryable,
+    Throttled,
     TransportUnavailable,
 )
-from providers.retry import RetryBudget, RetryDecision, RetryPolicy, backoff, decide, error_kind
+from providers.retry import (
+    RetryBudget,
+    RetryDecision,
+    RetryPolicy,
+    backoff,
+    decide,
+    error_kind,
+    gives_up,
+    later,
+)
 
 POLICY = RetryPolicy()
 
@@ -170,3 +180,84 @@ def test_budget_for_policy_uses_policy_knobs() -> None:
     """for_policy sizes the bucket from budget_ratio and budget_floor."""
     budget = RetryBudget.for_policy(RetryPolicy(budget_ratio=0.5, budget_floor=1.0), now=0.0)
     assert (budget.ratio, budget.floor, budget.tokens(0.0)) == (0.5, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "rand", "expected"),
+    [
+        (0, 1.0, 30.0),  # no send yet (parked by a breaker): the first ceiling
+        (1, 1.0, 30.0),
+        (3, 1.0, 30.0),  # one pass of 3 attempts
+        (4, 1.0, 60.0),  # into the second pass
+        (6, 0.5, 30.0),
+        (15, 1.0, 480.0),
+        (18, 1.0, 900.0),  # 960 capped at 15 min
+        (10**9, 1.0, 900.0),  # no overflow
+        (9, 0.0, 0.0),
+    ],
+)
+def test_later_doubles_per_pass_up_to_15_minutes(
+    attempts: int, rand: float, expected: float
+) -> None:
+    """A file failing transiently waits uniform(0, min(900, 30·2ⁿ)), n its passes minus one."""
+    assert later(POLICY, attempts=attempts, rand=lambda: rand) == expected
+
+
+@pytest.mark.parametrize(
+    ("give_up_after", "first_tried", "now", "expected"),
+    [
+        (0.0, 0.0, 10**9, False),  # 0: never
+        (3600.0, 0.0, 3599.0, False),
+        (3600.0, 0.0, 3600.0, True),
+        (3600.0, 100.0, 3700.5, True),
+    ],
+)
+def test_gives_up_only_when_set_and_passed(
+    give_up_after: float, first_tried: float, now: float, expected: bool
+) -> None:
+    """give_up_after is opt-in: 0 never gives up, else from the file's first try."""
+    assert gives_up(give_up_after, first_tried=first_tried, now=now) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "attempt", "throttles", "now", "expected"),
+    [
+        # A rate-limit answer retries whatever the attempts spent, after the named wait.
+        (Throttled("rpm", retry_after=2.0), 3, 1, 0.0, RetryDecision("retry", "throttled", 2.0)),
+        # No wait named: full-jitter backoff by the throttles so far (rand 0.5).
+        (Throttled("rpm"), 1, 3, 0.0, RetryDecision("retry", "throttled", 2.0)),
+        # A wait past retry_after_cap parks the file until then.
+        (
+            Throttled("rpm", retry_after=61.0),
+            1,
+            1,
+            5.0,
+            RetryDecision("park", "throttled", until=66.0),
+        ),
+        # Never past the deadline.
+        (Throttled("rpm", retry_after=30.0), 1, 1, 580.0, RetryDecision("give_up", "deadline")),
+        # One more try after a failed extraction, then never.
+        (
+            Permanent("x", reason="extract_failed"),
+            1,
+            0,
+            0.0,
+            RetryDecision("retry", "extract_failed", 0.5),
+        ),
+        (Permanent("x", reason="extract_failed"), 2, 0, 0.0, RetryDecision("give_up", "permanent")),
+    ],
+)
+def test_throttled_and_extract_failed_decisions(
+    error: ProviderError, attempt: int, throttles: int, now: float, expected: RetryDecision
+) -> None:
+    """Rate limits wait without spending attempts; a failed extraction gets one more try."""
+    decision = decide(
+        POLICY,
+        attempt=attempt,
+        error=error,
+        started=0.0,
+        now=now,
+        rand=lambda: 0.5,
+        throttles=throttles,
+    )
+    assert decision == expected

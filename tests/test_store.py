@@ -584,3 +584,24 @@ async def test_prune_deletes_old_finished_rows_only(state: Path) -> None:
         assert await store.prune(before=250.0) == 2  # the newer one, and the original: alone now
         assert await store.prune(before=250.0) == 0
         assert [r.id for r in await store.rows_in_state("pending")] == [active.id]
+
+
+async def test_oldest_waiting_is_the_first_take_up_of_each_inboxs_unfinished_files(
+    state: Path,
+) -> None:
+    """oldest_waiting answers, per inbox, the created_at of its oldest pending, uploading or
+    uploaded row; finished rows and inboxes with nothing waiting are left out."""
+    clock = Clock(100.0)
+    async with Store.open(state, clock=clock) as store:
+        finished = await store.begin("a", "old.txt", size=1, mtime_ns=1)
+        await store.transition(finished.id, "quarantined", reason="empty")
+        clock.now = 200.0
+        waiting = await store.begin("a", "waiting.txt", size=1, mtime_ns=1)
+        await store.transition(waiting.id, "pending", not_before=900.0)
+        clock.now = 300.0
+        sending = await store.begin("b", "sending.txt", size=1, mtime_ns=1)
+        await store.transition(sending.id, "uploading", provider="kimi", purpose="file-extract")
+        await store.begin("a", "newer.txt", size=1, mtime_ns=1)
+        done = await store.begin("c", "done.txt", size=1, mtime_ns=1)
+        await store.transition(done.id, "quarantined", reason="empty")
+        assert await store.oldest_waiting() == {"a": 200.0, "b": 300.0}
