@@ -39,8 +39,9 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 _TICKS = os.sysconf("SC_CLK_TCK")
 
-# Quotas lifted (None = not enforced) so thousands of files fit, and GLM's agent purpose takes
-# 100 MB (the z.ai figure, as GLM_AGENT_100MB in write_config); everything else is faithful.
+# Quotas lifted (None = not enforced; GLM agent's 100-file count raised) so thousands of files
+# fit, and GLM's agent purpose takes 100 MB (the z.ai figure, as GLM_AGENT_100MB in
+# write_config); everything else is faithful.
 _EMULATOR_CODE = """
 import asyncio, json, signal, sys
 from dataclasses import replace
@@ -50,7 +51,8 @@ from providers.emulator.server import Emulator
 async def main() -> None:
     faults, seed = sys.argv[1] or None, int(sys.argv[2])
     limits = {p: replace(l, max_files=None, max_total_bytes=None) for p, l in LIMITS.items()}
-    limits["glm"] = limits["glm"].with_overrides({"agent": PurposeOverride(max_bytes=100 * MIB)})
+    agent = PurposeOverride(max_bytes=100 * MIB, max_count=10**8)
+    limits["glm"] = limits["glm"].with_overrides({"agent": agent})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,7 +6,10 @@ watching, no ledger; then inboxd (a subprocess, ``settle_seconds = 0.5``) with t
 moved into its inbox at once, timed from the first move until all are archived. Prints
 ``ratio = direct_time / inboxd_time`` per run and the median (target >= 0.8).
 
-    .venv/bin/python bench/throughput.py [--files 5000] [--runs 3] [--smoke]
+    .venv/bin/python bench/throughput.py [--files 5000] [--runs 3] [--faults SPEC] [--smoke]
+
+``--faults`` is an emulator fault spec for both loops, e.g. ``kimi:latency=100`` (a round trip
+like the real services' from outside China).
 """
 
 from __future__ import annotations
@@ -123,12 +126,15 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--faults", default="", help="emulator fault spec, e.g. kimi:latency=100")
     parser.add_argument("--smoke", action="store_true", help="200 files, one run")
     args = parser.parse_args()
     count, runs = (200, 1) if args.smoke else (args.files, args.runs)
     print(machine())
     ratios = []
-    with EmulatorProc() as emu:
+    if args.faults:
+        print(f"emulator faults: {args.faults}")
+    with EmulatorProc(faults=args.faults) as emu:
         for n in range(runs):
             with tempfile.TemporaryDirectory(prefix="inboxd-bench-tp-") as tmp:
                 direct, took, d_cpu, i_cpu = one_run(emu, Path(tmp), count, args.concurrency)

@@ -202,7 +202,7 @@ class Daemon:
         async with AsyncExitStack() as stack:
             self.store = store = await stack.enter_async_context(Store.open(settings.state_file))
             self.clients: dict[str, UploadClient] = dict(
-                build_clients(settings, on_fallback=self._on_fallback)
+                build_clients(settings, on_fallback=self._on_fallback, events=self.metrics)
             )
             stack.push_async_callback(self._close_clients)
             self.limits = {p: settings.providers.get(p).effective_limits(p) for p in providers}

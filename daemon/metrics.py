@@ -176,6 +176,24 @@ class Metrics:
             registry=r,
         )
         self._inboxes: set[str] = set()
+        self._rate_limit = Gauge(
+            "inboxd_rate_limit_rpm",
+            "The provider's current upload rate limit, per minute (0: none known yet).",
+            ["provider"],
+            registry=r,
+        )
+        self._concurrency_limit = Gauge(
+            "inboxd_concurrency_limit",
+            "The provider's current limit of uploads at once.",
+            ["provider"],
+            registry=r,
+        )
+        self._throttled = Counter(
+            "inboxd_throttled",
+            "Rate-limit answers (429) from the provider.",
+            ["provider"],
+            registry=r,
+        )
         # A gauge rather than Info: Info appends ``_info``; the spec's name is build_info.
         self._build_info = Gauge(
             "inboxd_build_info", "Always 1; the version is the label.", ["version"], registry=r
@@ -212,6 +230,9 @@ class Metrics:
         self._breaker_state.labels(p).set(0)
         self._remote_files.labels(p)
         self._remote_bytes.labels(p)
+        self._rate_limit.labels(p)
+        self._concurrency_limit.labels(p)
+        self._throttled.labels(p)
 
     # -- the pipeline's calls ---------------------------------------------------------------
 
@@ -312,3 +333,14 @@ class Metrics:
         p = _label(provider)
         self._remote_files.labels(p).set(files)
         self._remote_bytes.labels(p).set(nbytes)
+
+    # -- providers.limited.PacingEvents -----------------------------------------------------
+
+    def pacing_limits(self, provider: str, rpm: float | None, concurrency: int) -> None:
+        """The limiter's current limits (``rpm`` None: no rate limit known, exported as 0)."""
+        p = _label(provider)
+        self._rate_limit.labels(p).set(0 if rpm is None else rpm)
+        self._concurrency_limit.labels(p).set(concurrency)
+
+    def throttled(self, provider: str) -> None:
+        self._throttled.labels(_label(provider)).inc()

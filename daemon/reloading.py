@@ -111,7 +111,7 @@ async def _apply(
 async def _apply_providers(daemon: Daemon, plan: ReloadPlan, new: Settings) -> None:
     assert daemon.store is not None
     daemon.work.generation += 1
-    fresh = build_clients(new, on_fallback=daemon._on_fallback)
+    fresh = build_clients(new, on_fallback=daemon._on_fallback, events=daemon.metrics)
     for name, client in fresh.items():
         if name in plan.new_clients:
             old = daemon.clients.get(name)

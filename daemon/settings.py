@@ -132,6 +132,8 @@ class ProviderSettings(_Section):
     base_url: str
     transports: list[TransportName]
     concurrency: int = Field(default=4, ge=1)
+    # Uploads a minute; None: unknown, learned from the provider's 429s (providers.pacing).
+    rpm: float | None = Field(default=None, gt=0)
     timeout: float = Field(default=120.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     api_key_file: Path | None = None

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import BinaryIO
-
-import anyio
 
 from daemon.settings import Settings
 from handlers.pipeline import InboxPlan
 from providers.breaker import BreakerConfig
-from providers.client import usage_of
 from providers.dispatch import Dispatcher, ResilienceEvents
 from providers.factory import build_client
+from providers.limited import LimitedClient, PacingEvents
 from providers.limits import ProviderLimits
 from providers.retry import RetryPolicy
-from providers.types import BreakerStore, RemoteFile, UploadClient, UploadResult
+from providers.types import BreakerStore, UploadClient
 
 __all__ = ["LimitedClient", "build_clients", "build_dispatcher", "build_plans"]
 
@@ -41,43 +38,14 @@ def build_plans(settings: Settings) -> dict[str, InboxPlan]:
     }
 
 
-class LimitedClient:
-    """An UploadClient that lets at most ``concurrency`` uploads through at once."""
-
-    def __init__(self, inner: UploadClient, concurrency: int) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.limiter = anyio.CapacityLimiter(concurrency)
-
-    async def upload(
-        self, *, filename: str, fileobj: BinaryIO, size: int, purpose: str, content_type: str
-    ) -> UploadResult:
-        async with self.limiter:
-            return await self.inner.upload(
-                filename=filename,
-                fileobj=fileobj,
-                size=size,
-                purpose=purpose,
-                content_type=content_type,
-            )
-
-    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
-        return await self.inner.list_files(purpose)
-
-    async def usage(self) -> tuple[int, int]:
-        return await usage_of(self.inner)
-
-    async def delete(self, file_id: str) -> None:
-        await self.inner.delete(file_id)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 def build_clients(
-    settings: Settings, *, on_fallback: FallbackCallback | None = None
+    settings: Settings,
+    *,
+    on_fallback: FallbackCallback | None = None,
+    events: PacingEvents | None = None,
 ) -> dict[str, LimitedClient]:
-    """A client per provider in use, with its transport chain and concurrency limit."""
+    """A client per provider in use, with its transport chain and its one limiter (rate and
+    concurrency, starting at ``rpm`` and ``concurrency``), reporting to ``events``."""
     clients: dict[str, LimitedClient] = {}
     for name in settings.providers_in_use():
         section = settings.providers.get(name)
@@ -91,7 +59,7 @@ def build_clients(
             connect_timeout=section.connect_timeout,
             on_fallback=on_fallback,
         )
-        clients[name] = LimitedClient(client, section.concurrency)
+        clients[name] = LimitedClient(client, section.concurrency, rpm=section.rpm, events=events)
     return clients
 
 

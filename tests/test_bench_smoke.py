@@ -30,6 +30,14 @@ FIGURES = {
         "torture_storm_attempts_per_file:",
     ],
     "emulator_bench.py": ["uploads_16KiB:", "emulator_peak_rss_after_big_MiB:"],
+    "limits.py": [
+        "machine: nproc=",
+        "kimi reference (direct, knows the limits):",
+        "kimi learned:",
+        "kimi configured:",
+        "glm learned:",
+        "glm configured:",
+    ],
     "memory_transports.py": ["nproc ", "worst median rise over the real transports:"],
     "cpu_breakdown.py": [
         "machine: nproc=",

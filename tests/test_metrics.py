@@ -93,6 +93,9 @@ def expected_zero_series() -> list[tuple[str, frozenset[tuple[str, str]]]]:
                 "inboxd_remote_bytes",
                 "inboxd_upload_duration_seconds_count",
                 "inboxd_upload_duration_seconds_sum",
+                "inboxd_rate_limit_rpm",
+                "inboxd_concurrency_limit",
+                "inboxd_throttled_total",
             )
         ]
         out += [
@@ -113,6 +116,23 @@ def test_every_series_exists_at_zero_from_start() -> None:
     # Nothing else of ours: the set above is the whole contract.
     ours = {k for k in got if k[0].startswith("inboxd_") and not k[0].endswith("_created")}
     assert ours == {*expected_zero_series(), key("inboxd_build_info", version="0.1.0")}
+
+
+def test_pacing_limits_and_throttles_per_provider() -> None:
+    """The limiter's limits set the two gauges (no rate known → 0) and each 429 counts once."""
+    registry = CollectorRegistry()
+    metrics = make_metrics(registry)
+    metrics.pacing_limits("kimi", 120.0, 4)
+    metrics.pacing_limits("glm", None, 2)
+    metrics.throttled("glm")
+    metrics.throttled("glm")
+    got = samples(registry)
+    assert got[key("inboxd_rate_limit_rpm", provider="kimi")] == 120.0
+    assert got[key("inboxd_concurrency_limit", provider="kimi")] == 4.0
+    assert got[key("inboxd_rate_limit_rpm", provider="glm")] == 0.0
+    assert got[key("inboxd_concurrency_limit", provider="glm")] == 2.0
+    assert got[key("inboxd_throttled_total", provider="glm")] == 2.0
+    assert got[key("inboxd_throttled_total", provider="kimi")] == 0.0
 
 
 def test_process_and_platform_collectors_are_on_the_injected_registry() -> None:

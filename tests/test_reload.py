@@ -270,7 +270,7 @@ async def test_an_upload_in_flight_survives_a_reload_that_replaces_its_client(
         assert await daemon.reload()
         new_client = daemon.clients["kimi"]
         assert isinstance(old_client, LimitedClient)
-        busy_during = old_client.limiter.borrowed_tokens
+        busy_during = old_client.pacer.in_flight
         result = await outcomes.wait("docs", "slow.txt")
         retired_after = len(daemon.work.retired)
     assert busy_during == 1

@@ -23,6 +23,7 @@ from typing import Any, cast
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 
 from providers.emulator.faults import Decision, FaultPlan, decide, parse_faults
+from providers.emulator.ratelimit import KeyLimiter, limit_error
 from providers.emulator.state import (
     TEXT_TYPES,
     ApiError,
@@ -66,6 +67,8 @@ class EmulatorApp:
         limits: Mapping[str, ProviderLimits],
         data_dir: Path,
         seed: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.keys = dict(keys)
         self.limits = dict(limits)
@@ -77,6 +80,11 @@ class EmulatorApp:
         self._spool = itertools.count()
         self._rngs: dict[str, random.Random] = {}
         self._index: dict[str, int] = {}
+        # The rpm/concurrency limits' state; ``clock`` drives their 60 s window and ``sleep``
+        # the latency and slow delays (both injected by tests).
+        self._limiters = {p: KeyLimiter() for p in PROVIDERS}
+        self._clock = clock
+        self._sleep = sleep
         self.reset()
         for provider in PROVIDERS:
             (data_dir / provider).mkdir(parents=True, exist_ok=True)
@@ -90,6 +98,7 @@ class EmulatorApp:
             self.counts[provider] = {}
             self._rngs[provider] = random.Random(f"{self.seed}:{provider}")
             self._index[provider] = 0
+            self._limiters[provider].forget_window()
 
     def set_plan(self, provider: str, plan: FaultPlan) -> None:
         """Replace a provider's faults; its scripted sequence starts again."""
@@ -101,7 +110,8 @@ class EmulatorApp:
         app = web.Application()
         for provider, prefix in PREFIXES.items():
             files = f"{prefix}/files"
-            app.router.add_post(files, self._api(provider, "upload", self._upload))
+            upload = self._limited(provider, self._api(provider, "upload", self._upload))
+            app.router.add_post(files, upload)
             app.router.add_get(files, self._api(provider, "list", self._list))
             one = f"{files}/{{file_id}}"
             app.router.add_get(one, self._api(provider, "retrieve", self._retrieve))
@@ -130,7 +140,7 @@ class EmulatorApp:
             )
             self._index[provider] += 1
             if decision.delay:
-                await asyncio.sleep(decision.delay)
+                await self._sleep(decision.delay)
             try:
                 denied = auth_error(
                     provider, request.headers.get("Authorization"), self.keys[provider]
@@ -155,6 +165,30 @@ class EmulatorApp:
                 raise web.HTTPException() from None  # the transport is gone: nothing is sent
             self._count(provider, op, str(response.status))
             return response
+
+        return handler
+
+    def _limited(self, provider: str, inner: _Handler) -> _Handler:
+        """``inner`` behind the plan's rpm/concurrency limits (refused before any latency)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            plan = self.plans[provider]
+            unlimited = plan.rpm is None and plan.concurrency is None
+            key = self.keys[provider]
+            if unlimited or auth_error(provider, request.headers.get("Authorization"), key):
+                return await inner(request)
+            limiter = self._limiters[provider]
+            scope = limiter.admit(rpm=plan.rpm, concurrency=plan.concurrency, now=self._clock())
+            if scope is not None:
+                await _drain(request)
+                self._count(provider, "upload", "429")
+                limit = plan.rpm if scope == "rate" else plan.concurrency
+                assert limit is not None
+                return self._error(provider, limit_error(provider, scope, limit))
+            try:
+                return await inner(request)
+            finally:
+                limiter.finish()
 
         return handler
 
@@ -214,7 +248,7 @@ class EmulatorApp:
                 with spool.open("wb") as out:
                     while chunk := await part.read_chunk(_CHUNK):
                         if slow:
-                            await asyncio.sleep(slow)
+                            await self._sleep(slow)
                         digest.update(chunk)
                         if size <= keep:
                             out.write(chunk)

@@ -20,8 +20,11 @@ fault spec, per provider: 'kimi:500@0.3,429:2@0.1;glm:seq=500/500/ok,latency=20+
 Faults: 500 502 503, 429[:RETRY_AFTER_S], quota, 401, reset (connection aborted, nothing
 stored), drop (file stored, then connection aborted); '@P' = probability (default 1).
 Also seq=STEP/STEP/... (scripted first requests; 'ok' = no fault), latency=MS[+JITTER_MS],
-slow=MS (per 64 KiB of request body). Target 'all' = every provider. Change at run time with
-PUT /_emulator/faults (body: a spec)."""
+slow=MS (per 64 KiB of request body). Limits per key, uploads only: rpm=N (at most N admitted
+in any rolling 60 s) and concurrency=N (at most N in flight), e.g. 'kimi:rpm=120,concurrency=4';
+over a limit → 429 at once with the real body (Kimi rate_limit_reached_error "max RPM: N" /
+"max concurrency: N", GLM 1303 / 1302 in Chinese), no Retry-After. Target 'all' = every
+provider. Change at run time with PUT /_emulator/faults (body: a spec)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

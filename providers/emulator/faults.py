@@ -12,6 +12,13 @@ Spec grammar (``--faults``, ``Emulator(faults=...)``, ``PUT /_emulator/faults``)
                                                     the probabilistic items apply
               | "latency=" MS ["+" JITTER_MS]       added before answering (jitter uniform)
               | "slow=" MS                          delay per 64 KiB chunk of request body
+              | "rpm=" N                            per-key limit: at most N uploads admitted in
+                                                    any rolling 60 s (emulator clock); more → 429
+                                                    (Kimi rate_limit_reached_error "max RPM: N",
+                                                    GLM 1303), no Retry-After, no latency
+              | "concurrency=" N                    per-key limit: at most N uploads in flight;
+                                                    more → 429 (Kimi "max concurrency: N", GLM
+                                                    1302), answered at once
               | "none"                              no faults
     step     := "ok" | fault
     fault    := 500 | 502 | 503                     server error, nothing stored
@@ -26,7 +33,10 @@ Spec grammar (``--faults``, ``Emulator(faults=...)``, ``PUT /_emulator/faults``)
                                                     (the file IS stored), then the connection is
                                                     aborted before any response
 
-Example: ``kimi:500@0.3,429:2@0.1;glm:seq=500/500/ok,latency=20+10``. The probabilities of
+Example: ``kimi:500@0.3,429:2@0.1;glm:seq=500/500/ok,latency=20+10``. The limits
+(``kimi:rpm=120,concurrency=4``) apply to uploads only (list, retrieve, delete and content are
+never limited) and are checked before any fault or latency; refusals do not count toward the
+window; the bodies are in ``providers.emulator.ratelimit``. The probabilities of
 one provider's faults add up to at most 1; one uniform draw per request picks at most one.
 A section replaces that provider's whole plan.
 """
@@ -87,6 +97,8 @@ class FaultPlan:
     latency: float = 0.0
     jitter: float = 0.0
     slow: float = 0.0
+    rpm: int | None = None
+    concurrency: int | None = None
 
     def __str__(self) -> str:
         items = [
@@ -99,6 +111,10 @@ class FaultPlan:
             items.append(f"latency={self.latency * 1000:g}+{self.jitter * 1000:g}")
         if self.slow:
             items.append(f"slow={self.slow * 1000:g}")
+        if self.rpm is not None:
+            items.append(f"rpm={self.rpm}")
+        if self.concurrency is not None:
+            items.append(f"concurrency={self.concurrency}")
         return ",".join(items) or "none"
 
 
@@ -145,6 +161,7 @@ def parse_plan(text: str) -> FaultPlan:
     chances: list[Chance] = []
     sequence: tuple[Fault | None, ...] = ()
     latency = jitter = slow = 0.0
+    caps: dict[str, int | None] = {"rpm": None, "concurrency": None}
     for item in (i.strip() for i in text.split(",")):
         if not item or item == "none":
             continue
@@ -158,12 +175,17 @@ def parse_plan(text: str) -> FaultPlan:
             latency, jitter = _millis(fixed, text), _millis(extra or "0", text)
         elif item.startswith("slow="):
             slow = _millis(item[5:], text)
+        elif item.partition("=")[0] in caps:
+            name, _, value = item.partition("=")
+            caps[name] = _whole(name, value, text)
         else:
             name, _, prob = item.partition("@")
             chances.append(Chance(_fault(name.strip(), text), _probability(prob or "1", text)))
     if sum(c.probability for c in chances) > 1 + 1e-9:
         raise _bad(text, "the probabilities of one provider's faults add up to more than 1")
-    return FaultPlan(tuple(chances), sequence, latency, jitter, slow)
+    return FaultPlan(
+        tuple(chances), sequence, latency, jitter, slow, caps["rpm"], caps["concurrency"]
+    )
 
 
 def coerce_plans(faults: str | FaultPlan | Mapping[str, FaultPlan] | None) -> dict[str, FaultPlan]:
@@ -201,6 +223,12 @@ def _probability(text: str, spec: str) -> float:
     if not 0 <= value <= 1:
         raise _bad(spec, f"probability {text!r} must be a number from 0 to 1")
     return value
+
+
+def _whole(name: str, text: str, spec: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise _bad(spec, f"{name}={text}: the limit must be a whole number >= 1")
+    return int(text)
 
 
 def _millis(text: str, spec: str) -> float:

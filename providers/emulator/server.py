@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -30,7 +31,8 @@ class Emulator:
 
     ``keys`` maps provider → API key (missing ones take DEFAULT_KEYS); ``faults`` is a spec
     string, one plan for every provider, or None; ``limits`` replaces providers.limits.LIMITS
-    (e.g. a lowered ``max_files`` to test quotas quickly).
+    (e.g. a lowered ``max_files`` to test quotas quickly). ``clock`` (monotonic seconds) drives
+    the ``rpm=`` window and ``sleep`` the ``latency=``/``slow=`` delays: tests inject both.
     """
 
     def __init__(
@@ -43,7 +45,11 @@ class Emulator:
         seed: int = 0,
         data_dir: Path | None = None,
         limits: Mapping[str, ProviderLimits] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._clock = clock
+        self._sleep = sleep
         self._host = host
         self._port = port
         self._keys = {**DEFAULT_KEYS, **(keys or {})}
@@ -73,7 +79,12 @@ class Emulator:
             self._tmp = tempfile.TemporaryDirectory(prefix="inboxd-emulator-")
         data_dir = self._data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         self._app = EmulatorApp(
-            keys=self._keys, limits=self._limits, data_dir=data_dir, seed=self._seed
+            keys=self._keys,
+            limits=self._limits,
+            data_dir=data_dir,
+            seed=self._seed,
+            clock=self._clock,
+            sleep=self._sleep,
         )
         for provider, plan in self._initial.items():
             self._app.set_plan(provider, plan)
