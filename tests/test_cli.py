@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,19 @@ def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().out.startswith("usage: inboxd")
 
 
+# Far longer than any stop of an idle daemon takes, even on a slow, busy machine: a stop that
+# waited for the grace period (as if a file were in flight) times out below instead.
+_GRACE = 600
+
+
 def _start(tmp_path: Path) -> subprocess.Popen[bytes]:
     """Start `inboxd run` as a real process and wait for its READY=1 on a real notify socket."""
     inbox = tmp_path / "in"
     inbox.mkdir()
     config = tmp_path / "c.toml"
     config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[metrics]\nlisten = "127.0.0.1:0"\n'
+        f'state_dir = "{tmp_path / "state"}"\nshutdown_grace = {_GRACE}\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\n'
         f'[[inbox]]\nname = "a"\npath = "{inbox}"\nproviders = ["kimi"]\n'
     )
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -62,16 +67,14 @@ def _start(tmp_path: Path) -> subprocess.Popen[bytes]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_run_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
-    """`inboxd run` exits 0 within 2 s of SIGTERM or SIGINT."""
+    """`inboxd run` exits 0 on SIGTERM or SIGINT without waiting for the shutdown grace (no
+    file is in flight)."""
     proc = _start(tmp_path)
     try:
-        sent = time.monotonic()
         proc.send_signal(signum)
-        proc.wait(timeout=10)
+        proc.wait(timeout=90)  # well inside pytest-timeout, far short of the grace
     finally:
         if proc.poll() is None:  # never leave a daemon behind, whatever failed
             proc.kill()
             proc.wait()
-    elapsed = time.monotonic() - sent
     assert proc.returncode == 0
-    assert elapsed < 2.0
