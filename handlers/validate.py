@@ -205,8 +205,9 @@ class OpenedFile:
 def open_for_upload(path: Path, *, accept: Accept, opener: Opener = os.open) -> OpenedFile:
     """Open ``path`` once and validate it on the fd.
 
-    Raises ``RejectedFile(reason, detail)`` (quarantine it), ``FileVanished`` (forget it) or
-    ``FileBusy`` (try again later). ``accept(size, extension)`` is the router's verdict.
+    Raises ``Refused(reason, detail, identity)`` (a ``RejectedFile``: quarantine it, if the
+    name still holds that file), ``FileVanished`` (forget it) or ``FileBusy`` (try again
+    later). ``accept(size, extension)`` is the router's verdict.
     """
     shown = display_name(path.name)
     handle = _open(opener, path, _PATH_FLAGS, shown)
