@@ -23,7 +23,7 @@ from daemon.cli import main
 from daemon.commands import run_status
 from daemon.logs import RedactingHandler, TextFormatter
 from daemon.notify import Notifier
-from daemon.settings import Settings
+from daemon.settings import Settings, load_settings
 from daemon.store import Store
 from providers.classify import redact
 from providers.errors import Permanent
@@ -183,3 +183,14 @@ def test_status_command_removes_a_key_already_in_the_ledger(
     assert "a.txt: upload_rejected: glm: bad [redacted]" in text
     assert json.loads(as_json)["failures"][0]["detail"] == "glm: bad [redacted]"
     assert [s for s in LEAKS if s in text + as_json] == []
+
+
+def test_loading_settings_registers_the_keys_it_finds(tmp_path: Path) -> None:
+    """load_settings (every CLI command, every reload) adds the keys it finds to the registry."""
+    inbox = tmp_path / "docs"
+    inbox.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[[inbox]]\nname = "docs"\npath = "{inbox}"\nproviders = ["glm"]\n')
+    assert scrub(GLM_KEY) == GLM_KEY
+    load_settings(config, environ={"ZHIPUAI_API_KEY": GLM_KEY})
+    assert scrub(f"{GLM_KEY} {KEY_SECRET}") == "[redacted] [redacted]"
