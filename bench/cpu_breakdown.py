@@ -58,6 +58,8 @@ class InstantUploader:
         open_file: Callable[[], BinaryIO],
         before_attempt: Callable[[str, str], Awaitable[None]],
         reconcile: Callable[[str, str], Awaitable[object]],
+        first_tried: float | None = None,
+        attempts: int = 0,
     ) -> object:
         from providers.types import RemoteFile, UploadResult
 

@@ -869,3 +869,27 @@ async def test_unsure_ambiguity_never_fails_over_to_another_provider() -> None:
     assert (info.value.reason, info.value.until) == ("unsure", T0 + 1.5 + 5.0)
     assert rig.glm.calls == []
     assert len(rig.kimi.calls) == 1  # every later attempt only tried to list
+
+
+@pytest.mark.anyio
+async def test_an_unsure_file_is_never_given_up_on() -> None:
+    """give_up_after passed long ago: a file whose attempt may be stored still only waits."""
+    rig = _rig(kimi=[Retryable("reset", ambiguous=True)], policy=RetryPolicy(give_up_after=1.0))
+
+    async def unlistable(provider: str, purpose: str) -> RemoteFile | None:
+        raise Retryable("list failed", status=503)
+
+    rig.reconcile = unlistable  # type: ignore[method-assign]
+    with pytest.raises(Parked) as info:
+        await rig.upload(["kimi"], first_tried=T0 - 86_400.0)
+    assert info.value.reason == "unsure"
+
+
+@pytest.mark.anyio
+async def test_refused_by_one_failing_on_the_other_waits() -> None:
+    """Kimi refuses the file for good, GLM fails transiently: GLM may take it later, so the
+    file waits instead of being quarantined."""
+    rig = _rig(kimi=[Permanent("no", reason="upload_rejected")], glm=[_err503()] * 3)
+    with pytest.raises(Parked) as info:
+        await rig.upload()
+    assert info.value.reason == "attempts_exhausted"
