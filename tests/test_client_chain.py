@@ -22,6 +22,7 @@ from providers.errors import (
     Permanent,
     QuotaExhausted,
     Retryable,
+    Throttled,
     TransportUnavailable,
 )
 from providers.factory import build_client
@@ -267,7 +268,7 @@ async def test_every_transport_unusable_raises_transport_unavailable(emu: Emulat
 NO_FALLBACK = [
     pytest.param("401", AuthFailed, id="401"),
     pytest.param("quota", QuotaExhausted, id="quota-429"),
-    pytest.param("429:1", Retryable, id="transient-429"),
+    pytest.param("429:1", Throttled, id="throttled-429"),
     pytest.param("500", Retryable, id="500"),
     pytest.param("503", Retryable, id="503"),
     pytest.param("reset", Retryable, id="reset-ambiguous"),

@@ -202,8 +202,8 @@ EXPECTED: dict[str, dict[str, Sig]] = {
         "glm": ("QuotaExhausted", 429, "1113", None, None, None),
     },
     "rate_limit": {
-        "kimi": ("Retryable", 429, "rate_limit_reached_error", None, 2.0, False),
-        "glm": ("Retryable", 429, "1302", None, 2.0, False),
+        "kimi": ("Throttled", 429, "rate_limit_reached_error", None, 2.0, False),
+        "glm": ("Throttled", 429, "1302", None, 2.0, False),
     },
     "server_500": {
         "kimi": ("Retryable", 500, "server_error", None, None, False),
