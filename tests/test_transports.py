@@ -143,10 +143,42 @@ async def test_glm_listing_follows_every_page(emu: Emulator, name: str) -> None:
         batch = await transport.list_files("batch")
         assert len(batch) == 205
         assert all(f.purpose == "batch" for f in batch)
+        assert await transport.usage() == (206, 205 * 3 + 1)  # type: ignore[attr-defined]
         counts = emu.counts()["glm"]
-        assert counts["list.200"] == 3 + 3  # three pages for each listing
+        # Every list call names a purpose (GLM requires it): with none configured, a whole
+        # listing asks each of the 6 documented purposes (batch: 3 pages, the others: 1).
+        assert counts == {"upload.200": 206, "list.200": 8 + 3 + 8}
     finally:
         await seeder.aclose()
+        await transport.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["zhipuai", "openai", "http"])
+async def test_glm_listing_asks_the_purposes_in_use(emu: Emulator, name: str) -> None:
+    """With the purposes in use given, a whole GLM listing and count ask exactly those."""
+    cls = {"openai": OpenAITransport, "zhipuai": ZhipuAITransport, "http": HttpTransport}[name]
+    transport = cls(
+        "glm",
+        base_url=emu.base_url("glm"),
+        api_key=emu.key("glm"),
+        timeout=10.0,
+        connect_timeout=10.0,
+        list_purposes=("agent", "batch"),
+    )
+    try:
+        for purpose, filename in (("agent", "a.txt"), ("batch", "b.jsonl"), ("agent", "c.txt")):
+            await transport.upload(
+                filename=filename,
+                fileobj=io.BytesIO(b"{}\n"),
+                purpose=purpose,
+                content_type="text/plain",
+            )
+        listed = await transport.list_files()
+        assert sorted(f.filename for f in listed) == ["a.txt", "b.jsonl", "c.txt"]
+        assert await transport.usage() == (3, 9)
+        assert emu.counts()["glm"] == {"upload.200": 3, "list.200": 4}
+    finally:
         await transport.aclose()
 
 

@@ -37,6 +37,7 @@ from providers.emulator.state import (
     file_object,
     glm_page,
     judge_upload,
+    kimi_page,
     not_found,
 )
 from providers.errors import ConfigError
@@ -143,7 +144,7 @@ class EmulatorApp:
                     if kind in ("reset", "drop"):
                         self._abort(request, kind)
                 if denied is None and decision.fault is not None and kind not in _ABORTS:
-                    denied = fault_error(provider, decision.fault)
+                    denied = fault_error(provider, decision.fault, now=time.time())
                 response: web.StreamResponse
                 if denied is not None:
                     await _drain(request)
@@ -230,7 +231,7 @@ class EmulatorApp:
     async def _list(self, request: web.Request, provider: str, _: Decision) -> web.StreamResponse:
         files = self.store.of(provider)
         if provider == "kimi":
-            return web.json_response({"object": "list", "data": [file_object(f) for f in files]})
+            return web.json_response(kimi_page(files, request.query))
         page = glm_page(files, request.query, self.limits[provider])
         if isinstance(page, ApiError):
             return self._error(provider, page)
@@ -307,7 +308,8 @@ class EmulatorApp:
     def _error(provider: str, error: ApiError, decision: Decision | None = None) -> web.Response:
         headers = {}
         fault = decision.fault if decision is not None else None
-        if fault is not None and fault.retry_after is not None and error.status == 429:
+        # Only "429" sends Retry-After; "429msg"/"429conc" name the wait in the text alone.
+        if fault is not None and fault.kind == "429" and error.status == 429:
             headers["Retry-After"] = str(fault.retry_after)
         return web.Response(
             body=json.dumps(error.body(provider)).encode(),
