@@ -504,3 +504,30 @@ async def test_zhipuai_list_requires_purpose(emu: Emulator, tmp_path: Path) -> N
     }
     page = await _glm_call(emu, "list", purpose="agent", order="created_at")
     assert [f.id for f in page.data] == [created.id]
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ('say "hi".txt', "say %22hi%22.txt"),  # httpx writes '"' as %22; nobody decodes it
+        ("a\\b.txt", "a\\b.txt"),  # written as a quoted-pair "\\\\", read back as one "\\"
+        ("\\lead.txt", "\\lead.txt"),
+        ("100%.txt", "100%.txt"),
+        ("100%22.txt", "100%22.txt"),
+        ("a;b;c.txt", "a;b;c.txt"),
+        ("a=b; c.txt", "a=b; c.txt"),
+        ("résumé 文件.txt", "résumé 文件.txt"),
+    ],
+)
+@pytest.mark.anyio
+async def test_stored_name_is_the_wire_name(emu: Emulator, name: str, stored: str) -> None:
+    """The emulator stores the multipart filename as sent: quoted-string read, nothing else."""
+    async with httpx.AsyncClient() as raw:
+        resp = await raw.post(
+            f"{emu.base_url('kimi')}/files",
+            headers={"Authorization": f"Bearer {emu.key('kimi')}"},
+            files={"file": (name, b"x", "text/plain")},
+            data={"purpose": "file-extract"},
+        )
+    assert (resp.status_code, resp.json()["filename"]) == (200, stored)
+    assert [f.filename for f in emu.files()] == [stored]

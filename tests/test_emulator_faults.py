@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from providers.emulator.cli import build_parser
+from providers.emulator.disposition import disposition_params
 from providers.emulator.faults import (
     FAULT_KINDS,
     Chance,
@@ -372,3 +373,23 @@ def test_emulator_help_names_every_fault_kind() -> None:
     text = build_parser().format_help()
     missing = [kind for kind in sorted(FAULT_KINDS) if kind not in text]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('form-data; name="file"; filename="say %22hi%22.txt"', "say %22hi%22.txt"),
+        ('form-data; name="file"; filename="a\\\\b.txt"', "a\\b.txt"),
+        ('form-data; name="file"; filename="\\\\lead.txt"', "\\lead.txt"),
+        ('form-data; name="file"; filename="a;b;c=d.txt"', "a;b;c=d.txt"),
+        ('form-data; name="file"; filename="r\u00e9sum\u00e9.txt"', "r\u00e9sum\u00e9.txt"),
+        ("form-data; name=file; filename=plain.txt", "plain.txt"),
+        ('form-data; name="file"; filename="x"; filename*=UTF-8\'\'%E6%96%87.txt', "\u6587.txt"),
+        ('form-data; name="file"', None),
+    ],
+)
+def test_disposition_filename(header: str, expected: str | None) -> None:
+    """The stored filename is the quoted-string as sent: quoted-pairs read, nothing decoded."""
+    params = disposition_params(header)
+    assert params["name"] == "file"
+    assert params.get("filename") == expected

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from providers.emulator.disposition import disposition_params
 from providers.emulator.faults import Decision, FaultPlan, decide, parse_faults
 from providers.emulator.state import (
     TEXT_TYPES,
@@ -78,6 +80,7 @@ class EmulatorApp:
         self._spool = itertools.count()
         self._rngs: dict[str, random.Random] = {}
         self._index: dict[str, int] = {}
+        self._tick = asyncio.Event()
         self.reset()
         for provider in PROVIDERS:
             (data_dir / provider).mkdir(parents=True, exist_ok=True)
@@ -204,14 +207,15 @@ class EmulatorApp:
         size = 0
         digest = hashlib.sha256()
         quiet = cast("StreamReader", _QuietContent(request.content))
-        reader = MultipartReader(request.headers, quiet)
+        reader = _Reader(request.headers, quiet)
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 return bad_request(provider, "Nested multipart bodies are not accepted")
-            if part.name == "purpose":
+            params = disposition_params(reader.disposition)
+            if params.get("name") == "purpose":
                 purpose = (await part.read()).decode(errors="replace")
-            elif part.name == "file":
-                filename = part.filename or "upload"
+            elif params.get("name") == "file":
+                filename = params.get("filename") or "upload"
                 with spool.open("wb") as out:
                     while chunk := await part.read_chunk(_CHUNK):
                         if slow:
@@ -298,6 +302,12 @@ class EmulatorApp:
         key = f"{op}.{outcome}"
         counts = self.counts[provider]
         counts[key] = counts.get(key, 0) + 1
+        self._tick.set()
+        self._tick = asyncio.Event()
+
+    async def counted(self) -> None:
+        """Return at the next request counted."""
+        await self._tick.wait()
 
     def _abort(self, request: web.Request, kind: str) -> None:
         if request.transport is not None:
@@ -316,6 +326,29 @@ class EmulatorApp:
             status=error.status,
             headers={"Content-Type": "application/json", **headers},
         )
+
+
+class _Reader(MultipartReader):
+    """aiohttp's multipart reader, with each part's Content-Disposition read by us.
+
+    aiohttp parses the first part's header itself (looking for ``_charset_``) and mangles
+    names (strips a leading ``\\``, warns and gives up on a second ``;``); under
+    ``filterwarnings = error`` that warning was a 500. Each part is handed on with a plain
+    ``form-data; name="..."`` header, and its real one is kept in ``disposition``.
+    """
+
+    disposition: str | None = None
+
+    async def fetch_next_part(self) -> MultipartReader | BodyPartReader:
+        part = await super().fetch_next_part()
+        self.disposition = part.headers.get("Content-Disposition")
+        name = disposition_params(self.disposition).get("name", "")
+        plain = CIMultiDict(part.headers)
+        plain["Content-Disposition"] = 'form-data; name="{}"'.format(
+            name.replace("\\", "\\\\").replace('"', '\\"')
+        )
+        part.headers = CIMultiDictProxy(plain)
+        return part
 
 
 class _QuietContent:
