@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
 from handlers.reconcile import match_remote
+from providers.emulator.disposition import disposition_params
 from providers.types import RemoteFile
-from providers.wire import wire_filenames
+from providers.wire import wire_filenames, wire_form
 from tests._harness import provider_section, read_sidecar, running, sha
 
 # (local name, the name every transport's multipart filename makes the server store)
@@ -67,3 +69,16 @@ async def test_dropped_answer_leaves_one_copy_whatever_the_name(
             assert (receipt["file_id"], receipt["transport"]) == (copies[0].id, "reconcile")
         assert len(run.emu.files()) == len(NAMES)
         assert run.emu.counts()[provider]["upload.drop"] == len(NAMES)
+
+
+@pytest.mark.parametrize("module", ["httpx", "httpx2"])
+@pytest.mark.parametrize("name", [n for n, _ in NAMES] + ["tab\tname.txt", "%22.txt"])
+def test_wire_form_is_what_httpx_writes(module: str, name: str) -> None:
+    """httpx (zhipuai, raw) and httpx2 (openai 3.x) write the filename as wire_form says."""
+    http = importlib.import_module(module)
+    request = http.Request("POST", "http://127.0.0.1/files", files={"file": (name, b"x")})
+    head = request.read().split(b"\r\n\r\n", 1)[0].decode()
+    [disposition] = [h for h in head.split("\r\n") if h.startswith("Content-Disposition")]
+    sent = disposition_params(disposition.split(":", 1)[1].strip())["filename"]
+    assert sent == wire_form(name)
+    assert sent in wire_filenames(name)
