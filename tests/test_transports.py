@@ -202,6 +202,10 @@ CASES: dict[str, Case] = {
     "wrong_key": Case(api_key="not-the-key"),
     "quota": Case(fault="quota"),
     "rate_limit": Case(fault="429:2"),
+    "rate_limit_in_text": Case(fault="429msg:3"),
+    "concurrency_limit": Case(fault="429conc"),
+    "balance": Case(fault="balance"),
+    "extract_failed": Case(fault="extract"),
     "server_500": Case(fault="500"),
     "server_503": Case(fault="503"),
     "reset": Case(fault="reset"),
@@ -236,6 +240,23 @@ EXPECTED: dict[str, dict[str, Sig]] = {
     "rate_limit": {
         "kimi": ("Throttled", 429, "rate_limit_reached_error", None, 2.0, False),
         "glm": ("Throttled", 429, "1302", None, 2.0, False),
+    },
+    # The wait only in Kimi's message text; GLM's 1302/1303 name none.
+    "rate_limit_in_text": {
+        "kimi": ("Throttled", 429, "rate_limit_reached_error", None, 3.0, False),
+        "glm": ("Throttled", 429, "1303", None, None, False),
+    },
+    "concurrency_limit": {
+        "kimi": ("Throttled", 429, "rate_limit_reached_error", None, 1.0, False),
+        "glm": ("Throttled", 429, "1302", None, None, False),
+    },
+    "balance": {
+        "kimi": ("QuotaExhausted", 403, "permission_denied_error", None, None, None),
+        "glm": ("QuotaExhausted", 429, "1113", None, None, None),
+    },
+    "extract_failed": {
+        "kimi": ("Permanent", 500, None, "extract_failed", None, None),
+        "glm": ("Retryable", 500, "500", None, None, False),
     },
     "server_500": {
         "kimi": ("Retryable", 500, "server_error", None, None, False),
