@@ -58,6 +58,10 @@ def build_clients(
             timeout=section.timeout,
             connect_timeout=section.connect_timeout,
             on_fallback=on_fallback,
+            # GLM lists one purpose per call: count and reconcile the purposes in use.
+            list_purposes=sorted(
+                {i.purpose_for(name) for i in settings.inbox if name in i.providers}
+            ),
         )
         clients[name] = LimitedClient(client, section.concurrency, rpm=section.rpm, events=events)
     return clients

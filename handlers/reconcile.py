@@ -2,9 +2,11 @@
 
 An upload whose outcome is unknown — the daemon died after committing the intent, or the
 connection broke after the body was sent — may or may not have reached the provider. Before
-sending the file again, the provider's listing is searched for it: same file name, same byte
-count, created no earlier than the intent time minus the allowed clock skew, and not already
-recorded for another ledger row. Found: it is the upload (no second copy). Not found: upload.
+sending the file again, the provider's listing is searched for it: the same file name as the
+transport put it on the wire (``providers.wire``: ``say "hi".txt`` is stored as
+``say %22hi%22.txt``; every form a server may keep is tried), same byte count, created no
+earlier than the intent time minus the allowed clock skew, and not already recorded for
+another ledger row. Found: it is the upload (no second copy). Not found: upload.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import PurePath
 from handlers.ledger import PENDING, UPLOADED, Ledger, LedgerRow
 from providers.errors import ProviderError
 from providers.types import RemoteFile, UploadClient
+from providers.wire import wire_filenames
 
 __all__ = ["Reconciler", "match_remote"]
 
@@ -35,12 +38,14 @@ def match_remote(
     """The earliest remote file that can be this upload, or None.
 
     ``claimed`` holds file ids other ledger rows already own: two local files with the same
-    name and size must never both adopt one remote copy.
+    name and size must never both adopt one remote copy. ``filename`` is the local name; the
+    remote one is compared in every form the transports' encoding may have stored it under.
     """
+    names = wire_filenames(filename)
     matches = [
         f
         for f in files
-        if f.filename == filename
+        if f.filename in names
         and f.bytes == size
         and f.purpose == purpose
         and f.created_at >= intent_at - skew

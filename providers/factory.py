@@ -31,11 +31,14 @@ def build_client(
     connect_timeout: float,
     on_fallback: FallbackCallback | None = None,
     http_transport: httpx.AsyncBaseTransport | None = None,
+    list_purposes: Sequence[str] = (),
 ) -> ProviderClient:
     """The provider's client with its transport chain in the given order.
 
     ``http_transport`` is given to the raw ``http`` transport's AsyncClient only (the SDKs
-    bring their own HTTP stacks). Raises ConfigError naming the key for an unknown provider
+    bring their own HTTP stacks). ``list_purposes`` are the purposes in use: GLM requires a
+    purpose on every list call, so a listing of all files asks once for each (none given:
+    every documented GLM purpose). Raises ConfigError naming the key for an unknown provider
     or a transport that cannot talk to it.
     """
     if provider not in PROVIDERS:
@@ -64,6 +67,7 @@ def build_client(
                     timeout=timeout,
                     connect_timeout=connect_timeout,
                     transport=http_transport,
+                    list_purposes=list_purposes,
                 )
             )
         else:
@@ -75,6 +79,7 @@ def build_client(
                     api_key=api_key,
                     timeout=timeout,
                     connect_timeout=connect_timeout,
+                    list_purposes=list_purposes,
                 )
             )
     return ProviderClient(provider, chain, on_fallback=on_fallback)

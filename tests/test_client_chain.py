@@ -8,12 +8,15 @@ import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO, NamedTuple
 
 import httpx
 import pytest
 
+from daemon.settings import InboxSettings, Settings
+from daemon.wiring import build_clients
 from providers.client import ProviderClient
 from providers.emulator import Emulator
 from providers.errors import (
@@ -22,11 +25,13 @@ from providers.errors import (
     Permanent,
     QuotaExhausted,
     Retryable,
+    Throttled,
     TransportUnavailable,
 )
 from providers.factory import build_client
 from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
 from providers.types import RemoteFile, Transport
+from tests._harness import provider_section
 
 Importer = Callable[[str], ModuleType]
 PAYLOAD = b'{"row": 1}\n' * 100
@@ -267,7 +272,7 @@ async def test_every_transport_unusable_raises_transport_unavailable(emu: Emulat
 NO_FALLBACK = [
     pytest.param("401", AuthFailed, id="401"),
     pytest.param("quota", QuotaExhausted, id="quota-429"),
-    pytest.param("429:1", Retryable, id="transient-429"),
+    pytest.param("429:1", Throttled, id="throttled-429"),
     pytest.param("500", Retryable, id="500"),
     pytest.param("503", Retryable, id="503"),
     pytest.param("reset", Retryable, id="reset-ambiguous"),
@@ -549,3 +554,29 @@ async def test_key_quoted_by_a_failing_sdk_never_reaches_the_message(emu: Emulat
         assert key not in str(caught.value)
         assert all(key not in call[3] for call in fallbacks.calls)
         assert len(fallbacks.calls) == 1
+
+
+@pytest.mark.anyio
+async def test_wired_glm_client_lists_by_the_purposes_in_use(emu: Emulator, tmp_path: Path) -> None:
+    """The daemon's GLM client counts its files with one list call per purpose in use."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    glm = provider_section("glm").model_copy(
+        update={"base_url": emu.base_url("glm"), "api_key": emu.key("glm")}
+    )
+    settings = Settings(
+        state_dir=tmp_path,
+        inbox=[
+            InboxSettings(name="a", path=tmp_path / "a", providers=["glm"]),
+            InboxSettings(
+                name="b", path=tmp_path / "b", providers=["glm"], purpose={"glm": "batch"}
+            ),
+        ],
+        providers={"glm": glm},
+    )
+    client = build_clients(settings)["glm"]
+    try:
+        assert await client.usage() == (0, 0)
+    finally:
+        await client.aclose()
+    assert emu.counts()["glm"] == {"list.200": 2}  # agent and batch, nothing else

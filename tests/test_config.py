@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -397,3 +398,25 @@ def test_cross_filesystem_warning(
         f"warning: inbox[0].quarantine_dir: {qdir} is on another filesystem than {inbox}; "
         "moves there copy, fsync and delete instead of an atomic rename"
     ]
+
+
+# provider-facts.md: the purposes each provider's upload docs list TODAY (GLM's file-extract
+# is only in older docs and takes no .txt; fine-tune is in the SDK types only; Kimi's batch
+# only in the newest reference).
+UPLOAD_PURPOSES_TODAY = {
+    "kimi": {"file-extract", "image", "video"},
+    "glm": {"agent", "batch", "code-interpreter", "voice-clone-input"},
+}
+
+
+def test_example_config_uses_purposes_documented_today() -> None:
+    """Every purpose config.example.toml sets is one the provider documents for upload today."""
+    example = Path(__file__).parent.parent / "config.example.toml"
+    config = tomllib.loads(example.read_text())
+    used = [
+        (provider, purpose)
+        for inbox in config["inbox"]
+        for provider, purpose in inbox.get("purpose", {}).items()
+    ]
+    assert used == [("kimi", "file-extract"), ("glm", "agent")]
+    assert all(purpose in UPLOAD_PURPOSES_TODAY[p] for p, purpose in used)

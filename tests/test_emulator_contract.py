@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ import openai
 import pytest
 import zhipuai
 
+from providers.classify import classify
 from providers.emulator import Emulator
+from providers.errors import Permanent, ProviderError, QuotaExhausted, Throttled
 from providers.limits import KIMI_LIMITS, MIB
+from providers.waits import CHINA_TZ, next_china_midnight
 
 
 @pytest.fixture
@@ -331,3 +336,198 @@ async def test_httpx_glm_bad_list_query(emu: Emulator) -> None:
             headers={"Authorization": f"Bearer {emu.key('glm')}"},
         )
     assert (resp.status_code, resp.json()["error"]["code"]) == (400, "1214")
+
+
+# -- the providers' real answers (provider-facts.md § Real answers) ---------------------
+
+
+def _classified(status: int, response: Any, provider: str) -> ProviderError:
+    return classify(provider, status, response.json(), response.headers, now=time.time())
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "status", "body", "expected"),
+    [
+        (
+            "429msg:2",
+            openai.RateLimitError,
+            429,
+            {
+                "type": "rate_limit_reached_error",
+                "message": "Your account org-emulator<ak-emulator> request reached organization "
+                "max RPM: 3, please try again after 2 seconds",
+            },
+            {"kind": Throttled, "scope": "rate", "limit": 3, "retry_after": 2.0},
+        ),
+        (
+            "429conc",
+            openai.RateLimitError,
+            429,
+            {
+                "type": "rate_limit_reached_error",
+                "message": "Your account org-emulator<ak-emulator> request reached organization "
+                "max concurrency: 1, please try again after 1 seconds",
+            },
+            {"kind": Throttled, "scope": "concurrency", "limit": 1, "retry_after": 1.0},
+        ),
+        (
+            "balance",
+            openai.PermissionDeniedError,
+            403,
+            {
+                "type": "permission_denied_error",
+                "message": "Your account org-emulator<ak-emulator> has insufficient balance, "
+                "please recharge your account",
+            },
+            {"kind": QuotaExhausted, "balance": True},
+        ),
+        (
+            "extract",
+            openai.InternalServerError,
+            500,
+            {"message": "extract task failed: failed", "type": ""},
+            {"kind": Permanent, "reason": "extract_failed"},
+        ),
+    ],
+)
+@pytest.mark.anyio
+async def test_openai_kimi_real_answers(
+    emu: Emulator,
+    tmp_path: Path,
+    *,
+    fault: str,
+    error: type[openai.APIStatusError],
+    status: int,
+    body: dict[str, str],
+    expected: dict[str, Any],
+) -> None:
+    """Kimi's real error bodies reach openai as sent (no Retry-After) and classify right."""
+    emu.set_faults("kimi", fault)
+    with pytest.raises(error) as info:
+        await _kimi_upload(emu, _write(tmp_path, "a.txt", b"x"))
+    assert info.value.status_code == status
+    assert info.value.body == body
+    assert "retry-after" not in info.value.response.headers
+    got = _classified(status, info.value.response, "kimi")
+    assert type(got) is expected.pop("kind")
+    assert {k: getattr(got, k) for k in expected} == expected
+    assert emu.files() == []
+
+
+GLM_1302 = "您当前使用该API的并发数过高，请降低并发，或联系客服增加限额。"
+GLM_1303 = "您当前使用该API的频率过高，请降低频率，或联系客服增加限额。"
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "message", "expected"),
+    [
+        ("429msg", "1303", GLM_1303, {"kind": Throttled, "scope": "rate", "retry_after": None}),
+        ("429conc", "1302", GLM_1302, {"kind": Throttled, "scope": "concurrency"}),
+        (
+            "balance",
+            "1113",
+            "您的账户已欠费，请充值后重试。",
+            {"kind": QuotaExhausted, "balance": True},
+        ),
+        (
+            "daily",
+            "1304",
+            "该 API 已达今日调用次数限额",
+            {"kind": QuotaExhausted, "until": next_china_midnight},
+        ),
+    ],
+)
+@pytest.mark.anyio
+async def test_zhipuai_real_answers(
+    emu: Emulator,
+    tmp_path: Path,
+    *,
+    fault: str,
+    code: str,
+    message: str,
+    expected: dict[str, Any],
+) -> None:
+    """GLM's real Chinese answers reach zhipuai as sent (no Retry-After) and classify right."""
+    emu.set_faults("glm", fault)
+    before = time.time()
+    with pytest.raises(zhipuai.APIReachLimitError) as info:
+        await _glm_upload(emu, _write(tmp_path, "a.pdf", b"%PDF"), "agent")
+    response = info.value.response
+    assert response.status_code == 429
+    assert response.json() == {"error": {"code": code, "message": message}}
+    assert "retry-after" not in response.headers
+    got = classify("glm", 429, response.json(), response.headers, now=before)
+    assert type(got) is expected.pop("kind")
+    if callable(expected.get("until")):
+        expected["until"] = expected["until"](before)
+    assert {k: getattr(got, k) for k in expected} == expected
+    assert emu.files() == []
+
+
+@pytest.mark.anyio
+async def test_zhipuai_usage_cap_names_its_reset_time(emu: Emulator, tmp_path: Path) -> None:
+    """GLM 1308 names its reset time (China time), and that time is when the park ends."""
+    emu.set_faults("glm", "cap")
+    before = time.time()
+    with pytest.raises(zhipuai.APIReachLimitError) as info:
+        await _glm_upload(emu, _write(tmp_path, "a.pdf", b"%PDF"), "agent")
+    error = info.value.response.json()["error"]
+    assert error["code"] == "1308"
+    reset = datetime.fromtimestamp(next_china_midnight(before), CHINA_TZ)
+    assert error["message"] == (
+        f"已达到 5 小时的使用上限。您的限额将在 {reset:%Y-%m-%d %H:%M:%S} 重置。"
+    )
+    got = classify("glm", 429, info.value.response.json(), {}, now=before)
+    assert isinstance(got, QuotaExhausted)
+    assert got.until == next_china_midnight(before)
+
+
+@pytest.mark.anyio
+async def test_openai_kimi_auto_pager_ends(emu: Emulator, tmp_path: Path) -> None:
+    """openai's auto-pager over Kimi's list (no has_more) stops: the list honours ``after``."""
+    ids = [(await _kimi_upload(emu, _write(tmp_path, f"{i}.txt", b"x"))).id for i in range(3)]
+    async with _kimi(emu) as client:
+        with anyio.fail_after(30):  # a bound against an endless loop, not a timing assertion
+            seen = [f.id async for f in client.files.list()]
+    assert seen == ids
+
+
+@pytest.mark.anyio
+async def test_zhipuai_list_requires_purpose(emu: Emulator, tmp_path: Path) -> None:
+    """GLM refuses a list without ``purpose`` (400, 1214) and accepts order=created_at."""
+    created = await _glm_upload(emu, _write(tmp_path, "a.pdf", b"%PDF"), "agent")
+    with pytest.raises(zhipuai.APIRequestFailedError) as info:
+        await _glm_call(emu, "list")
+    assert info.value.response.status_code == 400
+    assert info.value.response.json() == {
+        "error": {"code": "1214", "message": "参数 purpose 不能为空"}
+    }
+    page = await _glm_call(emu, "list", purpose="agent", order="created_at")
+    assert [f.id for f in page.data] == [created.id]
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ('say "hi".txt', "say %22hi%22.txt"),  # httpx writes '"' as %22; nobody decodes it
+        ("a\\b.txt", "a\\b.txt"),  # written as a quoted-pair "\\\\", read back as one "\\"
+        ("\\lead.txt", "\\lead.txt"),
+        ("100%.txt", "100%.txt"),
+        ("100%22.txt", "100%22.txt"),
+        ("a;b;c.txt", "a;b;c.txt"),
+        ("a=b; c.txt", "a=b; c.txt"),
+        ("résumé 文件.txt", "résumé 文件.txt"),
+    ],
+)
+@pytest.mark.anyio
+async def test_stored_name_is_the_wire_name(emu: Emulator, name: str, stored: str) -> None:
+    """The emulator stores the multipart filename as sent: quoted-string read, nothing else."""
+    async with httpx.AsyncClient() as raw:
+        resp = await raw.post(
+            f"{emu.base_url('kimi')}/files",
+            headers={"Authorization": f"Bearer {emu.key('kimi')}"},
+            files={"file": (name, b"x", "text/plain")},
+            data={"purpose": "file-extract"},
+        )
+    assert (resp.status_code, resp.json()["filename"]) == (200, stored)
+    assert [f.filename for f in emu.files()] == [stored]

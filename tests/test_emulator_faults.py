@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from providers.emulator.faults import Chance, Decision, Fault, FaultPlan, decide, parse_faults
+from providers.emulator.cli import build_parser
+from providers.emulator.disposition import disposition_params
+from providers.emulator.faults import (
+    FAULT_KINDS,
+    Chance,
+    Decision,
+    Fault,
+    FaultPlan,
+    decide,
+    parse_faults,
+)
 from providers.emulator.state import (
     ApiError,
     Store,
@@ -15,6 +25,7 @@ from providers.emulator.state import (
     fault_error,
     glm_page,
     judge_upload,
+    kimi_page,
 )
 from providers.errors import ConfigError
 from providers.limits import GLM_LIMITS, KIMI_LIMITS, MIB
@@ -31,6 +42,22 @@ from providers.limits import GLM_LIMITS, KIMI_LIMITS, MIB
             {"kimi": FaultPlan((Chance(Fault("500"), 0.3), Chance(Fault("429", 2), 0.1)))},
         ),
         ("glm:429", {"glm": FaultPlan((Chance(Fault("429", 1), 1.0),))}),
+        (
+            "kimi:429msg:3@0.5,429conc@0.1,balance@0.1",
+            {
+                "kimi": FaultPlan(
+                    (
+                        Chance(Fault("429msg", 3), 0.5),
+                        Chance(Fault("429conc", 1), 0.1),
+                        Chance(Fault("balance"), 0.1),
+                    )
+                )
+            },
+        ),
+        (
+            "glm:seq=daily/cap/extract",
+            {"glm": FaultPlan(sequence=(Fault("daily"), Fault("cap"), Fault("extract")))},
+        ),
         (
             "glm:seq=500/ok/drop",
             {"glm": FaultPlan(sequence=(Fault("500"), None, Fault("drop")))},
@@ -243,11 +270,23 @@ def test_auth_error_table(provider: str, header: str | None, expected: ApiError 
         ("kimi", Fault("502"), 502, "server_error"),
         ("glm", Fault("503"), 503, "500"),
         ("glm", Fault("401"), 401, "1002"),
+        ("kimi", Fault("429msg", 2), 429, "rate_limit_reached_error"),
+        ("glm", Fault("429msg", 2), 429, "1303"),
+        ("kimi", Fault("429conc", 1), 429, "rate_limit_reached_error"),
+        ("glm", Fault("429conc", 1), 429, "1302"),
+        ("kimi", Fault("balance"), 403, "permission_denied_error"),
+        ("glm", Fault("balance"), 429, "1113"),
+        ("glm", Fault("daily"), 429, "1304"),
+        ("kimi", Fault("daily"), 429, "exceeded_current_quota_error"),
+        ("glm", Fault("cap"), 429, "1308"),
+        ("kimi", Fault("cap"), 429, "exceeded_current_quota_error"),
+        ("kimi", Fault("extract"), 500, ""),
+        ("glm", Fault("extract"), 500, "500"),
     ],
 )
 def test_fault_error_table(provider: str, fault: Fault, status: int, code: str) -> None:
     """Each status fault answers with the provider's status and error type/code."""
-    got = fault_error(provider, fault)
+    got = fault_error(provider, fault, now=0.0)
     assert (got.status, got.code) == (status, code)
     field = "type" if provider == "kimi" else "code"
     assert got.body(provider)["error"][field] == code
@@ -260,23 +299,47 @@ def _files(n: int) -> list[StoredFile]:
 def test_glm_page_follows_after_and_order() -> None:
     """Pages of `limit` files, newest first by default, `after` = last id of the page before."""
     files = _files(5)
-    first = glm_page(files, {"limit": "2"}, GLM_LIMITS)
+    first = glm_page(files, {"purpose": "agent", "limit": "2"}, GLM_LIMITS)
     assert isinstance(first, dict)
     assert [f["id"] for f in first["data"]] == ["id4", "id3"]
     assert first["has_more"] is True
-    second = glm_page(files, {"limit": "2", "after": "id3"}, GLM_LIMITS)
+    second = glm_page(files, {"purpose": "agent", "limit": "2", "after": "id3"}, GLM_LIMITS)
     assert isinstance(second, dict)
     assert [f["id"] for f in second["data"]] == ["id2", "id1"]
     assert second["has_more"] is True
-    last = glm_page(files, {"limit": "2", "after": "id0"}, GLM_LIMITS)
+    last = glm_page(files, {"purpose": "agent", "limit": "2", "after": "id0"}, GLM_LIMITS)
     assert last == {"object": "list", "data": [], "has_more": False}
-    asc = glm_page(files, {"order": "asc", "after": "id2"}, GLM_LIMITS)
+    asc = glm_page(files, {"purpose": "agent", "order": "asc", "after": "id2"}, GLM_LIMITS)
     assert isinstance(asc, dict)
     assert [f["id"] for f in asc["data"]] == ["id3", "id4"]
     assert asc["has_more"] is False
+    documented = glm_page(files, {"purpose": "agent", "order": "created_at"}, GLM_LIMITS)
+    assert isinstance(documented, dict)
+    assert [f["id"] for f in documented["data"]] == ["id4", "id3", "id2", "id1", "id0"]
 
 
-@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"order": "up"}])
+def test_glm_page_requires_purpose() -> None:
+    """A GLM list without purpose is refused: 400, code 1214, in Chinese."""
+    assert glm_page(_files(1), {}, GLM_LIMITS) == ApiError(400, "1214", "参数 purpose 不能为空")
+
+
+def test_kimi_page_honours_after() -> None:
+    """Kimi's one page starts after the ``after`` id; after the last (or unknown) id it is empty."""
+    files = [StoredFile("kimi", f"c{i}", "a.txt", "file-extract", 1, "x", i) for i in range(3)]
+    assert [f["id"] for f in kimi_page(files, {})["data"]] == ["c0", "c1", "c2"]
+    assert [f["id"] for f in kimi_page(files, {"after": "c0"})["data"]] == ["c1", "c2"]
+    assert kimi_page(files, {"after": "c2"}) == {"object": "list", "data": []}
+    assert kimi_page(files, {"after": "nope"}) == {"object": "list", "data": []}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"purpose": "agent", "limit": "0"},
+        {"purpose": "agent", "limit": "101"},
+        {"purpose": "agent", "order": "up"},
+    ],
+)
 def test_glm_page_rejects_bad_query(query: dict[str, str]) -> None:
     """limit outside 1..100 or an unknown order → 400 code 1214."""
     got = glm_page(_files(1), query, GLM_LIMITS)
@@ -303,3 +366,30 @@ def test_store_usage_tracks_add_and_remove() -> None:
     store.remove("glm", "id1")
     assert store.usage("glm") == Usage(2, 2, {"agent": 2})
     assert [f.id for f in store.of("glm")] == ["id0", "id2"]
+
+
+def test_emulator_help_names_every_fault_kind() -> None:
+    """``inboxd emulator --help`` names every fault kind the spec parser accepts."""
+    text = build_parser().format_help()
+    missing = [kind for kind in sorted(FAULT_KINDS) if kind not in text]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('form-data; name="file"; filename="say %22hi%22.txt"', "say %22hi%22.txt"),
+        ('form-data; name="file"; filename="a\\\\b.txt"', "a\\b.txt"),
+        ('form-data; name="file"; filename="\\\\lead.txt"', "\\lead.txt"),
+        ('form-data; name="file"; filename="a;b;c=d.txt"', "a;b;c=d.txt"),
+        ('form-data; name="file"; filename="r\u00e9sum\u00e9.txt"', "r\u00e9sum\u00e9.txt"),
+        ("form-data; name=file; filename=plain.txt", "plain.txt"),
+        ('form-data; name="file"; filename="x"; filename*=UTF-8\'\'%E6%96%87.txt', "\u6587.txt"),
+        ('form-data; name="file"', None),
+    ],
+)
+def test_disposition_filename(header: str, expected: str | None) -> None:
+    """The stored filename is the quoted-string as sent: quoted-pairs read, nothing decoded."""
+    params = disposition_params(header)
+    assert params["name"] == "file"
+    assert params.get("filename") == expected

@@ -143,10 +143,42 @@ async def test_glm_listing_follows_every_page(emu: Emulator, name: str) -> None:
         batch = await transport.list_files("batch")
         assert len(batch) == 205
         assert all(f.purpose == "batch" for f in batch)
+        assert await transport.usage() == (206, 205 * 3 + 1)  # type: ignore[attr-defined]
         counts = emu.counts()["glm"]
-        assert counts["list.200"] == 3 + 3  # three pages for each listing
+        # Every list call names a purpose (GLM requires it): with none configured, a whole
+        # listing asks each of the 6 documented purposes (batch: 3 pages, the others: 1).
+        assert counts == {"upload.200": 206, "list.200": 8 + 3 + 8}
     finally:
         await seeder.aclose()
+        await transport.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["zhipuai", "openai", "http"])
+async def test_glm_listing_asks_the_purposes_in_use(emu: Emulator, name: str) -> None:
+    """With the purposes in use given, a whole GLM listing and count ask exactly those."""
+    cls = {"openai": OpenAITransport, "zhipuai": ZhipuAITransport, "http": HttpTransport}[name]
+    transport = cls(
+        "glm",
+        base_url=emu.base_url("glm"),
+        api_key=emu.key("glm"),
+        timeout=10.0,
+        connect_timeout=10.0,
+        list_purposes=("agent", "batch"),
+    )
+    try:
+        for purpose, filename in (("agent", "a.txt"), ("batch", "b.jsonl"), ("agent", "c.txt")):
+            await transport.upload(
+                filename=filename,
+                fileobj=io.BytesIO(b"{}\n"),
+                purpose=purpose,
+                content_type="text/plain",
+            )
+        listed = await transport.list_files()
+        assert sorted(f.filename for f in listed) == ["a.txt", "b.jsonl", "c.txt"]
+        assert await transport.usage() == (3, 9)
+        assert emu.counts()["glm"] == {"upload.200": 3, "list.200": 4}
+    finally:
         await transport.aclose()
 
 
@@ -170,6 +202,10 @@ CASES: dict[str, Case] = {
     "wrong_key": Case(api_key="not-the-key"),
     "quota": Case(fault="quota"),
     "rate_limit": Case(fault="429:2"),
+    "rate_limit_in_text": Case(fault="429msg:3"),
+    "concurrency_limit": Case(fault="429conc"),
+    "balance": Case(fault="balance"),
+    "extract_failed": Case(fault="extract"),
     "server_500": Case(fault="500"),
     "server_503": Case(fault="503"),
     "reset": Case(fault="reset"),
@@ -202,8 +238,25 @@ EXPECTED: dict[str, dict[str, Sig]] = {
         "glm": ("QuotaExhausted", 429, "1113", None, None, None),
     },
     "rate_limit": {
-        "kimi": ("Retryable", 429, "rate_limit_reached_error", None, 2.0, False),
-        "glm": ("Retryable", 429, "1302", None, 2.0, False),
+        "kimi": ("Throttled", 429, "rate_limit_reached_error", None, 2.0, False),
+        "glm": ("Throttled", 429, "1302", None, 2.0, False),
+    },
+    # The wait only in Kimi's message text; GLM's 1302/1303 name none.
+    "rate_limit_in_text": {
+        "kimi": ("Throttled", 429, "rate_limit_reached_error", None, 3.0, False),
+        "glm": ("Throttled", 429, "1303", None, None, False),
+    },
+    "concurrency_limit": {
+        "kimi": ("Throttled", 429, "rate_limit_reached_error", None, 1.0, False),
+        "glm": ("Throttled", 429, "1302", None, None, False),
+    },
+    "balance": {
+        "kimi": ("QuotaExhausted", 403, "permission_denied_error", None, None, None),
+        "glm": ("QuotaExhausted", 429, "1113", None, None, None),
+    },
+    "extract_failed": {
+        "kimi": ("Permanent", 500, None, "extract_failed", None, None),
+        "glm": ("Retryable", 500, "500", None, None, False),
     },
     "server_500": {
         "kimi": ("Retryable", 500, "server_error", None, None, False),

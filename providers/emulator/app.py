@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from providers.emulator.disposition import disposition_params
 from providers.emulator.faults import Decision, FaultPlan, decide, parse_faults
 from providers.emulator.ratelimit import KeyLimiter, limit_error
 from providers.emulator.state import (
@@ -38,6 +40,7 @@ from providers.emulator.state import (
     file_object,
     glm_page,
     judge_upload,
+    kimi_page,
     not_found,
 )
 from providers.errors import ConfigError
@@ -85,6 +88,7 @@ class EmulatorApp:
         self._limiters = {p: KeyLimiter() for p in PROVIDERS}
         self._clock = clock
         self._sleep = sleep
+        self._tick = asyncio.Event()
         self.reset()
         for provider in PROVIDERS:
             (data_dir / provider).mkdir(parents=True, exist_ok=True)
@@ -153,7 +157,7 @@ class EmulatorApp:
                     if kind in ("reset", "drop"):
                         self._abort(request, kind)
                 if denied is None and decision.fault is not None and kind not in _ABORTS:
-                    denied = fault_error(provider, decision.fault)
+                    denied = fault_error(provider, decision.fault, now=time.time())
                 response: web.StreamResponse
                 if denied is not None:
                     await _drain(request)
@@ -237,14 +241,15 @@ class EmulatorApp:
         size = 0
         digest = hashlib.sha256()
         quiet = cast("StreamReader", _QuietContent(request.content))
-        reader = MultipartReader(request.headers, quiet)
+        reader = _Reader(request.headers, quiet)
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 return bad_request(provider, "Nested multipart bodies are not accepted")
-            if part.name == "purpose":
+            params = disposition_params(reader.disposition)
+            if params.get("name") == "purpose":
                 purpose = (await part.read()).decode(errors="replace")
-            elif part.name == "file":
-                filename = part.filename or "upload"
+            elif params.get("name") == "file":
+                filename = params.get("filename") or "upload"
                 with spool.open("wb") as out:
                     while chunk := await part.read_chunk(_CHUNK):
                         if slow:
@@ -264,7 +269,7 @@ class EmulatorApp:
     async def _list(self, request: web.Request, provider: str, _: Decision) -> web.StreamResponse:
         files = self.store.of(provider)
         if provider == "kimi":
-            return web.json_response({"object": "list", "data": [file_object(f) for f in files]})
+            return web.json_response(kimi_page(files, request.query))
         page = glm_page(files, request.query, self.limits[provider])
         if isinstance(page, ApiError):
             return self._error(provider, page)
@@ -331,6 +336,12 @@ class EmulatorApp:
         key = f"{op}.{outcome}"
         counts = self.counts[provider]
         counts[key] = counts.get(key, 0) + 1
+        self._tick.set()
+        self._tick = asyncio.Event()
+
+    async def counted(self) -> None:
+        """Return at the next request counted."""
+        await self._tick.wait()
 
     def _abort(self, request: web.Request, kind: str) -> None:
         if request.transport is not None:
@@ -341,13 +352,37 @@ class EmulatorApp:
     def _error(provider: str, error: ApiError, decision: Decision | None = None) -> web.Response:
         headers = {}
         fault = decision.fault if decision is not None else None
-        if fault is not None and fault.retry_after is not None and error.status == 429:
+        # Only "429" sends Retry-After; "429msg"/"429conc" name the wait in the text alone.
+        if fault is not None and fault.kind == "429" and error.status == 429:
             headers["Retry-After"] = str(fault.retry_after)
         return web.Response(
             body=json.dumps(error.body(provider)).encode(),
             status=error.status,
             headers={"Content-Type": "application/json", **headers},
         )
+
+
+class _Reader(MultipartReader):
+    """aiohttp's multipart reader, with each part's Content-Disposition read by us.
+
+    aiohttp parses the first part's header itself (looking for ``_charset_``) and mangles
+    names (strips a leading ``\\``, warns and gives up on a second ``;``); under
+    ``filterwarnings = error`` that warning was a 500. Each part is handed on with a plain
+    ``form-data; name="..."`` header, and its real one is kept in ``disposition``.
+    """
+
+    disposition: str | None = None
+
+    async def fetch_next_part(self) -> MultipartReader | BodyPartReader:
+        part = await super().fetch_next_part()
+        self.disposition = part.headers.get("Content-Disposition")
+        name = disposition_params(self.disposition).get("name", "")
+        plain = CIMultiDict(part.headers)
+        plain["Content-Disposition"] = 'form-data; name="{}"'.format(
+            name.replace("\\", "\\\\").replace('"', '\\"')
+        )
+        part.headers = CIMultiDictProxy(plain)
+        return part
 
 
 class _QuietContent:

@@ -25,6 +25,21 @@ Spec grammar (``--faults``, ``Emulator(faults=...)``, ``PUT /_emulator/faults``)
               | 429[:SECONDS]                       transient rate limit, Retry-After SECONDS
                                                     (default 1); Moonshot rate_limit_reached_error,
                                                     GLM code "1302"
+              | 429msg[:SECONDS]                    the real rate-limit answer, wait ONLY in the
+                                                    message, no Retry-After: Moonshot "max RPM: 3,
+                                                    please try again after SECONDS seconds", GLM
+                                                    1303 (Chinese, names no wait)
+              | 429conc[:SECONDS]                   the same for concurrency: Moonshot "max
+                                                    concurrency: 1", GLM 1302 (Chinese)
+              | balance                             Moonshot 403 "insufficient balance", GLM 1113
+                                                    arrears (Chinese)
+              | daily                               GLM 1304 daily call limit (Chinese); Moonshot
+                                                    has none: exceeded_current_quota_error
+              | cap                                 GLM 1308 usage cap "…将在 <time> 重置" with
+                                                    the next midnight China time; Moonshot:
+                                                    exceeded_current_quota_error
+              | extract                             Moonshot 500 {"message":"extract task failed:
+                                                    failed","type":""}; GLM a plain 500
               | quota                               429 that retrying cannot fix; Moonshot
                                                     exceeded_current_quota_error, GLM code "1113"
               | 401                                 authentication refused
@@ -62,12 +77,19 @@ __all__ = [
 ]
 
 FAULT_KINDS = frozenset({"500", "502", "503", "429", "quota", "401", "reset", "drop"})
+# The real providers' answers (provider-facts.md § Real answers).
+FAULT_KINDS |= {"429msg", "429conc", "balance", "daily", "cap", "extract"}
+_WAIT_KINDS = frozenset({"429", "429msg", "429conc"})  # take ":SECONDS"
 _DEFAULT_RETRY_AFTER = 1
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One injected failure; ``retry_after`` (seconds) is set only for kind ``429``."""
+    """One injected failure; ``retry_after`` (seconds) is set only for the 429 kinds.
+
+    Only kind ``429`` sends it as a Retry-After header; ``429msg``/``429conc`` name it in
+    the message text alone, as Moonshot does.
+    """
 
     kind: str
     retry_after: int | None = None
@@ -204,14 +226,14 @@ def _fault(text: str, spec: str) -> Fault:
     kind = kind.lower()
     if kind not in FAULT_KINDS:
         raise _bad(spec, f"unknown fault {text!r}; known: {', '.join(sorted(FAULT_KINDS))}, ok")
-    if kind != "429":
+    if kind not in _WAIT_KINDS:
         if arg:
             raise _bad(spec, f"fault {kind!r} takes no ':' argument")
         return Fault(kind)
     if not arg:
         return Fault(kind, _DEFAULT_RETRY_AFTER)
     if not arg.isdigit():
-        raise _bad(spec, f"429:{arg}: Retry-After must be whole seconds, e.g. 429:2")
+        raise _bad(spec, f"{kind}:{arg}: the wait must be whole seconds, e.g. {kind}:2")
     return Fault(kind, int(arg))
 
 

@@ -150,6 +150,12 @@ class Emulator:
         """
         return {p: dict(c) for p, c in self._running().counts.items()}
 
+    async def wait_count(self, provider: str, key: str, n: int) -> None:
+        """Return once ``counts()[provider][key]`` is at least ``n`` (progress, not time)."""
+        app = self._running()
+        while app.counts[provider].get(key, 0) < n:
+            await app.counted()
+
     def reset(self) -> None:
         """Forget stored files and counts and restart the seeded decisions (faults stay)."""
         self._running().reset()

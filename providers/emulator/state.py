@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from providers.emulator.faults import Fault
 from providers.limits import MIB, PROVIDERS, ProviderLimits, extension_of
+from providers.waits import CHINA_TZ, next_china_midnight
 
 __all__ = [
     "TEXT_TYPES",
@@ -31,6 +33,7 @@ __all__ = [
     "file_object",
     "glm_page",
     "judge_upload",
+    "kimi_page",
     "not_found",
 ]
 
@@ -106,12 +109,31 @@ def auth_error(provider: str, authorization: str | None, key: str) -> ApiError |
     return ApiError(401, "1002", "Invalid Authorization token")
 
 
-def fault_error(provider: str, fault: Fault) -> ApiError:
-    """The answer an injected status fault produces (``reset``/``drop`` are not answers)."""
+_KIMI_ACCOUNT = "Your account org-emulator<ak-emulator>"
+# provider-facts.md § Real answers: the texts as the services send them.
+_GLM_TEXT = {
+    "429conc": ("1302", "您当前使用该API的并发数过高，请降低并发，或联系客服增加限额。"),
+    "429msg": ("1303", "您当前使用该API的频率过高，请降低频率，或联系客服增加限额。"),
+    "balance": ("1113", "您的账户已欠费，请充值后重试。"),
+    "daily": ("1304", "该 API 已达今日调用次数限额"),
+}
+_KIMI_SUSPENDED = ApiError(
+    429,
+    "exceeded_current_quota_error",
+    "Your account is suspended, please check your plan and billing details",
+)
+
+
+def fault_error(provider: str, fault: Fault, *, now: float) -> ApiError:  # noqa: PLR0911
+    """The answer an injected status fault produces (``reset``/``drop`` are not answers).
+
+    ``now`` (Unix time) dates the reset time a ``cap`` answer names.
+    """
     kimi = provider == "kimi"
-    if fault.kind == "401":
+    kind = fault.kind
+    if kind == "401":
         return auth_error(provider, "Bearer revoked", "\0") or ApiError(401, "", "")
-    if fault.kind == "429":
+    if kind == "429":
         if kimi:
             return ApiError(
                 429,
@@ -120,18 +142,45 @@ def fault_error(provider: str, fault: Fault) -> ApiError:
                 f"{fault.retry_after} seconds",
             )
         return ApiError(429, "1302", "High concurrency usage of this API, please slow down")
-    if fault.kind == "quota":
-        if kimi:
-            return ApiError(
-                429,
-                "exceeded_current_quota_error",
-                "Your account is suspended, please check your plan and billing details",
-            )
-        return ApiError(429, "1113", "Your account is in arrears, please recharge and retry")
+    if kind in ("429msg", "429conc") and kimi:
+        ceiling = "max RPM: 3" if kind == "429msg" else "max concurrency: 1"
+        return ApiError(
+            429,
+            "rate_limit_reached_error",
+            f"{_KIMI_ACCOUNT} request reached organization {ceiling}, please try again after "
+            f"{fault.retry_after} seconds",
+        )
+    if kind == "balance" and kimi:
+        # Kimi's error-code page: 403 "insufficient balance" (the type is unverified).
+        return ApiError(
+            403,
+            "permission_denied_error",
+            f"{_KIMI_ACCOUNT} has insufficient balance, please recharge your account",
+        )
+    if kind in _GLM_TEXT and not kimi:
+        return ApiError(429, *_GLM_TEXT[kind])
+    if kind == "cap" and not kimi:
+        reset = datetime.fromtimestamp(next_china_midnight(now), CHINA_TZ)
+        return ApiError(
+            429, "1308", f"已达到 5 小时的使用上限。您的限额将在 {reset:%Y-%m-%d %H:%M:%S} 重置。"
+        )
+    if kind in ("quota", "daily", "cap"):
+        return (
+            _KIMI_SUSPENDED
+            if kimi
+            else ApiError(429, "1113", "Your account is in arrears, please recharge and retry")
+        )
+    if kind == "extract":
+        # Seen in a real capture: the type is empty.
+        return (
+            ApiError(500, "", "extract task failed: failed")
+            if kimi
+            else ApiError(500, "500", "Internal server error (HTTP 500 injected by the emulator)")
+        )
     return ApiError(
-        int(fault.kind),
+        int(kind),
         "server_error" if kimi else "500",
-        f"Internal server error (HTTP {fault.kind} injected by the emulator)",
+        f"Internal server error (HTTP {kind} injected by the emulator)",
     )
 
 
@@ -209,24 +258,44 @@ def file_object(f: StoredFile) -> dict[str, Any]:
     return obj
 
 
+def kimi_page(files: list[StoredFile], query: Mapping[str, str]) -> dict[str, Any]:
+    """Moonshot's list: every file, oldest first, in one page without ``has_more``.
+
+    ``after`` (the openai SDK's cursor pager sends the last id it saw) gives the files after
+    that id, so the pager's next request gets an empty page and stops; an unknown id gives
+    an empty page too (Moonshot documents no pagination: its reaction is unverified).
+    """
+    after = query.get("after")
+    if after:
+        ids = [f.id for f in files]
+        files = files[ids.index(after) + 1 :] if after in ids else []
+    return {"object": "list", "data": [file_object(f) for f in files]}
+
+
 def glm_page(
     files: list[StoredFile], query: Mapping[str, str], limits: ProviderLimits
 ) -> dict[str, Any] | ApiError:
-    """GLM's list: ``purpose`` filter, ``order`` asc|desc (default desc, newest first),
+    """GLM's list: ``purpose`` (required, provider-facts.md § Real answers), ``order``
+    ``created_at`` (documented; newest first) or asc|desc (default desc, newest first),
     ``after`` = the id of the last file of the previous page, ``limit`` 1..100 (default 20).
 
     The page shape ``{"object":"list","data":[...],"has_more":bool}`` follows the OpenAI
-    convention the GLM API mirrors (the exact live shape is unverified).
+    convention the GLM API mirrors (the exact live shape is unverified). A list without
+    ``purpose`` is refused with 1214 in Chinese (the live wording is unverified).
     """
     purpose = query.get("purpose")
-    if purpose is not None and purpose not in limits.purposes:
+    if not purpose:
+        return _bad_request("glm", "参数 purpose 不能为空")
+    if purpose not in limits.purposes:
         return _bad_request("glm", f"Invalid purpose {purpose!r}")
     order = query.get("order", "desc")
     raw_limit = query.get("limit", "20")
-    if order not in ("asc", "desc") or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        return _bad_request("glm", "limit must be 1..100 and order asc or desc")
-    chosen = [f for f in files if purpose is None or f.purpose == purpose]
-    if order == "desc":
+    if order not in ("asc", "desc", "created_at") or not (
+        raw_limit.isdigit() and 1 <= int(raw_limit) <= 100
+    ):
+        return _bad_request("glm", "limit must be 1..100 and order created_at, asc or desc")
+    chosen = [f for f in files if f.purpose == purpose]
+    if order != "asc":
         chosen.reverse()
     after = query.get("after")
     if after:

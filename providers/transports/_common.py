@@ -7,8 +7,9 @@ after the SDK has built it. A failure before the hook fired certainly never reac
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from providers.classify import classify, redact
 from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
+from providers.limits import GLM_LIMITS
 from providers.types import RemoteFile
 
 __all__ = [
@@ -24,15 +26,18 @@ __all__ = [
     "SendProbe",
     "answer_file",
     "attempt",
+    "collect_listing",
     "collect_pages",
     "find_listed",
     "from_status",
+    "listing_purposes",
     "mark_sent",
     "mark_sent_async",
     "now_clock",
     "page_params",
     "remote_file",
     "scrub",
+    "sum_listing",
     "sum_pages",
     "translate",
     "unavailable",
@@ -211,6 +216,22 @@ def page_params(purpose: str | None, after: str | None, *, glm: bool) -> dict[st
 
 
 PageFetch = Callable[[str | None], Awaitable[tuple[list[RemoteFile], bool]]]
+PurposePageFetch = Callable[[str | None, str | None], Awaitable[tuple[list[RemoteFile], bool]]]
+"""``fetch(purpose, after)``: one page of one purpose's listing."""
+
+
+def listing_purposes(
+    purpose: str | None, configured: Sequence[str], *, glm: bool
+) -> tuple[str | None, ...]:
+    """The ``purpose`` of each listing a whole-account listing needs.
+
+    GLM requires ``purpose`` on every list call (provider-facts.md § Real answers), so a
+    listing of every file asks once per purpose in use (``configured``; when none is given,
+    every purpose GLM documents). Kimi lists everything at once (no filter documented).
+    """
+    if not glm or purpose is not None:
+        return (purpose,)
+    return tuple(configured) or tuple(GLM_LIMITS.purposes)
 
 
 async def _pages(fetch: PageFetch) -> AsyncIterator[list[RemoteFile]]:
@@ -239,6 +260,27 @@ async def collect_pages(fetch: PageFetch, purpose: str | None) -> list[RemoteFil
     async for files in _pages(fetch):
         unique.update((f.id, f) for f in files)
     return [f for f in unique.values() if purpose is None or f.purpose == purpose]
+
+
+async def collect_listing(
+    fetch: PurposePageFetch, purposes: Sequence[str | None], purpose: str | None
+) -> list[RemoteFile]:
+    """Every file of every purpose in ``purposes`` (see ``listing_purposes``), each once."""
+    unique: dict[str, RemoteFile] = {}
+    for each in purposes:
+        files = await collect_pages(functools.partial(fetch, each), purpose)
+        unique.update((f.id, f) for f in files)
+    return list(unique.values())
+
+
+async def sum_listing(fetch: PurposePageFetch, purposes: Sequence[str | None]) -> tuple[int, int]:
+    """(file count, total bytes) over the listings of ``purposes``, keeping no page."""
+    count = total = 0
+    for each in purposes:
+        files, size = await sum_pages(functools.partial(fetch, each))
+        count += files
+        total += size
+    return count, total
 
 
 async def sum_pages(fetch: PageFetch) -> tuple[int, int]:

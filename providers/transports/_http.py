@@ -8,7 +8,7 @@ boundary (provider-facts.md). The file object is streamed by httpx in 64 KiB chu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import BinaryIO
 
 import httpx
@@ -17,13 +17,14 @@ from providers.errors import ProviderError, Retryable
 from providers.transports._common import (
     Clock,
     answer_file,
-    collect_pages,
+    collect_listing,
     find_listed,
     from_status,
+    listing_purposes,
     now_clock,
     page_params,
     remote_file,
-    sum_pages,
+    sum_listing,
     translate,
 )
 from providers.types import RemoteFile
@@ -50,10 +51,12 @@ class HttpTransport:
         connect_timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = now_clock,
+        list_purposes: Sequence[str] = (),
     ) -> None:
         self._provider = provider
         self._api_key = api_key
         self._clock = clock
+        self._list_purposes = tuple(list_purposes)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             headers={"Authorization": f"Bearer {api_key}"},
@@ -134,12 +137,14 @@ class HttpTransport:
         return files, bool(isinstance(data, Mapping) and data.get("has_more"))
 
     async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
-        """Every file (all GLM pages), optionally of one purpose."""
-        return await collect_pages(lambda after: self._page(purpose, after), purpose)
+        """Every file (all GLM pages; every purpose in use), optionally of one purpose."""
+        purposes = listing_purposes(purpose, self._list_purposes, glm=self._provider == "glm")
+        return await collect_listing(self._page, purposes, purpose)
 
     async def usage(self) -> tuple[int, int]:
         """(file count, total bytes) of every stored file, counted page by page."""
-        return await sum_pages(lambda after: self._page(None, after))
+        purposes = listing_purposes(None, self._list_purposes, glm=self._provider == "glm")
+        return await sum_listing(self._page, purposes)
 
     async def retrieve(self, file_id: str) -> RemoteFile:
         """One file's object (GLM: found in the listing)."""

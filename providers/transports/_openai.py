@@ -8,8 +8,9 @@ differs from Kimi's:
 - purposes: any string reaches the wire (``purpose`` is a Literal hint only): Kimi takes
   ``file-extract``/``image``/``video``/``batch``, GLM ``batch``/``code-interpreter``/``agent``/…;
 - listing: Kimi documents one unpaginated page and no filter, so ``files.list()`` is called
-  bare and the purpose is filtered here; GLM is paginated, so ``files.list(limit=100,
-  purpose=..., after=<last id>)`` is called page by page while ``has_more`` (we drive the
+  bare and the purpose is filtered here; GLM is paginated and requires ``purpose``, so
+  ``files.list(limit=100, purpose=..., after=<last id>)`` is called page by page while
+  ``has_more``, once for each purpose in use when every file is listed (we drive the
   cursor ourselves instead of the SDK's auto-paginator, so a server that ignores ``after``
   cannot loop us);
 - retrieve: Kimi has ``GET /files/{id}`` (``files.retrieve``); GLM documents none, so the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, BinaryIO
 
@@ -17,14 +17,15 @@ from providers.transports._common import (
     Clock,
     answer_file,
     attempt,
-    collect_pages,
+    collect_listing,
     find_listed,
     from_status,
+    listing_purposes,
     now_clock,
     page_params,
     remote_file,
     scrub,
-    sum_pages,
+    sum_listing,
     translate,
     unavailable,
 )
@@ -54,6 +55,7 @@ class SdkTransport(ABC):
         connect_timeout: float,
         importer: Importer = importlib.import_module,
         clock: Clock = now_clock,
+        list_purposes: Sequence[str] = (),
     ) -> None:
         self._provider = provider
         self._base_url = base_url
@@ -62,6 +64,7 @@ class SdkTransport(ABC):
         self._connect_timeout = connect_timeout
         self._importer = importer
         self._clock = clock
+        self._list_purposes = tuple(list_purposes)
         self._sdk: ModuleType | None = None
         self._client: Any = None
         self._broken: str | None = None
@@ -141,12 +144,14 @@ class SdkTransport(ABC):
         return files, bool(getattr(page, "has_more", False))
 
     async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
-        """Every file (all GLM pages), optionally of one purpose."""
-        return await collect_pages(lambda after: self._page(purpose, after), purpose)
+        """Every file (all GLM pages; every purpose in use), optionally of one purpose."""
+        purposes = listing_purposes(purpose, self._list_purposes, glm=self._glm())
+        return await collect_listing(self._page, purposes, purpose)
 
     async def usage(self) -> tuple[int, int]:
         """(file count, total bytes) of every stored file, counted page by page."""
-        return await sum_pages(lambda after: self._page(None, after))
+        purposes = listing_purposes(None, self._list_purposes, glm=self._glm())
+        return await sum_listing(self._page, purposes)
 
     async def retrieve(self, file_id: str) -> RemoteFile:
         """``files.retrieve``; GLM (no retrieve endpoint documented): the file as listed."""
