@@ -43,6 +43,7 @@ from providers.errors import (
     Retryable,
     Throttled,
 )
+from providers.redaction import scrub
 from providers.waits import (
     header,
     header_wait,
@@ -52,7 +53,6 @@ from providers.waits import (
     parse_retry_after,
     reset_time_in_message,
 )
-from providers.redaction import scrub
 
 __all__ = [
     "RULES",

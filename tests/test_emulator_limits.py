@@ -30,8 +30,8 @@ KIMI_CONC = (
     "please try again after 1 seconds"
 )
 # GLM writes its full-width commas: they are part of the real text.
-GLM_1302 = "您当前使用该API的并发数过高，请降低并发，或联系客服增加限额。"  # noqa: RUF001
-GLM_1303 = "您当前使用该API的频率过高，请降低频率，或联系客服增加限额。"  # noqa: RUF001
+GLM_1302 = "您当前使用该API的并发数过高，请降低并发，或联系客服增加限额。"
+GLM_1303 = "您当前使用该API的频率过高，请降低频率，或联系客服增加限额。"
 
 
 class Clock:

@@ -48,6 +48,8 @@ class _AfterUpload:
         open_file: Callable[[], BinaryIO],
         before_attempt: Callable[[str, str], Awaitable[None]],
         reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
+        first_tried: float | None = None,
+        attempts: int = 0,
     ) -> UploadResult:
         result = await self.inner.upload(
             preference=preference,
@@ -58,6 +60,8 @@ class _AfterUpload:
             open_file=open_file,
             before_attempt=before_attempt,
             reconcile=reconcile,
+            first_tried=first_tried,
+            attempts=attempts,
         )
         if self.action is not None:
             action, self.action = self.action, None
