@@ -12,15 +12,18 @@ the AWS SDKs' adaptive retry mode):
 - **concurrency**: at most ``concurrency`` calls in flight; starts at the configured value,
   which stays the ceiling.
 
-On a rate-limit answer (``throttled``) the whole provider pauses for the wait it names (or
-``default_pause``, doubling for each throttle in a row without a success, up to the window),
-and the limit of its scope decreases:
+On a rate-limit answer (``throttled``) the whole provider pauses for the wait it names (none
+named: ``default_pause``; from the second throttle in a row without a success, at least
+``default_pause`` doubled per throttle, up to the window), and the limit of its scope decreases:
 
 - a limit the answer names (Kimi ``max RPM: 120``) becomes the ceiling and the limit;
 - else the limit becomes what the server accepted: the sends in the window (rate) or the other
   calls in flight (concurrency), but one answer never cuts it below ``beta`` times its value
   (bounded multiplicative decrease). A rate answer with nothing accepted in the window (the
   server's window predates ours, e.g. after a restart) teaches nothing: only the pause grows.
+  While no rate is known, an answer that names its wait but no limit (a Retry-After) only
+  pauses: the few calls just sent are no measure of the limit (GLM's 1303 names neither, and
+  teaches the rate).
 
 Additive increase: after ``increase_interval`` without a decrease, a success raises a limit
 by 1 if that limit held a call back meanwhile (an unused limit does not creep up), never above
@@ -147,13 +150,18 @@ class Pacer:
             if self._sends[i] == sent_at:
                 del self._sends[i]
                 break
-        backoff = self.config.default_pause * 2 ** (self._streak - 1)
-        pause = min(max(retry_after or 0.0, backoff), max(self.config.window, retry_after or 0))
+        backoff = min(self.config.default_pause * 2 ** (self._streak - 1), self.config.window)
+        if retry_after is None:
+            pause = backoff
+        elif self._streak == 1:
+            pause = retry_after
+        else:
+            pause = max(retry_after, backoff)
         self.paused_until = max(self.paused_until, now + pause)
         if scope == "concurrency":
             self._decrease_concurrency(now, limit)
         else:
-            self._decrease_rate(now, limit)
+            self._decrease_rate(now, limit, named_wait=retry_after is not None)
 
     def _decrease_concurrency(self, now: float, limit: int | None) -> None:
         if limit is not None and limit < self.concurrency:
@@ -166,13 +174,15 @@ class Pacer:
         self._conc_changed = now
         self._conc_bound = False
 
-    def _decrease_rate(self, now: float, limit: int | None) -> None:
+    def _decrease_rate(self, now: float, limit: int | None, *, named_wait: bool) -> None:
         accepted = len(self._sends)
         if limit is not None and (self.rpm is None or limit < self.rpm):
             self.rpm = self.rpm_ceiling = float(max(1, limit))
         elif accepted == 0:
             return  # the server's window predates ours: nothing to learn, the pause grows
         elif self.rpm is None:
+            if named_wait:
+                return  # the server said when to come back: a stray 429 sets no rate
             self.rpm = float(accepted)
         else:
             self.rpm = max(1.0, float(accepted), self.rpm * self.config.beta)

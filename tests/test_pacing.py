@@ -161,7 +161,7 @@ def test_additive_increase_only_while_the_limit_binds() -> None:
     r = _pacer(concurrency=4, increase_interval=60.0)
     _fill(r, 2, 0.0)
     assert r.admit(0.0) == 0.0
-    r.throttled(0.0, sent_at=0.0, scope="rate", retry_after=0.0, limit=None)
+    r.throttled(0.0, sent_at=0.0, scope="rate", retry_after=None, limit=None)
     assert r.rpm == 2
     assert r.admit(1.0) == pytest.approx(59.5)  # the rate binds
     _fill(r, 1, 60.5)
@@ -169,7 +169,7 @@ def test_additive_increase_only_while_the_limit_binds() -> None:
     idle = _pacer(concurrency=4, increase_interval=60.0)
     _fill(idle, 2, 0.0)
     assert idle.admit(0.0) == 0.0
-    idle.throttled(0.0, sent_at=0.0, scope="rate", retry_after=0.0, limit=None)
+    idle.throttled(0.0, sent_at=0.0, scope="rate", retry_after=None, limit=None)
     _fill(idle, 1, 100.0)
     assert idle.rpm == 2
 
@@ -213,3 +213,25 @@ def test_config_is_validated() -> None:
         PacingConfig(concurrency=0)
     with pytest.raises(ValueError, match="rpm"):
         PacingConfig(concurrency=1, rpm=0)
+
+
+def test_a_named_wait_without_a_limit_teaches_no_rate() -> None:
+    """A 429 that names its wait (Retry-After, "after N seconds") but no limit, while the rate
+    is unknown, only pauses: a stray 429 must not pin the rate to the few calls just sent."""
+    p = _pacer(concurrency=4)
+    _fill(p, 5, 0.0)
+    assert p.admit(1.0) == 0.0
+    p.throttled(1.0, sent_at=1.0, scope="rate", retry_after=2.0, limit=None)
+    assert p.rpm is None
+    assert p.admit(3.0) == 0.0
+
+
+def test_a_named_wait_is_honoured_then_grows_in_a_row() -> None:
+    """The first throttle pauses exactly the named wait (even 0); throttles in a row without a
+    success pause at least the doubling default."""
+    p = _pacer(concurrency=4, default_pause=1.0)
+    assert p.admit(0.0) == 0.0
+    p.throttled(0.0, sent_at=0.0, scope="rate", retry_after=0.0, limit=None)
+    assert p.admit(0.0) == 0.0
+    p.throttled(0.0, sent_at=0.0, scope="rate", retry_after=0.0, limit=None)
+    assert p.admit(0.0) == pytest.approx(2.0)
