@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO, Protocol
@@ -20,7 +19,7 @@ from typing import BinaryIO, Protocol
 import anyio
 
 from providers.client import usage_of
-from providers.errors import Retryable, Throttled
+from providers.errors import Throttled
 from providers.pacing import Pacer, PacingConfig
 from providers.types import RemoteFile, UploadClient, UploadResult
 
@@ -90,12 +89,8 @@ class LimitedClient:
                 purpose=purpose,
                 content_type=content_type,
             )
-        except Retryable as exc:
-            throttle = _as_throttle(exc)
-            if throttle is None:
-                self._finish(self.pacer.failed)
-            else:
-                self._on_throttle(throttle, sent_at)
+        except Throttled as throttle:
+            self._on_throttle(throttle, sent_at)
             raise
         except BaseException:
             self._finish(self.pacer.failed)
@@ -185,30 +180,3 @@ class LimitedClient:
         if current != self._reported:
             self._reported = current
             self._events.pacing_limits(self.name, *current)
-
-
-# INTERIM, remove once providers/classify.py turns every rate-limit answer into Throttled
-# (issue 13 item 3, the classify branch): until then a plain Retryable 429 is read here, from
-# the code and message the classifier kept, so that the limiter can be measured end to end.
-_NAMED = re.compile(r"max (RPM|concurrency): (\d+)")
-_AFTER = re.compile(r"after (\d+(?:\.\d+)?) seconds")
-
-
-def _as_throttle(exc: Retryable) -> Throttled | None:
-    """The throttle ``exc`` stands for, or None when it is no rate-limit answer."""
-    if isinstance(exc, Throttled):
-        return exc
-    if exc.status != 429 or exc.code == "engine_overloaded_error":
-        return None
-    named = _NAMED.search(exc.message)
-    after = _AFTER.search(exc.message)
-    concurrency = exc.code == "1302" or (named is not None and named[1] == "concurrency")
-    return Throttled(
-        exc.message,
-        provider=exc.provider,
-        status=exc.status,
-        code=exc.code,
-        retry_after=exc.retry_after if after is None else float(after[1]),
-        scope="concurrency" if concurrency else "rate",
-        limit=None if named is None else int(named[2]),
-    )

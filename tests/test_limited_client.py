@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from daemon.wiring import LimitedClient as WiringLimitedClient
+from providers.classify import classify
 from providers.emulator import Emulator
 from providers.errors import Retryable, Throttled
 from providers.factory import build_client
@@ -234,15 +235,18 @@ async def test_other_failures_change_no_limit() -> None:
 
 
 @pytest.mark.anyio
-async def test_interim_plain_429_is_read_as_a_throttle() -> None:
-    """INTERIM (until classify produces Throttled): a plain Retryable 429 with Kimi's text is
-    read as a throttle with its scope, limit and wait."""
+async def test_kimis_real_concurrency_answer_sets_the_limit_and_pause() -> None:
+    """Kimi's real 429 body, as the classifier reads it, sets the concurrency limit it names
+    and pauses the provider for the wait in its text."""
     clock = Clock()
     text = (
         "Your account org-x<ak-y> request reached organization max concurrency: 2, "
         "please try again after 3 seconds"
     )
-    fake = FakeProvider(clock, [Retryable(text, status=429, code="rate_limit_reached_error")])
+    body = {"error": {"message": text, "type": "rate_limit_reached_error"}}
+    throttle = classify("kimi", 429, body, {}, now=0.0)
+    assert isinstance(throttle, Throttled)
+    fake = FakeProvider(clock, [throttle])
     client, events = _limited(fake, clock, concurrency=4)
     with pytest.raises(Retryable):
         await _send(client)
