@@ -4,9 +4,11 @@
 the emulator with ``KILL_FAULTS``) is started and SIGKILLed ``--kills`` times, each at a
 random moment 0.3-2 s after READY=1, then left to finish. (b) ``storm``: one uninterrupted
 run with ``STORM_FAULTS`` (30 % 5xx, 10 % 429 with Retry-After 1 s, 5 % resets, 5 %
-accept-then-drop). Ground truth is the emulator's ``/_emulator/files``: lost = a file whose
-sha256 the emulator does not hold or that is not archived; twice = a sha256 held more than
-once. Attempts per file come from the ledger's ``attempts`` column; request outcomes from
+accept-then-drop). (c) ``rate_storm``: the same with ``RATE_STORM_FAULTS``, a third of the
+calls answered with Kimi's real rate-limit 429 (the wait only in its message, no Retry-After).
+Ground truth is the emulator's ``/_emulator/files``: lost = a file whose sha256 the emulator
+does not hold or that is not archived; twice = a sha256 held more than once. Attempts per file
+come from the ledger's ``attempts`` column; request outcomes from
 ``/_emulator/counts``. Backoff and the rescan interval are shortened, retries raised and the
 breaker kept shut (see ``_TUNING``) so a storm takes seconds, not the production minutes.
 
@@ -39,6 +41,9 @@ from _common import (
 
 KILL_FAULTS = "kimi:500@0.1,429:1@0.05,reset@0.03,drop@0.03"
 STORM_FAULTS = "kimi:500@0.15,502@0.08,503@0.07,429:1@0.1,reset@0.05,drop@0.05"
+# A third of the calls refused as Kimi refuses them: the account's limit (the plan's rpm) and a
+# wait of 1 s named only in the message text. 600 a minute is above what the run reaches.
+RATE_STORM_FAULTS = "kimi:rpm=600,429msg:1@0.34"
 # The breaker is kept shut (it can never trip): with it on, a file that finds another worker's
 # half-open probe in flight is parked until the probe's lease ends (2 x timeout + 60 s = 300 s
 # by default) even when the probe succeeds at once, which stalls a storm for minutes (see
@@ -128,9 +133,17 @@ def kills(
     print(f"torture_kills_emulator_counts: {emu.get('/_emulator/counts')['kimi']}")
 
 
-def storm(emu: EmulatorProc, root: Path, count: int, breaker: bool) -> None:
-    """Run (b) and print its figures."""
-    emu.set_faults(STORM_FAULTS)
+def storm(
+    emu: EmulatorProc,
+    root: Path,
+    count: int,
+    breaker: bool,
+    *,
+    label: str = "torture_storm",
+    faults: str = STORM_FAULTS,
+) -> None:
+    """Run (b), or (c) with its label and faults, and print its figures."""
+    emu.set_faults(faults)
     inbox = root / "inbox"
     digests = _files(inbox, count)
     start = time.monotonic()
@@ -143,12 +156,20 @@ def storm(emu: EmulatorProc, root: Path, count: int, breaker: bool) -> None:
         daemon.stop()
     lost, twice = _verdict(emu, root, digests)
     print(
-        f"torture_storm: {count} files, faults {STORM_FAULTS!r}: lost {lost}, "
+        f"{label}: {count} files, faults {faults!r}: lost {lost}, "
         f"uploaded twice {twice}, archived {count_archived(root / 'inbox.done')}, "
-        f"{time.monotonic() - start:.1f} s"
+        f"quarantined {_quarantined(root)}, {time.monotonic() - start:.1f} s"
     )
-    print(f"torture_storm_attempts_per_file: {_attempts(root)}")
-    print(f"torture_storm_emulator_counts: {emu.get('/_emulator/counts')['kimi']}")
+    print(f"{label}_attempts_per_file: {_attempts(root)}")
+    print(f"{label}_emulator_counts: {emu.get('/_emulator/counts')['kimi']}")
+
+
+def _quarantined(root: Path) -> int:
+    """Files in the quarantine folder (not their ``.reason.json`` sidecars)."""
+    folder = root / "inbox.quarantine"
+    if not folder.exists():
+        return 0
+    return sum(1 for p in folder.iterdir() if not p.name.endswith(".reason.json"))
 
 
 def main() -> int:
@@ -171,6 +192,16 @@ def main() -> int:
         httpx.post(emu.admin + "/_emulator/reset", timeout=60).raise_for_status()
         with tempfile.TemporaryDirectory(prefix="inboxd-bench-storm-") as tmp:
             storm(emu, Path(tmp), count, args.breaker)
+        httpx.post(emu.admin + "/_emulator/reset", timeout=60).raise_for_status()
+        with tempfile.TemporaryDirectory(prefix="inboxd-bench-rate-storm-") as tmp:
+            storm(
+                emu,
+                Path(tmp),
+                count,
+                args.breaker,
+                label="torture_rate_storm",
+                faults=RATE_STORM_FAULTS,
+            )
     print(machine())
     return 0
 

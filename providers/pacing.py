@@ -16,7 +16,9 @@ On a rate-limit answer (``throttled``) the whole provider pauses for the wait it
 named: ``default_pause``; from the second throttle in a row without a success, at least
 ``default_pause`` doubled per throttle, up to the window), and the limit of its scope decreases:
 
-- a limit the answer names (Kimi ``max RPM: 120``) becomes the ceiling and the limit;
+- a limit the answer names (Kimi ``max RPM: 120``) becomes the ceiling and the limit, and the
+  limit never goes below it: a refusal while our own use is under it (the server's window
+  differs, another client shares the account) is answered by the pause alone;
 - else the limit becomes what the server accepted: the sends in the window (rate) or the other
   calls in flight (concurrency), but one answer never cuts it below ``beta`` times its value
   (bounded multiplicative decrease). A rate answer with nothing accepted in the window (the
@@ -164,11 +166,13 @@ class Pacer:
             self._decrease_rate(now, limit, named_wait=retry_after is not None)
 
     def _decrease_concurrency(self, now: float, limit: int | None) -> None:
-        if limit is not None and limit < self.concurrency:
-            self.concurrency = self.concurrency_ceiling = max(1, limit)
+        if limit is not None:
+            # The account's own limit: it is the ceiling and the limit. Refused below it, the
+            # server counts calls we do not see; the pause answers that, not a smaller limit.
+            named = max(1, limit)
+            self.concurrency_ceiling = min(self.concurrency_ceiling, named)
+            self.concurrency = min(self.concurrency, self.concurrency_ceiling)
         else:
-            if limit is not None:
-                self.concurrency_ceiling = min(self.concurrency_ceiling, max(1, limit))
             halved = math.floor(self.concurrency * self.config.beta)
             self.concurrency = max(1, self.in_flight, halved)
         self._conc_changed = now
@@ -176,19 +180,24 @@ class Pacer:
 
     def _decrease_rate(self, now: float, limit: int | None, *, named_wait: bool) -> None:
         accepted = len(self._sends)
-        if limit is not None and (self.rpm is None or limit < self.rpm):
-            self.rpm = self.rpm_ceiling = float(max(1, limit))
-        elif accepted == 0:
+        if limit is not None:
+            # The account's own limit (Kimi "max RPM: N"): the ceiling and the limit, and never
+            # less: our window of sends under it keeps to it, and a refusal below it (the
+            # server's window, another client) is answered by the pause alone.
+            named = float(max(1, limit))
+            ceiling = math.inf if self.rpm_ceiling is None else self.rpm_ceiling
+            self.rpm_ceiling = min(ceiling, named)
+            self.rpm = self.rpm_ceiling
+            self._rate_changed = now
+            self._rate_bound = False
+            return
+        if accepted == 0:
             return  # the server's window predates ours: nothing to learn, the pause grows
-        elif self.rpm is None:
+        if self.rpm is None:
             if named_wait:
                 return  # the server said when to come back: a stray 429 sets no rate
             self.rpm = float(accepted)
         else:
             self.rpm = max(1.0, float(accepted), self.rpm * self.config.beta)
-        if limit is not None:
-            ceiling = math.inf if self.rpm_ceiling is None else self.rpm_ceiling
-            self.rpm_ceiling = min(ceiling, float(limit))
-            self.rpm = min(self.rpm, self.rpm_ceiling)
         self._rate_changed = now
         self._rate_bound = False

@@ -28,6 +28,8 @@ FIGURES = {
         "torture_kills_attempts_per_file:",
         "torture_storm: 100 files",
         "torture_storm_attempts_per_file:",
+        "torture_rate_storm: 100 files",
+        "torture_rate_storm_attempts_per_file:",
     ],
     "emulator_bench.py": ["uploads_16KiB:", "emulator_peak_rss_after_big_MiB:"],
     "limits.py": [

@@ -125,6 +125,27 @@ def test_concurrency_throttle_learns_from_in_flight_or_named_limit() -> None:
     assert (q.concurrency, q.concurrency_ceiling) == (2, 2)
 
 
+def test_answers_naming_the_limit_never_cut_below_it() -> None:
+    """Rate-limit answers that name the account's limit (Kimi "max RPM: 600", "max
+    concurrency: 4") while our own use is under it (the server's window or another client
+    explains them) pause the provider but leave the named limits in force: a storm of them
+    cannot drive the limiter to a crawl."""
+    p = _pacer(concurrency=4)
+    now = 0.0
+    for _ in range(10):
+        _fill(p, 2, now)
+        assert p.admit(now) == 0.0
+        p.throttled(now, sent_at=now, scope="rate", retry_after=1.0, limit=600)
+        now = p.paused_until
+    assert (p.rpm, p.rpm_ceiling) == (600, 600)
+    for _ in range(10):
+        assert p.admit(now) == 0.0
+        p.throttled(now, sent_at=now, scope="concurrency", retry_after=1.0, limit=4)
+        now = p.paused_until
+        _fill(p, 1, now)
+    assert (p.concurrency, p.concurrency_ceiling) == (4, 4)
+
+
 def test_concurrency_halves_when_alone_and_still_refused() -> None:
     """A concurrency throttle with nothing else in flight halves the limit, never below 1."""
     p = _pacer(concurrency=4, beta=0.5)

@@ -157,7 +157,14 @@ class EmulatorApp:
                     if kind in ("reset", "drop"):
                         self._abort(request, kind)
                 if denied is None and decision.fault is not None and kind not in _ABORTS:
-                    denied = fault_error(provider, decision.fault, now=time.time())
+                    plan = self.plans[provider]
+                    denied = fault_error(
+                        provider,
+                        decision.fault,
+                        now=time.time(),
+                        rpm=plan.rpm,
+                        concurrency=plan.concurrency,
+                    )
                 response: web.StreamResponse
                 if denied is not None:
                     await _drain(request)

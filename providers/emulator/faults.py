@@ -26,11 +26,13 @@ Spec grammar (``--faults``, ``Emulator(faults=...)``, ``PUT /_emulator/faults``)
                                                     (default 1); Moonshot rate_limit_reached_error,
                                                     GLM code "1302"
               | 429msg[:SECONDS]                    the real rate-limit answer, wait ONLY in the
-                                                    message, no Retry-After: Moonshot "max RPM: 3,
-                                                    please try again after SECONDS seconds", GLM
-                                                    1303 (Chinese, names no wait)
+                                                    message, no Retry-After: Moonshot "max RPM: N,
+                                                    please try again after SECONDS seconds" (N:
+                                                    the plan's rpm=, else 3), GLM 1303 (Chinese,
+                                                    names no wait)
               | 429conc[:SECONDS]                   the same for concurrency: Moonshot "max
-                                                    concurrency: 1", GLM 1302 (Chinese)
+                                                    concurrency: N" (the plan's concurrency=,
+                                                    else 1), GLM 1302 (Chinese)
               | balance                             Moonshot 403 "insufficient balance", GLM 1113
                                                     arrears (Chinese)
               | daily                               GLM 1304 daily call limit (Chinese); Moonshot

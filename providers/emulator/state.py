@@ -124,8 +124,19 @@ _KIMI_SUSPENDED = ApiError(
 )
 
 
-def fault_error(provider: str, fault: Fault, *, now: float) -> ApiError:  # noqa: PLR0911
+def fault_error(  # noqa: PLR0911
+    provider: str,
+    fault: Fault,
+    *,
+    now: float,
+    rpm: int | None = None,
+    concurrency: int | None = None,
+) -> ApiError:
     """The answer an injected status fault produces (``reset``/``drop`` are not answers).
+
+    ``rpm`` and ``concurrency`` are the key's limits when the plan sets them: Kimi's
+    ``429msg``/``429conc`` answers name them as the real service names the account's own
+    (Tier0's ``max RPM: 3`` / ``max concurrency: 1`` when the plan sets none).
 
     ``now`` (Unix time) dates the reset time a ``cap`` answer names.
     """
@@ -143,7 +154,9 @@ def fault_error(provider: str, fault: Fault, *, now: float) -> ApiError:  # noqa
             )
         return ApiError(429, "1302", "High concurrency usage of this API, please slow down")
     if kind in ("429msg", "429conc") and kimi:
-        ceiling = "max RPM: 3" if kind == "429msg" else "max concurrency: 1"
+        ceiling = (
+            f"max RPM: {rpm or 3}" if kind == "429msg" else f"max concurrency: {concurrency or 1}"
+        )
         return ApiError(
             429,
             "rate_limit_reached_error",
