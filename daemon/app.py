@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from daemon.cli import package_version
 from daemon.config_check import check
+from daemon.failures import FileErrors
 from daemon.http import serve_http
 from daemon.intake import Intake
 from daemon.logs import setup_logging
@@ -39,8 +40,17 @@ from daemon.settings import Settings
 from daemon.store import Store
 from daemon.watcher import Candidate, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
-from daemon.work import WorkState, close_client, park_loop, start_watcher, worker
+from daemon.work import (
+    WorkState,
+    close_client,
+    file_failed,
+    is_fatal,
+    park_loop,
+    start_watcher,
+    worker,
+)
 from handlers.budget import ByteBudget
+from handlers.ledger import LedgerRow
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
 from providers.errors import ConfigError
@@ -131,10 +141,12 @@ class Daemon:
         observer: Callable[[Candidate, Result], None] | None = None,
         loader: Loader | None = None,
         log_stream: TextIO | None = None,
+        file_errors: FileErrors | None = None,
     ) -> None:
         """``observer`` is told each file's outcome (tests and benchmarks wait on it);
         ``loader`` reads the config again for ``reload()`` (None: reload is refused);
-        ``log_stream`` is where log lines go (default stderr)."""
+        ``log_stream`` is where log lines go (default stderr); ``file_errors`` holds the
+        failing files' backoff (tests inject one with a fake clock)."""
         self.settings = settings
         self.loader = loader
         self.log_stream = log_stream
@@ -149,7 +161,7 @@ class Daemon:
         self.intake: Intake | None = None
         self.store: Store | None = None
         self._fallbacks_seen: set[tuple[str, str, str]] = set()
-        self.work = WorkState()
+        self.work = WorkState(file_errors or FileErrors())
         self._workers = 0
         self._watcher_scope: anyio.CancelScope | None = None
         self._reload_lock = anyio.Lock()
@@ -213,7 +225,7 @@ class Daemon:
                 events=self.metrics,
                 skew=settings.reconcile_skew,
             )
-            await self.pipeline.recover(self.plans)
+            await self.pipeline.recover(self.plans, on_error=self._recover_failed)
             await self._serve()
 
     async def _serve(self) -> None:
@@ -292,6 +304,23 @@ class Daemon:
             self._work.start_soon(worker, self, self.intake.receive.clone())
         self._workers = max(wanted, self._workers)
 
+    def _recover_failed(self, row: LedgerRow | None, exc: Exception) -> None:
+        """One row's recovery failed: that file waits (the daemon starts); a fault of the
+        daemon itself is raised (start-up fails)."""
+        if is_fatal(exc):
+            raise exc
+        if row is None:  # the batch of interrupted uploads: each is settled when processed
+            logger.error(
+                "settling interrupted uploads at start failed (%s: %s); each is settled "
+                "when its file is processed",
+                type(exc).__name__,
+                exc,
+            )
+            logger.debug("traceback of that failure", exc_info=exc)
+            self.metrics.file_error("recover")
+            return
+        file_failed(self, row.inbox, row.relpath, exc, stage="recover")
+
     # -- clients -----------------------------------------------------------------------------
 
     def _on_fallback(self, provider: str, from_t: str, to_t: str, reason: str) -> None:
@@ -321,6 +350,7 @@ class Daemon:
             reasons.append("state file not open")
         if self.watcher is None or not self.watcher.healthy:
             reasons.append("watchers not running")
+        reasons.extend(self.work.errors.reasons())
         return reasons
 
     async def _status_loop(self) -> None:

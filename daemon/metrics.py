@@ -26,6 +26,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from daemon.failures import STAGES as FILE_ERROR_STAGES
+
 __all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "NO_TRANSPORT", "RETRY_REASONS", "Metrics"]
 
 logger = logging.getLogger(__name__)
@@ -169,6 +171,14 @@ class Metrics:
             "inboxd_build_info", "Always 1; the version is the label.", ["version"], registry=r
         )
         self._build_info.labels(_label(version)).set(1)
+        self._file_errors = Counter(
+            "inboxd_file_errors",
+            "Unexpected errors while handling one file, by stage (the file waits and is retried).",
+            ["stage"],
+            registry=r,
+        )
+        for stage in FILE_ERROR_STAGES:
+            self._file_errors.labels(stage)
         self._states: dict[str, str] = {}
         self._retry_reasons = tuple(retry_reasons)
 
@@ -290,3 +300,7 @@ class Metrics:
         p = _label(provider)
         self._remote_files.labels(p).set(files)
         self._remote_bytes.labels(p).set(nbytes)
+
+    def file_error(self, stage: str) -> None:
+        """Count one unexpected error of one file at ``stage`` (``daemon.failures.STAGES``)."""
+        self._file_errors.labels(_label(stage)).inc()

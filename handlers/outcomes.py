@@ -18,6 +18,7 @@ from handlers.archive import finish
 from handlers.ledger import PENDING, QUARANTINED, Ledger, LedgerRow
 from handlers.moves import MoveError
 from handlers.quarantine import iso_utc, quarantine
+from handlers.stages import staged
 from handlers.validate import FileVanished
 from providers.dispatch import Parked
 from providers.errors import RejectedFile
@@ -29,7 +30,15 @@ logger = logging.getLogger(__name__)
 _QUOTA_REASONS = frozenset({"quota", "quota_exhausted"})
 
 Outcome = Literal[
-    "uploaded", "duplicate", "quarantined", "vanished", "busy", "changed", "parked", "finished"
+    "uploaded",
+    "duplicate",
+    "quarantined",
+    "vanished",
+    "busy",
+    "changed",
+    "parked",
+    "finished",
+    "failed",  # an unexpected error: the file waits (daemon.work, daemon.failures)
 ]
 
 
@@ -77,6 +86,7 @@ class Outcomes:
         self.events = events
         self.clock = clock
 
+    @staged("archive")
     async def finish(
         self, plan: InboxPlan, path: Path, row: LedgerRow, outcome: Outcome = "finished"
     ) -> Result:
@@ -90,6 +100,7 @@ class Outcomes:
         )
         return Result(outcome, row=done)
 
+    @staged("archive")
     async def duplicate(
         self,
         plan: InboxPlan,
@@ -142,6 +153,7 @@ class Outcomes:
         )
         return Result("parked", park_until=parked.until)
 
+    @staged("quarantine")
     async def reject(
         self,
         plan: InboxPlan,
