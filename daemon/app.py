@@ -53,7 +53,7 @@ from handlers.budget import ByteBudget
 from handlers.ledger import LedgerRow
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
-from providers.errors import ConfigError
+from providers.errors import ConfigError, InboxdError, StateError
 from providers.retry import COMMON_ERROR_KINDS
 from providers.types import UploadClient
 
@@ -76,6 +76,7 @@ REASONS = (
 # What the dispatcher reports per call: success, reconciled, or the error's kind.
 OUTCOMES = ("success", "reconciled", *COMMON_ERROR_KINDS)
 STATUS_INTERVAL = 5.0
+STATE_CHECK_INTERVAL = 2.0
 
 Loader = Callable[[], Settings]
 
@@ -97,7 +98,25 @@ def run_daemon(settings: Settings, *, emulator: bool = False, loader: Loader | N
 
     ``loader`` loads the config again (the same file and CLI overrides) on SIGHUP.
     """
-    return anyio.run(_main, settings, emulator, loader, backend="asyncio")
+    try:
+        return anyio.run(_main, settings, emulator, loader, backend="asyncio")
+    except BaseExceptionGroup as group:
+        fault = _daemon_fault(group)
+        if fault is None:
+            raise
+        raise fault from None  # the CLI prints it and exits non-zero
+
+
+def _daemon_fault(exc: BaseException) -> InboxdError | None:
+    """The daemon's own fault (StateError, ...) that ended a task group, if one did."""
+    if isinstance(exc, InboxdError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _daemon_fault(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> int:
@@ -142,11 +161,16 @@ class Daemon:
         loader: Loader | None = None,
         log_stream: TextIO | None = None,
         file_errors: FileErrors | None = None,
+        state_check_interval: float = STATE_CHECK_INTERVAL,
     ) -> None:
         """``observer`` is told each file's outcome (tests and benchmarks wait on it);
         ``loader`` reads the config again for ``reload()`` (None: reload is refused);
         ``log_stream`` is where log lines go (default stderr); ``file_errors`` holds the
-        failing files' backoff (tests inject one with a fake clock)."""
+        failing files' backoff (tests inject one with a fake clock);
+        ``state_check_interval``: seconds between checks that the state file is still the
+        one opened."""
+        self.state_check_interval = state_check_interval
+        self.state_lost: str | None = None
         self.settings = settings
         self.loader = loader
         self.log_stream = log_stream
@@ -238,6 +262,7 @@ class Daemon:
                 )
             await root.start(self._signals)
             root.start_soon(watchdog_loop, self.notifier)
+            root.start_soon(self._watch_state_file)
             async with anyio.create_task_group() as work:
                 intake_scope = await self._start_intake(work)
                 self.notifier.ready()
@@ -346,12 +371,26 @@ class Daemon:
         if self.stopping.is_set():
             return ["stopping"]
         reasons = []
+        if self.state_lost is not None:
+            reasons.append(self.state_lost)
         if self.store is None:
             reasons.append("state file not open")
         if self.watcher is None or not self.watcher.healthy:
             reasons.append("watchers not running")
         reasons.extend(self.work.errors.reasons())
         return reasons
+
+    async def _watch_state_file(self) -> None:
+        """Stop the daemon (StateError) once the state file is deleted or replaced under it."""
+        assert self.store is not None
+        while True:
+            await anyio.sleep(self.state_check_interval)
+            try:
+                self.store.verify_file()
+            except StateError as exc:
+                self.state_lost = str(exc)  # /readyz says so until the process is gone
+                logger.error("%s", exc)
+                raise
 
     async def _status_loop(self) -> None:
         assert self.store is not None
