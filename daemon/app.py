@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import TextIO
 
@@ -53,6 +53,7 @@ from handlers.budget import ByteBudget
 from handlers.ledger import LedgerRow
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
+from providers.client import ProviderClient
 from providers.errors import ConfigError, InboxdError, StateError
 from providers.retry import COMMON_ERROR_KINDS
 from providers.types import UploadClient
@@ -138,6 +139,13 @@ async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> in
         daemon = Daemon(settings, loader=loader)
         await daemon.run()
     return 0
+
+
+def _prepare(clients: Sequence[UploadClient]) -> None:
+    """Import and build every provider's transports (blocking: run in a worker thread)."""
+    for client in clients:
+        if isinstance(client, ProviderClient):
+            client.prepare()
 
 
 def _pointed(loader: Loader, urls: Mapping[str, str], keys: Mapping[str, str]) -> Loader:
@@ -232,10 +240,11 @@ class Daemon:
         )
         async with AsyncExitStack() as stack:
             self.store = store = await stack.enter_async_context(Store.open(settings.state_file))
-            self.clients: dict[str, UploadClient] = dict(
-                build_clients(settings, on_fallback=self._on_fallback)
-            )
+            built = build_clients(settings, on_fallback=self._on_fallback)
+            self.clients: dict[str, UploadClient] = dict(built)
             stack.push_async_callback(self._close_clients)
+            # SDK imports take ~1 s: done here, off the loop, not at the first upload.
+            await anyio.to_thread.run_sync(_prepare, [c.inner for c in built.values()])
             self.limits = {p: settings.providers.get(p).effective_limits(p) for p in providers}
             self.dispatcher = build_dispatcher(
                 settings, self.clients, self.limits, store, self.metrics
