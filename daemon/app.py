@@ -386,7 +386,7 @@ class Daemon:
             reasons.append("state file not open")
         if self.watcher is None or not self.watcher.healthy:
             reasons.append("watchers not running")
-        reasons.extend(self.work.errors.reasons())
+        reasons.extend(self.work.errors.reasons(self.plans))
         return reasons
 
     async def _watch_state_file(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from providers.errors import ConfigError, StateError
@@ -115,10 +115,13 @@ class FileErrors:
         """``key`` is gone (vanished, its inbox removed): drop its backoff."""
         self._files.pop(key, None)
 
-    def reasons(self) -> list[str]:
-        """Why /readyz is 503 because of failing files (empty when no stage fails for all)."""
+    def reasons(self, inboxes: Collection[str] | None = None) -> list[str]:
+        """Why /readyz is 503 because of failing files (empty when no stage fails for all);
+        only of ``inboxes`` when given (an inbox a reload removed no longer counts)."""
         out = []
         for (inbox, stage), failing in sorted(self._stages.items()):
+            if inboxes is not None and inbox not in inboxes:
+                continue
             if len(failing.keys) >= self.threshold:
                 since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(failing.since))
                 out.append(

@@ -59,6 +59,7 @@ def test_readiness_names_a_stage_failing_for_three_files_until_one_passes() -> N
     assert errors.reasons() == [
         "inbox in: stage archive failing for every file (3 files since 1970-01-12T13:46:40Z)"
     ]
+    assert errors.reasons(inboxes={"other"}) == []  # "in" removed by a reload
     errors.passed("in:d", "in", "finished")
     assert errors.reasons() == []
 
