@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import TextIO
 
 import anyio
@@ -26,7 +27,7 @@ from pydantic import SecretStr
 
 from daemon.cli import package_version
 from daemon.config_check import check
-from daemon.failures import FileErrors
+from daemon.failures import FileErrors, daemon_fault
 from daemon.http import serve_http
 from daemon.intake import Intake
 from daemon.logs import setup_logging
@@ -37,24 +38,16 @@ from daemon.reloading import apply_reload, unpark_forever
 from daemon.remote_usage import REMOTE_USAGE_INTERVAL, refresh_remote_usage
 from daemon.retention import PRUNE_INTERVAL, prune_ledger
 from daemon.settings import Settings
+from daemon.state_watch import watch_state_file
 from daemon.store import Store
 from daemon.watcher import Candidate, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
-from daemon.work import (
-    WorkState,
-    close_client,
-    file_failed,
-    is_fatal,
-    park_loop,
-    start_watcher,
-    worker,
-)
+from daemon.work import WorkState, close_client, park_loop, recover_failed, start_watcher, worker
 from handlers.budget import ByteBudget
-from handlers.ledger import LedgerRow
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
 from providers.client import ProviderClient
-from providers.errors import ConfigError, InboxdError, StateError
+from providers.errors import ConfigError
 from providers.retry import COMMON_ERROR_KINDS
 from providers.types import UploadClient
 
@@ -102,22 +95,10 @@ def run_daemon(settings: Settings, *, emulator: bool = False, loader: Loader | N
     try:
         return anyio.run(_main, settings, emulator, loader, backend="asyncio")
     except BaseExceptionGroup as group:
-        fault = _daemon_fault(group)
+        fault = daemon_fault(group)
         if fault is None:
             raise
         raise fault from None  # the CLI prints it and exits non-zero
-
-
-def _daemon_fault(exc: BaseException) -> InboxdError | None:
-    """The daemon's own fault (StateError, ...) that ended a task group, if one did."""
-    if isinstance(exc, InboxdError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _daemon_fault(inner)
-            if found is not None:
-                return found
-    return None
 
 
 async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> int:
@@ -258,7 +239,7 @@ class Daemon:
                 events=self.metrics,
                 skew=settings.reconcile_skew,
             )
-            await self.pipeline.recover(self.plans, on_error=self._recover_failed)
+            await self.pipeline.recover(self.plans, on_error=partial(recover_failed, self))
             await self._serve()
 
     async def _serve(self) -> None:
@@ -271,7 +252,8 @@ class Daemon:
                 )
             await root.start(self._signals)
             root.start_soon(watchdog_loop, self.notifier)
-            root.start_soon(self._watch_state_file)
+            assert self.store is not None
+            root.start_soon(self._watch_state_file, self.store)
             async with anyio.create_task_group() as work:
                 intake_scope = await self._start_intake(work)
                 self.notifier.ready()
@@ -338,23 +320,6 @@ class Daemon:
             self._work.start_soon(worker, self, self.intake.receive.clone())
         self._workers = max(wanted, self._workers)
 
-    def _recover_failed(self, row: LedgerRow | None, exc: Exception) -> None:
-        """One row's recovery failed: that file waits (the daemon starts); a fault of the
-        daemon itself is raised (start-up fails)."""
-        if is_fatal(exc):
-            raise exc
-        if row is None:  # the batch of interrupted uploads: each is settled when processed
-            logger.error(
-                "settling interrupted uploads at start failed (%s: %s); each is settled "
-                "when its file is processed",
-                type(exc).__name__,
-                exc,
-            )
-            logger.debug("traceback of that failure", exc_info=exc)
-            self.metrics.file_error("recover")
-            return
-        file_failed(self, row.inbox, row.relpath, exc, stage="recover")
-
     # -- clients -----------------------------------------------------------------------------
 
     def _on_fallback(self, provider: str, from_t: str, to_t: str, reason: str) -> None:
@@ -389,17 +354,13 @@ class Daemon:
         reasons.extend(self.work.errors.reasons(self.plans))
         return reasons
 
-    async def _watch_state_file(self) -> None:
-        """Stop the daemon (StateError) once the state file is deleted or replaced under it."""
-        assert self.store is not None
-        while True:
-            await anyio.sleep(self.state_check_interval)
-            try:
-                self.store.verify_file()
-            except StateError as exc:
-                self.state_lost = str(exc)  # /readyz says so until the process is gone
-                logger.error("%s", exc)
-                raise
+    async def _watch_state_file(self, store: Store) -> None:
+        def lost(reason: str) -> None:
+            self.state_lost = reason  # /readyz says so until the process is gone
+
+        await watch_state_file(
+            store.path, store.identity, interval=self.state_check_interval, on_lost=lost
+        )
 
     async def _status_loop(self) -> None:
         assert self.store is not None

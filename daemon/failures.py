@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from providers.errors import ConfigError, StateError
+from providers.errors import ConfigError, InboxdError, StateError
 
-__all__ = ["FATAL", "STAGES", "Failure", "FileErrors", "backoff", "passed_stages"]
+__all__ = ["FATAL", "STAGES", "Failure", "FileErrors", "backoff", "daemon_fault", "passed_stages"]
 
 # Where a file's handling can fail (handlers.stages tags them); "other" is anything untagged.
 STAGES = ("open", "ledger", "hash", "upload", "archive", "quarantine", "recover", "other")
@@ -129,3 +129,15 @@ class FileErrors:
                     f"({len(failing.keys)} files since {since})"
                 )
         return out
+
+
+def daemon_fault(exc: BaseException) -> InboxdError | None:
+    """The daemon's own fault (StateError, ...) that ended a task group, if one did."""
+    if isinstance(exc, InboxdError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = daemon_fault(inner)
+            if found is not None:
+                return found
+    return None

@@ -27,6 +27,7 @@ import anyio
 from daemon import _ledger_sql as sql
 from daemon._group_commit import GroupCommit
 from daemon.schema import migrations_after
+from daemon.state_watch import file_identity
 from handlers.ledger import (
     PENDING,
     QUARANTINED,
@@ -34,7 +35,7 @@ from handlers.ledger import (
     LedgerRow,
     transition_fields,
 )
-from providers.errors import ConfigError, StateError
+from providers.errors import ConfigError
 from providers.types import BreakerRecord
 
 __all__ = ["Store"]
@@ -88,7 +89,7 @@ class Store:
         self._db = GroupCommit(db)
         self._path = path
         self._clock = clock
-        self._identity = _identity(path)  # (st_dev, st_ino) of the file opened
+        self._identity = file_identity(path)
 
     @classmethod
     @asynccontextmanager
@@ -134,27 +135,10 @@ class Store:
     def path(self) -> Path:
         return self._path
 
-    def verify_file(self) -> None:
-        """Raise StateError when ``path`` no longer names the file opened (deleted, replaced).
-
-        A daemon writing on to a deleted file would lose its dedupe history at the next start
-        and upload content twice: it must stop so that systemd restarts it on a fresh file.
-        """
-        try:
-            now = _identity(self._path)
-        except FileNotFoundError:
-            now = None
-        except OSError as exc:
-            raise StateError(
-                f"state file {self._path} cannot be checked ({exc.strerror}); exiting: "
-                "check the disk holding state_dir"
-            ) from exc
-        problem = identity_problem(self._identity, now)
-        if problem is not None:
-            raise StateError(
-                f"state file {self._path} {problem} while inboxd ran; exiting so that it "
-                "restarts on the file now at that path (a deleted file's history is lost)"
-            )
+    @property
+    def identity(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the file opened (``daemon.state_watch`` compares the path's)."""
+        return self._identity
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -345,20 +329,6 @@ class Store:
         """Every persisted breaker, by provider name."""
         rows = await self._fetch("SELECT * FROM breakers ORDER BY provider")
         return {row["provider"]: sql.breaker_from_row(row) for row in rows}
-
-
-def identity_problem(opened: tuple[int, int], now: tuple[int, int] | None) -> str | None:
-    """What happened to the state file opened as ``opened`` (dev, ino), if anything."""
-    if now is None:
-        return "was deleted"
-    if now != opened:
-        return "was replaced"
-    return None
-
-
-def _identity(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_dev, st.st_ino
 
 
 def _one(db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> sqlite3.Row | None:

@@ -18,6 +18,7 @@ from anyio.abc import TaskStatus
 
 from daemon.failures import FATAL, FileErrors
 from daemon.watcher import Candidate, WatchedInbox, Watcher
+from handlers.ledger import LedgerRow
 from handlers.outcomes import InboxPlan, Result
 from handlers.stages import stage_of
 from providers.types import UploadClient
@@ -32,6 +33,7 @@ __all__ = [
     "file_failed",
     "is_fatal",
     "park_loop",
+    "recover_failed",
     "start_watcher",
     "wake_at",
     "worker",
@@ -219,6 +221,25 @@ def file_failed(
     )
     logger.debug("traceback of %s's failure at stage %s", relpath, stage, exc_info=exc)
     return failure.until
+
+
+def recover_failed(daemon: Daemon, row: LedgerRow | None, exc: Exception) -> None:
+    """``Pipeline.recover``'s ``on_error``: one row's failure makes that file wait (the
+    daemon starts); a fault of the daemon itself is raised (start-up fails)."""
+    if is_fatal(exc):
+        raise exc
+    if row is not None:
+        file_failed(daemon, row.inbox, row.relpath, exc, stage="recover")
+        return
+    # The batch of interrupted uploads: each is settled when its file is processed.
+    logger.error(
+        "settling interrupted uploads at start failed (%s: %s); each is settled when its "
+        "file is processed",
+        type(exc).__name__,
+        exc,
+    )
+    logger.debug("traceback of that failure", exc_info=exc)
+    daemon.metrics.file_error("recover")
 
 
 def wake_at(daemon: Daemon, until: float) -> None:
