@@ -1,7 +1,8 @@
 """The failure domain is one file: a fault that hits one file never stops the daemon.
 
-End to end on real folders against the emulator: one inbox's ``done_dir`` is made immutable
-(``chattr +i``: root ignores mode bits, not that flag), a second inbox is ordinary. The bad
+End to end on real folders against the emulator: one inbox's ``done_dir`` is made unwritable
+(``chattr +i``, or a tmpfs mounted read-only: root ignores mode bits, not these), a second
+inbox is ordinary. The bad
 files wait in their inbox with their rows ``uploaded``, are counted, logged once, make
 /readyz 503 with a reason, and are archived once the fault is gone; a restart with the fault
 still present starts and serves. Time is a fake clock: backoffs are passed by moving it.
@@ -44,25 +45,58 @@ class FakeClock:
         return self.now
 
 
-def _chattr(path: Path, flag: str) -> None:
-    subprocess.run(["chattr", flag, str(path)], check=True, capture_output=True)
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
 
 
-@pytest.fixture
-def immutable_done(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path/bad.done`` made immutable (skipped where chattr is not permitted)."""
+class Fault:
+    """``tmp_path/bad.done`` made unwritable for root: immutable (``chattr +i``), or a tmpfs
+    mounted read-only (EROFS); ``off()`` removes the fault."""
+
+    def __init__(self, done: Path, kind: str) -> None:
+        self.done = done
+        self.kind = kind
+        self.mounted = False
+
+    def on(self) -> None:
+        if self.kind == "chattr":
+            _run("chattr", "+i", str(self.done))
+        else:
+            _run("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(self.done))
+            self.mounted = True
+            _run("mount", "-o", "remount,ro", str(self.done))
+
+    def off(self) -> None:
+        if self.kind == "chattr":
+            _run("chattr", "-i", str(self.done))
+        else:
+            _run("mount", "-o", "remount,rw", str(self.done))
+
+    def clean_up(self) -> None:
+        if self.kind == "chattr":
+            _run("chattr", "-i", str(self.done))
+        elif self.mounted:
+            _run("umount", "-l", str(self.done))
+
+
+@pytest.fixture(params=["chattr", "tmpfs_ro"])
+def fault(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fault]:
+    """An unwritable done_dir for inbox ``bad`` (skipped where the test may not make one)."""
     done = tmp_path / "bad.done"
     done.mkdir()
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed: cannot make a done_dir unwritable for root")
+    made = Fault(done, request.param)
+    tool = "chattr" if made.kind == "chattr" else "mount"
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed: cannot make a done_dir unwritable for root")
     try:
-        _chattr(done, "+i")
+        made.on()
     except subprocess.CalledProcessError as exc:
-        pytest.skip(f"chattr +i not permitted on this filesystem: {exc.stderr!r}")
+        made.clean_up()
+        pytest.skip(f"{tool} not permitted here ({exc.stderr!r}): no unwritable done_dir")
     try:
-        yield done
+        yield made
     finally:
-        _chattr(done, "-i")
+        made.clean_up()
 
 
 def _options(clock: FakeClock, log: io.StringIO) -> dict[str, Any]:
@@ -116,7 +150,7 @@ async def _retry(run: Run, clock: FakeClock, by: float) -> None:
 
 
 async def test_unwritable_done_dir_fails_its_files_only_until_fixed(
-    tmp_path: Path, immutable_done: Path
+    tmp_path: Path, fault: Fault
 ) -> None:
     """With one inbox's done_dir unwritable the daemon keeps serving: the other inbox is
     archived, the bad files wait uploaded in their inbox (counted, logged once, /readyz 503
@@ -148,7 +182,7 @@ async def test_unwritable_done_dir_fails_its_files_only_until_fixed(
         assert _errors(run, "archive") == 6
         assert {n: len(_error_lines(log, n)) for n in BAD} == dict.fromkeys(BAD, 1)
 
-        _chattr(immutable_done, "-i")
+        fault.off()
         await _retry(run, clock, 2 * BACKOFF + 1)
         await _until(run, {(n, "finished") for n in BAD})
         assert list(run.inbox("bad").iterdir()) == []
@@ -159,11 +193,10 @@ async def test_unwritable_done_dir_fails_its_files_only_until_fixed(
         assert (await _readyz(run)).status_code == 200
         rows = {r.relpath: r.state for r in await run.rows() if r.inbox == "bad"}
         assert rows == dict.fromkeys(BAD, "done")
-        _chattr(immutable_done, "+i")  # the fixture's clean-up takes it off again
 
 
 async def test_restart_with_the_fault_still_present_starts_and_serves(
-    tmp_path: Path, immutable_done: Path
+    tmp_path: Path, fault: Fault
 ) -> None:
     """A restart whose recovery meets the same unwritable done_dir starts anyway (counted
     under stage ``recover``), keeps the files waiting, and archives them once it is fixed."""
@@ -175,20 +208,19 @@ async def test_restart_with_the_fault_still_present_starts_and_serves(
             await _until(run, {(n, "failed") for n in BAD})
         clock2, log2 = FakeClock(), io.StringIO()
         async with running(tmp_path, emulator=emu, **_options(clock2, log2)) as again:
-            await _check_restart(again, clock2, immutable_done)
+            await _check_restart(again, clock2, fault)
 
 
-async def _check_restart(again: Run, clock2: FakeClock, immutable_done: Path) -> None:
+async def _check_restart(again: Run, clock2: FakeClock, fault: Fault) -> None:
     """What the restarted daemon must show (see the test above)."""
     assert _errors(again, "recover") == 3
     # Recovery's failures hold the files: the first scan finds them parked, not retried.
     await _until(again, {(n, "parked") for n in BAD})
     assert sorted(p.name for p in again.inbox("bad").iterdir()) == BAD
-    _chattr(immutable_done, "-i")
+    fault.off()
     await _retry(again, clock2, BACKOFF + 1)
     await _until(again, {(n, "finished") for n in BAD})
     assert sorted(p.name for p in again.done("bad").iterdir()) == sorted(
         [*BAD, *(n + ".upload.json" for n in BAD)]
     )
     assert len(again.emu.files()) == 3  # each sent once, across both runs
-    _chattr(immutable_done, "+i")
