@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 import pytest
 
-from daemon.failures import FileErrors, backoff
+from daemon.failures import FileErrors, backoff, daemon_fault
+from daemon.work import is_fatal
+from handlers.moves import MoveError
 from handlers.stages import stage, stage_of
+from providers.errors import StateError
 
 
 class Clock:
@@ -70,3 +76,28 @@ def test_the_innermost_stage_tags_an_error_and_its_type_is_kept() -> None:
         raise ValueError("boom")
     assert stage_of(info.value) == "archive"
     assert stage_of(ValueError("untagged")) is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "fatal"),
+    [
+        (StateError("state file gone"), True),
+        (sqlite3.OperationalError("disk I/O error"), True),
+        (ExceptionGroup("g", [ValueError("x"), StateError("gone")]), True),
+        (MoveError("cannot write done/x.upload.json"), False),
+        (OSError(errno.ENAMETOOLONG, "File name too long"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_only_faults_of_the_daemon_itself_are_fatal(exc: Exception, fatal: bool) -> None:
+    """State-file errors stop the daemon; any error of one file (OSError, MoveError, a bug)
+    does not."""
+    assert is_fatal(exc) is fatal
+
+
+def test_a_daemon_fault_is_found_inside_nested_task_group_errors() -> None:
+    """The StateError that ended the task tree is what ``inboxd run`` reports."""
+    gone = StateError("state file gone")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("x"), gone])])
+    assert daemon_fault(nested) is gone
+    assert daemon_fault(ExceptionGroup("g", [ValueError("x")])) is None
