@@ -15,8 +15,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import TextIO
 
 import anyio
@@ -26,6 +27,7 @@ from pydantic import SecretStr
 
 from daemon.cli import package_version
 from daemon.config_check import check
+from daemon.failures import FileErrors, daemon_fault
 from daemon.http import serve_http
 from daemon.intake import Intake
 from daemon.logs import setup_logging
@@ -36,13 +38,15 @@ from daemon.reloading import apply_reload, unpark_forever
 from daemon.remote_usage import REMOTE_USAGE_INTERVAL, refresh_remote_usage
 from daemon.retention import PRUNE_INTERVAL, prune_ledger
 from daemon.settings import Settings
+from daemon.state_watch import watch_state_file
 from daemon.store import Store
 from daemon.watcher import Candidate, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
-from daemon.work import WorkState, close_client, park_loop, start_watcher, worker
+from daemon.work import WorkState, close_client, park_loop, recover_failed, start_watcher, worker
 from handlers.budget import ByteBudget
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
+from providers.client import ProviderClient
 from providers.errors import ConfigError
 from providers.retry import COMMON_ERROR_KINDS
 from providers.types import UploadClient
@@ -71,6 +75,7 @@ REASONS = (
 # What the dispatcher reports per call: success, reconciled, or the error's kind.
 OUTCOMES = ("success", "reconciled", *COMMON_ERROR_KINDS)
 STATUS_INTERVAL = 5.0
+STATE_CHECK_INTERVAL = 2.0
 
 Loader = Callable[[], Settings]
 
@@ -92,7 +97,13 @@ def run_daemon(settings: Settings, *, emulator: bool = False, loader: Loader | N
 
     ``loader`` loads the config again (the same file and CLI overrides) on SIGHUP.
     """
-    return anyio.run(_main, settings, emulator, loader, backend="asyncio")
+    try:
+        return anyio.run(_main, settings, emulator, loader, backend="asyncio")
+    except BaseExceptionGroup as group:
+        fault = daemon_fault(group)
+        if fault is None:
+            raise
+        raise fault from None  # the CLI prints it and exits non-zero
 
 
 async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> int:
@@ -116,6 +127,13 @@ async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> in
     return 0
 
 
+def _prepare(clients: Sequence[UploadClient]) -> None:
+    """Import and build every provider's transports (blocking: run in a worker thread)."""
+    for client in clients:
+        if isinstance(client, ProviderClient):
+            client.prepare()
+
+
 def _pointed(loader: Loader, urls: Mapping[str, str], keys: Mapping[str, str]) -> Loader:
     return lambda: with_emulator(loader(), urls, keys)
 
@@ -136,10 +154,17 @@ class Daemon:
         observer: Callable[[Candidate, Result], None] | None = None,
         loader: Loader | None = None,
         log_stream: TextIO | None = None,
+        file_errors: FileErrors | None = None,
+        state_check_interval: float = STATE_CHECK_INTERVAL,
     ) -> None:
         """``observer`` is told each file's outcome (tests and benchmarks wait on it);
         ``loader`` reads the config again for ``reload()`` (None: reload is refused);
-        ``log_stream`` is where log lines go (default stderr)."""
+        ``log_stream`` is where log lines go (default stderr); ``file_errors`` holds the
+        failing files' backoff (tests inject one with a fake clock);
+        ``state_check_interval``: seconds between checks that the state file is still the
+        one opened."""
+        self.state_check_interval = state_check_interval
+        self.state_lost: str | None = None
         self.settings = settings
         self.loader = loader
         self.log_stream = log_stream
@@ -154,7 +179,7 @@ class Daemon:
         self.intake: Intake | None = None
         self.store: Store | None = None
         self._fallbacks_seen: set[tuple[str, str, str]] = set()
-        self.work = WorkState()
+        self.work = WorkState(file_errors or FileErrors())
         self._workers = 0
         self._watcher_scope: anyio.CancelScope | None = None
         self._reload_lock = anyio.Lock()
@@ -201,10 +226,11 @@ class Daemon:
         )
         async with AsyncExitStack() as stack:
             self.store = store = await stack.enter_async_context(Store.open(settings.state_file))
-            self.clients: dict[str, UploadClient] = dict(
-                build_clients(settings, on_fallback=self._on_fallback, events=self.metrics)
-            )
+            built = build_clients(settings, on_fallback=self._on_fallback, events=self.metrics)
+            self.clients: dict[str, UploadClient] = dict(built)
             stack.push_async_callback(self._close_clients)
+            # SDK imports take ~1 s: done here, off the loop, not at the first upload.
+            await anyio.to_thread.run_sync(_prepare, [c.inner for c in built.values()])
             self.limits = {p: settings.providers.get(p).effective_limits(p) for p in providers}
             self.dispatcher = build_dispatcher(
                 settings, self.clients, self.limits, store, self.metrics
@@ -218,7 +244,7 @@ class Daemon:
                 events=self.metrics,
                 skew=settings.reconcile_skew,
             )
-            await self.pipeline.recover(self.plans)
+            await self.pipeline.recover(self.plans, on_error=partial(recover_failed, self))
             await self._serve()
 
     async def _serve(self) -> None:
@@ -231,6 +257,8 @@ class Daemon:
                 )
             await root.start(self._signals)
             root.start_soon(watchdog_loop, self.notifier)
+            assert self.store is not None
+            root.start_soon(self._watch_state_file, self.store)
             async with anyio.create_task_group() as work:
                 intake_scope = await self._start_intake(work)
                 self.notifier.ready()
@@ -322,11 +350,22 @@ class Daemon:
         if self.stopping.is_set():
             return ["stopping"]
         reasons = []
+        if self.state_lost is not None:
+            reasons.append(self.state_lost)
         if self.store is None:
             reasons.append("state file not open")
         if self.watcher is None or not self.watcher.healthy:
             reasons.append("watchers not running")
+        reasons.extend(self.work.errors.reasons(self.plans))
         return reasons
+
+    async def _watch_state_file(self, store: Store) -> None:
+        def lost(reason: str) -> None:
+            self.state_lost = reason  # /readyz says so until the process is gone
+
+        await watch_state_file(
+            store.path, store.identity, interval=self.state_check_interval, on_lost=lost
+        )
 
     async def _status_loop(self) -> None:
         assert self.store is not None

@@ -26,6 +26,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from daemon.failures import STAGES as FILE_ERROR_STAGES
 from providers.redaction import scrub
 
 __all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "NO_TRANSPORT", "RETRY_REASONS", "Metrics"]
@@ -199,6 +200,14 @@ class Metrics:
             "inboxd_build_info", "Always 1; the version is the label.", ["version"], registry=r
         )
         self._build_info.labels(_label(version)).set(1)
+        self._file_errors = Counter(
+            "inboxd_file_errors",
+            "Unexpected errors while handling one file, by stage (the file waits and is retried).",
+            ["stage"],
+            registry=r,
+        )
+        for stage in FILE_ERROR_STAGES:
+            self._file_errors.labels(stage)
         self._states: dict[str, str] = {}
         self._retry_reasons = tuple(retry_reasons)
 
@@ -344,3 +353,7 @@ class Metrics:
 
     def throttled(self, provider: str) -> None:
         self._throttled.labels(_label(provider)).inc()
+
+    def file_error(self, stage: str) -> None:
+        """Count one unexpected error of one file at ``stage`` (``daemon.failures.STAGES``)."""
+        self._file_errors.labels(_label(stage)).inc()

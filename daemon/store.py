@@ -27,6 +27,7 @@ import anyio
 from daemon import _ledger_sql as sql
 from daemon._group_commit import GroupCommit
 from daemon.schema import migrations_after
+from daemon.state_watch import file_identity
 from handlers.ledger import (
     PENDING,
     QUARANTINED,
@@ -88,6 +89,7 @@ class Store:
         self._db = GroupCommit(db)
         self._path = path
         self._clock = clock
+        self._identity = file_identity(path)
 
     @classmethod
     @asynccontextmanager
@@ -132,6 +134,11 @@ class Store:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the file opened (``daemon.state_watch`` compares the path's)."""
+        return self._identity
 
     # -- plumbing ---------------------------------------------------------------------------
 

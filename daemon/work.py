@@ -16,8 +16,11 @@ import anyio
 import anyio.abc
 from anyio.abc import TaskStatus
 
+from daemon.failures import FATAL, FileErrors
 from daemon.watcher import Candidate, WatchedInbox, Watcher
+from handlers.ledger import LedgerRow
 from handlers.outcomes import InboxPlan, Result
+from handlers.stages import stage_of
 from providers.types import UploadClient
 
 if TYPE_CHECKING:
@@ -27,7 +30,10 @@ __all__ = [
     "WorkState",
     "close_client",
     "close_idle_clients",
+    "file_failed",
+    "is_fatal",
     "park_loop",
+    "recover_failed",
     "start_watcher",
     "wake_at",
     "worker",
@@ -37,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 # Outcomes that leave the file where it is, to be offered again (by a rescan, the park loop
 # or straight away): it was counted as discovered once, the first time.
-_STAYS = frozenset({"parked", "changed", "busy"})
+_STAYS = frozenset({"parked", "changed", "busy", "failed"})
 
 
 class WorkState:
@@ -47,10 +53,12 @@ class WorkState:
     reload replaced close once no file of their generation is left, and shutdown waits for
     ``drained``. The park loop rescans at ``park_until``. ``left_in_inbox`` holds the keys of
     files counted as discovered whose last outcome left them in their inbox (one small
-    string per parked/busy file; dropped when the file ends or vanishes).
+    string per parked/busy file; dropped when the file ends or vanishes). ``errors`` holds
+    the files that failed unexpectedly, their backoff and the stages failing for every file.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, errors: FileErrors | None = None) -> None:
+        self.errors = errors or FileErrors()
         self.generation = 0
         self.busy: dict[int, int] = {}
         self.drained = anyio.Event()
@@ -148,16 +156,90 @@ async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidat
 
 async def _process(daemon: Daemon, plan: InboxPlan, candidate: Candidate) -> Result:
     """The pipeline's result for ``candidate``; counted as discovered once, not again each
-    time a file left in its inbox (parked, changed, busy) is offered anew."""
+    time a file left in its inbox (parked, changed, busy, failed) is offered anew.
+
+    The failure domain is one file: an unexpected error parks this file with a growing
+    backoff (``failed``) and every other file goes on; only an error of the daemon itself
+    (its state file) propagates and stops the process.
+    """
     key = candidate.key
+    errors = daemon.work.errors
     if key not in daemon.work.left_in_inbox:
         daemon.metrics.file_discovered(candidate.inbox)
-    result = await daemon.pipeline.process(plan, candidate.path, candidate.relpath)
+    held = errors.held_until(key)
+    if held is not None:  # failed before and its backoff is not over: not even opened
+        daemon.work.left_in_inbox.add(key)
+        return Result("parked", park_until=held)
+    try:
+        result = await daemon.pipeline.process(plan, candidate.path, candidate.relpath)
+    except Exception as exc:
+        if is_fatal(exc):
+            raise
+        until = file_failed(daemon, candidate.inbox, candidate.relpath, exc)
+        result = Result("failed", park_until=until)
+    else:
+        if result.outcome == "vanished":
+            errors.forget(key)
+        else:
+            errors.passed(key, candidate.inbox, result.outcome)
     if result.outcome in _STAYS:
         daemon.work.left_in_inbox.add(key)
     else:
         daemon.work.left_in_inbox.discard(key)
     return result
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """An error of the daemon itself (alone or inside an exception group)?"""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(is_fatal(inner) for inner in exc.exceptions)
+    return isinstance(exc, FATAL)
+
+
+def file_failed(
+    daemon: Daemon, inbox: str, relpath: str, exc: Exception, *, stage: str | None = None
+) -> float:
+    """Record, count and log an unexpected error of one file; when it may go again.
+
+    Logged at error once per file and stage, repeats at debug; the traceback at debug.
+    """
+    stage = stage or stage_of(exc) or "other"
+    failure = daemon.work.errors.failed(f"{inbox}:{relpath}", inbox, stage)
+    daemon.metrics.file_error(stage)
+    wait = max(failure.until - daemon.work.errors.clock(), 0.0)
+    logger.log(
+        logging.ERROR if failure.loud else logging.DEBUG,
+        "%s failed at stage %s (%s: %s); it stays where it is and is tried again in %.0f s "
+        "(doubling up to %.0f s); other files go on",
+        relpath,
+        stage,
+        type(exc).__name__,
+        exc,
+        wait,
+        daemon.work.errors.cap,
+        extra={"inbox": inbox, "file": relpath, "stage": stage},
+    )
+    logger.debug("traceback of %s's failure at stage %s", relpath, stage, exc_info=exc)
+    return failure.until
+
+
+def recover_failed(daemon: Daemon, row: LedgerRow | None, exc: Exception) -> None:
+    """``Pipeline.recover``'s ``on_error``: one row's failure makes that file wait (the
+    daemon starts); a fault of the daemon itself is raised (start-up fails)."""
+    if is_fatal(exc):
+        raise exc
+    if row is not None:
+        file_failed(daemon, row.inbox, row.relpath, exc, stage="recover")
+        return
+    # The batch of interrupted uploads: each is settled when its file is processed.
+    logger.error(
+        "settling interrupted uploads at start failed (%s: %s); each is settled when its "
+        "file is processed",
+        type(exc).__name__,
+        exc,
+    )
+    logger.debug("traceback of that failure", exc_info=exc)
+    daemon.metrics.file_error("recover")
 
 
 def wake_at(daemon: Daemon, until: float) -> None:

@@ -20,6 +20,7 @@ from handlers.identity import FileChanged, Identity
 from handlers.ledger import PENDING, QUARANTINED, Ledger, LedgerRow
 from handlers.moves import MoveError
 from handlers.quarantine import iso_utc, quarantine
+from handlers.stages import staged
 from handlers.validate import FileVanished
 from providers.dispatch import Parked
 from providers.errors import RejectedFile
@@ -31,7 +32,15 @@ logger = logging.getLogger(__name__)
 _QUOTA_REASONS = frozenset({"quota", "quota_exhausted"})
 
 Outcome = Literal[
-    "uploaded", "duplicate", "quarantined", "vanished", "busy", "changed", "parked", "finished"
+    "uploaded",
+    "duplicate",
+    "quarantined",
+    "vanished",
+    "busy",
+    "changed",
+    "parked",
+    "finished",
+    "failed",  # an unexpected error: the file waits (daemon.work, daemon.failures)
 ]
 
 
@@ -79,6 +88,7 @@ class Outcomes:
         self.events = events
         self.clock = clock
 
+    @staged("archive")
     async def finish(
         self,
         plan: InboxPlan,
@@ -102,6 +112,7 @@ class Outcomes:
         )
         return Result(outcome, row=done)
 
+    @staged("archive")
     async def duplicate(
         self,
         plan: InboxPlan,
@@ -168,6 +179,7 @@ class Outcomes:
         )
         return Result("parked", park_until=parked.until)
 
+    @staged("quarantine")
     async def reject(
         self,
         plan: InboxPlan,

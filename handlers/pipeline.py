@@ -25,6 +25,7 @@ from handlers.hashing import sha256_file
 from handlers.ledger import PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
 from handlers.reconcile import Reconciler
+from handlers.stages import stage, staged
 from handlers.validate import FileBusy, FileVanished, OpenedFile, Opener, Refused, open_for_upload
 from providers.dispatch import Parked
 from providers.errors import ProviderError, RejectedFile
@@ -32,7 +33,15 @@ from providers.limits import ProviderLimits
 from providers.router import route
 from providers.types import RemoteFile, UploadClient, UploadResult
 
-__all__ = ["InboxPlan", "Outcome", "Pipeline", "PipelineEvents", "Result", "Uploader"]
+__all__ = [
+    "InboxPlan",
+    "Outcome",
+    "Pipeline",
+    "PipelineEvents",
+    "RecoverErrors",
+    "Result",
+    "Uploader",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +140,10 @@ class Pipeline:
     async def process(self, plan: InboxPlan, path: Path, relpath: str) -> Result:
         """Bring the file at ``path`` (``relpath`` inside the inbox) as far as it can go now."""
         try:
-            opened = await anyio.to_thread.run_sync(
-                lambda: open_for_upload(path, accept=self.acceptor(plan), opener=self.opener)
-            )
+            with stage("open"):
+                opened = await anyio.to_thread.run_sync(
+                    lambda: open_for_upload(path, accept=self.acceptor(plan), opener=self.opener)
+                )
         except RejectedFile as rejected:
             expect = rejected.identity if isinstance(rejected, Refused) else None
             return await self.outcomes.reject(
@@ -147,6 +157,7 @@ class Pipeline:
         with opened:
             return await self._accepted(plan, opened, relpath)
 
+    @staged("ledger")  # its steps tag their own stages; what is left is ledger work
     async def _accepted(self, plan: InboxPlan, opened: OpenedFile, relpath: str) -> Result:
         row = await self.ledger.begin(
             plan.name, relpath, size=opened.size, mtime_ns=opened.mtime_ns
@@ -159,7 +170,8 @@ class Pipeline:
         now = self.clock()
         if row.not_before is not None and row.not_before > now:
             return Result("parked", park_until=row.not_before)
-        sha256 = row.sha256 or await sha256_file(opened.rewind(), size=opened.size)
+        with stage("hash"):
+            sha256 = row.sha256 or await sha256_file(opened.rewind(), size=opened.size)
         if not opened.unchanged():
             return Result("changed")
         # A new hash is written with the upload's intent (one transaction, not two); every
@@ -229,6 +241,7 @@ class Pipeline:
             )
         return None
 
+    @staged("upload")
     async def _upload(
         self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, sha256: str
     ) -> Result:
@@ -384,11 +397,15 @@ class Pipeline:
         )
         return Result("parked", park_until=self.clock() + self.relist_delay)
 
-    async def recover(self, plans: Mapping[str, InboxPlan]) -> None:
+    async def recover(
+        self, plans: Mapping[str, InboxPlan], *, on_error: RecoverErrors | None = None
+    ) -> None:
         """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``.
 
         A row whose provider cannot be listed now stays ``uploading``: processing the file
-        settles it later (never a second copy, never a crash at start).
+        settles it later (never a second copy, never a crash at start). An unexpected error
+        of one row (or of settling the interrupted batch: row None) goes to ``on_error``,
+        and recovery goes on with the next; ``on_error`` raises to stop (default: raise).
         """
         settle = []
         for row in await self.ledger.rows_in_state(UPLOADING):
@@ -401,12 +418,27 @@ class Pipeline:
                 row.relpath,
                 row.inbox,
             )
-        await self.reconciler.settle_interrupted(settle)
+        try:
+            await self.reconciler.settle_interrupted(settle)
+        except Exception as exc:
+            _recover_failed(on_error, None, exc)
         for row in await self.ledger.rows_in_state(UPLOADED):
             plan = plans.get(row.inbox)
             if plan is None:
                 continue
-            await self.finisher.recover(plan, row)  # the same check as a live finish
+            try:
+                await self.finisher.recover(plan, row)  # the same check as a live finish
+            except Exception as exc:
+                _recover_failed(on_error, row, exc)
+
+
+RecoverErrors = Callable[[LedgerRow | None, Exception], None]
+
+
+def _recover_failed(on_error: RecoverErrors | None, row: LedgerRow | None, exc: Exception) -> None:
+    if on_error is None:
+        raise exc
+    on_error(row, exc)
 
 
 def _same_inode(opened: OpenedFile) -> bool:

@@ -15,7 +15,7 @@ from typing import BinaryIO, NoReturn, Protocol, TypeVar, runtime_checkable
 from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
 from providers.types import RemoteFile, Transport, UploadResult
 
-__all__ = ["FallbackCallback", "ProviderClient", "UsageSource", "usage_of"]
+__all__ = ["FallbackCallback", "Preparable", "ProviderClient", "UsageSource", "usage_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,13 @@ _T = TypeVar("_T")
 
 FallbackCallback = Callable[[str, str, str, str], None]
 """Called as ``(provider, from_transport, to_transport, reason)`` on each move down the chain."""
+
+
+@runtime_checkable
+class Preparable(Protocol):
+    """A transport that can import and build its client ahead of its first call."""
+
+    def prepare(self) -> None: ...
 
 
 @runtime_checkable
@@ -76,6 +83,12 @@ class ProviderClient:
         self.name = name
         self._transports = tuple(transports)
         self._on_fallback = on_fallback
+
+    def prepare(self) -> None:
+        """Import and build every transport that can be (blocking: a worker thread at start)."""
+        for transport in self._transports:
+            if isinstance(transport, Preparable):
+                transport.prepare()
 
     @property
     def transport_names(self) -> tuple[str, ...]:

@@ -111,13 +111,13 @@ class Run:
     async def wait_for(
         self, n: int, *, limit: float = 20.0, final_only: bool = False
     ) -> list[Seen]:
-        """The next ``n`` outcomes (only final ones — not parked/changed/busy — if asked)."""
+        """The next ``n`` outcomes (only final ones — not parked/changed/busy/failed — if asked)."""
         got: list[Seen] = []
         with anyio.fail_after(limit):
             while len(got) < n:
                 item = await self.outcomes.receive()
                 self.seen.append(item)
-                if final_only and item.result.outcome in {"changed", "busy", "parked"}:
+                if final_only and item.result.outcome in {"changed", "busy", "parked", "failed"}:
                     continue
                 got.append(item)
         return got
@@ -227,11 +227,13 @@ async def running(
     limits: Mapping[str, ProviderLimits] | None = None,
     seed: int = 0,
     emulator: Emulator | None = None,
+    daemon_options: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> AsyncIterator[Run]:
     """Emulator + Daemon running on ``root``; stopped (gracefully) on exit.
 
-    ``emulator``: a running one to use (it outlives this daemon) instead of a fresh one.
+    ``emulator``: a running one to use (it outlives this daemon) instead of a fresh one;
+    ``daemon_options``: more keyword arguments for ``Daemon`` (injected fakes).
     """
     (root / "state").mkdir(parents=True, exist_ok=True)
     settings = _settings(root, inboxes, providers or {}, extra)
@@ -252,7 +254,9 @@ async def running(
             {p: emu.base_url(p) for p in ("kimi", "glm")},
             {p: emu.key(p) for p in ("kimi", "glm")},
         )
-        daemon = Daemon(settings, notifier=Notifier(None), observer=observer)
+        daemon = Daemon(
+            settings, notifier=Notifier(None), observer=observer, **(daemon_options or {})
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)
             with anyio.fail_after(20):

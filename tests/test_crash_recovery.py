@@ -1,9 +1,11 @@
 """Crash recovery: the daemon as a real subprocess, SIGKILLed at random moments and restarted.
 
 The emulator runs in the test process (it outlives every daemon), with accept-then-drop and
-reset faults on. Whatever the kill moments, every file must end up stored exactly once (the
-emulator's ground truth, by sha256), archived with its receipt, and nothing may be left in the
-inboxes or in quarantine.
+reset faults on. The kill moments are points of progress (after the emulator holds k more
+files, k seeded-random), never wall-clock guesses, so the chaos lands mid-run on any machine.
+Whatever the kill moments, every file must end up stored exactly once (the emulator's ground
+truth, by sha256), archived with its receipt, and nothing may be left in the inboxes or in
+quarantine.
 """
 
 from __future__ import annotations
@@ -23,19 +25,23 @@ import pytest
 import watchfiles
 from anyio.abc import Process
 
+from providers.emulator import Emulator
 from tests._harness import ledger_rows, read_sidecar, sha
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+# Eight starts (imports, recovery listings) take minutes on a loaded 2-core machine: the
+# bounds below only stop a hung run, they time nothing.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Six SIGKILLs, and one graceful SIGTERM among them (in-flight uploads finish, exit 0).
 STOPS = (signal.SIGKILL,) * 3 + (signal.SIGTERM,) + (signal.SIGKILL,) * 3
 # Another seed replays other kill moments: INBOXD_CRASH_SEED=7 pytest tests/test_crash_recovery.py
 SEED = int(os.environ.get("INBOXD_CRASH_SEED", "20261125"))
-# GLM keeps at most 100 files per purpose (provider-facts.md): 410 + 90 = 500 files (enough
-# that the last kill still falls mid-run now that a run archives ~100 files/s here).
+# GLM keeps at most 100 files per purpose (provider-facts.md): 410 + 90 = 500 files; each
+# stop comes after 1..STEP more files are stored, so all seven fall before the last file.
 INBOXES = {"kin": "kimi", "gin": "glm"}
 FILES = {"kin": 410, "gin": 90}
+STEP = 60
 
 
 def _config(tmp: Path, urls: dict[str, str]) -> Path:
@@ -101,11 +107,20 @@ async def _start(
             stderr=err,
         )
     procs.append(proc)
-    with anyio.fail_after(30):
+    with anyio.fail_after(120):
         while True:
             await anyio.wait_readable(sock)
             if b"READY=1" in sock.recv(4096).split(b"\n"):
                 return proc
+
+
+async def _stored(emu: Emulator, at_least: int, proc: Process) -> int:
+    """Return the emulator's file count once it is ``at_least`` (polled: the emulator has no
+    event to wait on); fails if the daemon exits first."""
+    while (count := len(emu.files())) < at_least:
+        assert proc.returncode is None, f"daemon exited ({proc.returncode}) before the kill"
+        await anyio.sleep(0.005)
+    return count
 
 
 async def _inboxes_empty(tmp: Path) -> None:
@@ -117,10 +132,8 @@ async def _inboxes_empty(tmp: Path) -> None:
 
 
 async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
-    """500 files, 6 SIGKILLs (and a SIGTERM) at seeded-random moments, restarts after each:
-    every file is stored exactly once, archived with its receipt, none left behind."""
-    from providers.emulator import Emulator
-
+    """500 files, 6 SIGKILLs (and a SIGTERM) at seeded-random points of progress, restarts
+    after each: every file is stored exactly once, archived with its receipt, none left behind."""
     rng = random.Random(SEED)
     contents: dict[Path, bytes] = {}
     for name in INBOXES:
@@ -147,18 +160,20 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
             stored_at_kill = []
             for signum in STOPS:
                 proc = await _start(cfg, env, sock, log, procs)
-                # The chaos schedule itself: a seeded-random moment of the run to stop at.
-                await anyio.sleep(rng.uniform(0.1, 0.7))
+                # The chaos schedule itself: stop after a seeded-random number of new files.
+                target = len(emu.files()) + rng.randint(1, STEP)
+                with anyio.fail_after(300):
+                    await _stored(emu, target, proc)
                 proc.send_signal(signum)
-                with anyio.fail_after(20):
+                with anyio.fail_after(120):
                     code = await proc.wait()
                 assert code == (0 if signum == signal.SIGTERM else -signal.SIGKILL)
                 stored_at_kill.append(len(emu.files()))
             proc = await _start(cfg, env, sock, log, procs)
-            with anyio.fail_after(60):
+            with anyio.fail_after(300):
                 await _inboxes_empty(tmp_path)
             proc.send_signal(signal.SIGTERM)
-            with anyio.fail_after(20):
+            with anyio.fail_after(120):
                 assert await proc.wait() == 0
         except BaseException:
             print(log.read_text(encoding="utf-8", errors="replace")[-20000:])

@@ -56,6 +56,10 @@ def expected_zero_series() -> list[tuple[str, frozenset[tuple[str, str]]]]:
     out += [key("inboxd_oldest_pending_seconds", inbox=i) for i in ("scans", "mail")]
     out += [key("inboxd_quarantined_total", reason=r) for r in REASONS]
     out += [key("inboxd_duplicates_total"), key("inboxd_queue_depth"), key("inboxd_inflight_bytes")]
+    out += [
+        key("inboxd_file_errors_total", stage=s)
+        for s in ("open", "ledger", "hash", "upload", "archive", "quarantine", "recover", "other")
+    ]
     for provider, chain in TRANSPORTS.items():
         out += [
             key("inboxd_uploads_total", provider=provider, transport=t, outcome=o)

@@ -6,13 +6,14 @@ it (``_call``) and where its ``APIStatusError`` keeps the status and body (``_an
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, BinaryIO
 
-from providers.errors import ProviderError, Retryable
+from providers.errors import ProviderError, Retryable, TransportUnavailable
 from providers.transports._common import (
     Clock,
     answer_file,
@@ -101,6 +102,18 @@ class SdkTransport(ABC):
             raise unavailable(self._provider, self.name, self._broken) from exc
         self._sdk = sdk
         return self._client
+
+    def prepare(self) -> None:
+        """Import the SDK and build its client now (blocking: run it in a worker thread at
+        start-up), so the first call imports nothing; an unusable SDK is remembered and
+        raises TransportUnavailable on its first call, as when built on first use."""
+        try:
+            client = self._ensure()
+        except TransportUnavailable:
+            return  # remembered: its first call raises it and the chain moves on
+        # The SDKs import their resource modules lazily, at first access.
+        with contextlib.suppress(Exception):  # an SDK without it fails at its first call
+            getattr(client, "files", None)
 
     async def _run(self, call: Callable[[Any], Any]) -> Any:
         """Run one SDK call; translate whatever it raises (see the package docstring)."""
