@@ -18,7 +18,6 @@ import anyio
 from handlers.archive import finish
 from handlers.identity import FileChanged, Identity
 from handlers.ledger import PENDING, QUARANTINED, Ledger, LedgerRow
-from handlers.moves import MoveError
 from handlers.quarantine import iso_utc, quarantine
 from handlers.stages import staged
 from handlers.validate import FileVanished
@@ -218,9 +217,8 @@ class Outcomes:
             if row is not None:
                 await self.ledger.transition(row.id, PENDING)
             return Result("changed")
-        except MoveError as exc:
-            logger.error("cannot quarantine %s: %s", relpath, exc)
-            return Result("busy")
+        # A MoveError (the folder unwritable, the disk full) is this file's failure at stage
+        # "quarantine": the worker counts it, logs it once and parks the file with backoff.
         if row is None:
             row = await self.ledger.begin(plan.name, relpath, size=size or 0, mtime_ns=0)
         done = await self.ledger.transition(

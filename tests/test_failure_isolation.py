@@ -1,17 +1,18 @@
 """The failure domain is one file: a fault that hits one file never stops the daemon.
 
 End to end on real folders against the emulator: one inbox's ``done_dir`` is made unwritable
-(``chattr +i``, or a tmpfs mounted read-only: root ignores mode bits, not these), a second
-inbox is ordinary. The bad
-files wait in their inbox with their rows ``uploaded``, are counted, logged once, make
+under the running daemon (``chattr +i``, a tmpfs remounted read-only or a full tmpfs: root
+ignores mode bits, not these), a second inbox is ordinary. The bad files wait in their inbox with their rows ``uploaded``, are counted, logged once, make
 /readyz 503 with a reason, and are archived once the fault is gone; a restart with the fault
 still present starts and serves. Time is a fake clock: backoffs are passed by moving it.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -50,27 +51,40 @@ def _run(*cmd: str) -> None:
 
 
 class Fault:
-    """``tmp_path/bad.done`` made unwritable for root: immutable (``chattr +i``), or a tmpfs
-    mounted read-only (EROFS); ``off()`` removes the fault."""
+    """``tmp_path/bad.done`` made unwritable for root (root ignores mode bits): immutable
+    (``chattr +i``), a tmpfs remounted read-only (EROFS), or a full tmpfs (ENOSPC).
+
+    ``prepare()`` runs before the daemon starts (a tmpfs is mounted writable and empty);
+    ``on()`` brings the fault, ``off()`` removes it. An immutable or read-only folder is
+    refused by ``check-config`` at start, so the daemon meets those only once running; a full
+    disk passes every start-up check and is met again by a restart's recovery.
+    """
 
     def __init__(self, done: Path, kind: str) -> None:
         self.done = done
         self.kind = kind
         self.mounted = False
 
+    def prepare(self) -> None:
+        if self.kind in ("tmpfs_ro", "full"):
+            _run("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(self.done))
+            self.mounted = True
+
     def on(self) -> None:
         if self.kind == "chattr":
             _run("chattr", "+i", str(self.done))
-        else:
-            _run("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(self.done))
-            self.mounted = True
+        elif self.kind == "tmpfs_ro":
             _run("mount", "-o", "remount,ro", str(self.done))
+        else:
+            _fill(self.done / ".filler")
 
     def off(self) -> None:
         if self.kind == "chattr":
             _run("chattr", "-i", str(self.done))
-        else:
+        elif self.kind == "tmpfs_ro":
             _run("mount", "-o", "remount,rw", str(self.done))
+        else:
+            (self.done / ".filler").unlink()
 
     def clean_up(self) -> None:
         if self.kind == "chattr":
@@ -79,9 +93,23 @@ class Fault:
             _run("umount", "-l", str(self.done))
 
 
-@pytest.fixture(params=["chattr", "tmpfs_ro"])
+def _fill(path: Path) -> None:
+    """Write ``path`` until its filesystem is full (ENOSPC), unbuffered."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(params=["chattr", "tmpfs_ro", "full"])
 def fault(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fault]:
-    """An unwritable done_dir for inbox ``bad`` (skipped where the test may not make one)."""
+    """An unwritable done_dir for inbox ``bad``, not yet on (skipped where the test may not
+    make one)."""
     done = tmp_path / "bad.done"
     done.mkdir()
     made = Fault(done, request.param)
@@ -89,7 +117,10 @@ def fault(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fault]:
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed: cannot make a done_dir unwritable for root")
     try:
-        made.on()
+        made.prepare()
+        if made.kind == "chattr":  # can root make a folder immutable here?
+            made.on()
+            made.off()
     except subprocess.CalledProcessError as exc:
         made.clean_up()
         pytest.skip(f"{tool} not permitted here ({exc.stderr!r}): no unwritable done_dir")
@@ -157,6 +188,7 @@ async def test_unwritable_done_dir_fails_its_files_only_until_fixed(
     naming the stage) and are archived with their receipts once the fault is removed."""
     clock, log = FakeClock(), io.StringIO()
     async with running(tmp_path, **_options(clock, log)) as run:
+        fault.on()
         for name in BAD:
             (run.inbox("bad") / name).write_bytes(f"bad {name}".encode())
         for name in GOOD:
@@ -195,14 +227,18 @@ async def test_unwritable_done_dir_fails_its_files_only_until_fixed(
         assert rows == dict.fromkeys(BAD, "done")
 
 
+@pytest.mark.parametrize("fault", ["full"], indirect=True)
 async def test_restart_with_the_fault_still_present_starts_and_serves(
     tmp_path: Path, fault: Fault
 ) -> None:
-    """A restart whose recovery meets the same unwritable done_dir starts anyway (counted
-    under stage ``recover``), keeps the files waiting, and archives them once it is fixed."""
+    """A restart whose recovery meets the same full done_dir starts anyway (counted under
+    stage ``recover``), keeps the files waiting, and archives them once it is fixed. (An
+    immutable or read-only done_dir is refused by check-config at start instead: exit 2, no
+    restart loop.)"""
     async with Emulator() as emu:
         clock, log = FakeClock(), io.StringIO()
         async with running(tmp_path, emulator=emu, **_options(clock, log)) as run:
+            fault.on()
             for name in BAD:
                 (run.inbox("bad") / name).write_bytes(f"bad {name}".encode())
             await _until(run, {(n, "failed") for n in BAD})
@@ -224,3 +260,36 @@ async def _check_restart(again: Run, clock2: FakeClock, fault: Fault) -> None:
         [*BAD, *(n + ".upload.json" for n in BAD)]
     )
     assert len(again.emu.files()) == 3  # each sent once, across both runs
+
+
+async def test_unwritable_quarantine_dir_is_counted_and_retried(tmp_path: Path) -> None:
+    """A refused file whose quarantine folder became unwritable under the running daemon
+    (check-config refuses one at start) stays in its inbox, counted at stage ``quarantine``
+    and parked with backoff like any other failure of one file, and is quarantined once the
+    folder is writable again."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed: cannot make a quarantine_dir unwritable for root")
+    qdir = tmp_path / "bad.quarantine"
+    qdir.mkdir()
+    made = Fault(qdir, "chattr")
+    clock, log = FakeClock(), io.StringIO()
+    try:
+        async with running(tmp_path, **_options(clock, log)) as run:
+            try:
+                made.on()
+            except subprocess.CalledProcessError as exc:
+                pytest.skip(f"chattr not permitted here ({exc.stderr!r}): no unwritable folder")
+            (run.inbox("bad") / "empty.txt").write_bytes(b"")
+            (run.inbox("good") / "fine.txt").write_bytes(b"fine")
+            await _until(run, {("empty.txt", "failed"), ("fine.txt", "uploaded")})
+            assert [p.name for p in run.inbox("bad").iterdir()] == ["empty.txt"]
+            assert _errors(run, "quarantine") == 1
+            assert len(_error_lines(log, "empty.txt")) == 1
+
+            made.off()
+            await _retry(run, clock, BACKOFF + 1)
+            await _until(run, {("empty.txt", "quarantined")})
+            assert list(run.inbox("bad").iterdir()) == []
+            assert (qdir / "empty.txt").read_bytes() == b""
+    finally:
+        made.clean_up()
