@@ -13,7 +13,6 @@ import errno
 import io
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import pytest
 from daemon.failures import FileErrors
 from providers.emulator import Emulator
 from tests._harness import Run, read_sidecar, running
+from tests._tools import need_tool
 
 pytestmark = pytest.mark.anyio
 
@@ -114,8 +114,7 @@ def fault(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fault]:
     done.mkdir()
     made = Fault(done, request.param)
     tool = "chattr" if made.kind == "chattr" else "mount"
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed: cannot make a done_dir unwritable for root")
+    need_tool(tool, "e2fsprogs" if tool == "chattr" else "util-linux")
     try:
         made.prepare()
         if made.kind == "chattr":  # can root make a folder immutable here?
@@ -267,8 +266,7 @@ async def test_unwritable_quarantine_dir_is_counted_and_retried(tmp_path: Path) 
     (check-config refuses one at start) stays in its inbox, counted at stage ``quarantine``
     and parked with backoff like any other failure of one file, and is quarantined once the
     folder is writable again."""
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed: cannot make a quarantine_dir unwritable for root")
+    need_tool("chattr", "e2fsprogs")
     qdir = tmp_path / "bad.quarantine"
     qdir.mkdir()
     made = Fault(qdir, "chattr")
