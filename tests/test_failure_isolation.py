@@ -2,9 +2,10 @@
 
 End to end on real folders against the emulator: one inbox's ``done_dir`` is made unwritable
 under the running daemon (``chattr +i``, a tmpfs remounted read-only or a full tmpfs: root
-ignores mode bits, not these), a second inbox is ordinary. The bad files wait in their inbox with their rows ``uploaded``, are counted, logged once, make
-/readyz 503 with a reason, and are archived once the fault is gone; a restart with the fault
-still present starts and serves. Time is a fake clock: backoffs are passed by moving it.
+ignores mode bits, not these), a second inbox is ordinary. The bad files wait in their inbox
+with their rows ``uploaded``, are counted, logged once, make /readyz 503 with a reason, and are
+archived once the fault is gone; a restart with the fault still present starts and serves.
+Time is a fake clock: backoffs are passed by moving it.
 """
 
 from __future__ import annotations
