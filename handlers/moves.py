@@ -225,17 +225,13 @@ def copy_fd_noreplace(fd: int, dst: Path, *, size: int, sha256: str) -> Path:
             os.close(out)
         _rename_noreplace(tmp, dst)
         fsync_dir(dst.parent)
-    except FileExistsError as exc:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise DestinationExists(f"{dst} already exists; not overwriting it") from exc
-    except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise MoveError(f"cannot copy into {dst}: {exc.strerror or exc}") from exc
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if isinstance(exc, FileExistsError):
+            raise DestinationExists(f"{dst} already exists; not overwriting it") from exc
+        if isinstance(exc, OSError):
+            raise MoveError(f"cannot copy into {dst}: {exc.strerror or exc}") from exc
         raise
     return dst
 
