@@ -24,11 +24,11 @@ FIGURES = {
     "scale.py": ["machine: nproc=", "run 1: scale_files 300:"],
     "torture.py": [
         "machine: nproc=",
-        "torture_kills: 100 files, 2 SIGKILLs",
+        "torture_kills: 60 files, 2 SIGKILLs",
         "torture_kills_attempts_per_file:",
-        "torture_storm: 100 files",
+        "torture_storm: 60 files",
         "torture_storm_attempts_per_file:",
-        "torture_rate_storm: 100 files",
+        "torture_rate_storm: 20 files",
         "torture_rate_storm_attempts_per_file:",
     ],
     "emulator_bench.py": ["uploads_16KiB:", "emulator_peak_rss_after_big_MiB:"],
@@ -50,6 +50,9 @@ FIGURES = {
 }
 # memory_transports.py (another owner's) has no --smoke: a 10 MB, one-run call instead.
 ARGS = {"memory_transports.py": ["--runs", "1", "--size", "10000000"]}
+# A bound that only stops a hung run. The torture smoke waits out real pauses (each 429 of its
+# storms pauses the provider for the 1 s it names): ~60 s on a quiet machine, more when busy.
+SECONDS = {"torture.py": 240}
 
 
 def test_every_bench_script_is_covered() -> None:
@@ -59,7 +62,7 @@ def test_every_bench_script_is_covered() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("script", sorted(FIGURES))
 def test_smoke_run_prints_its_figures(script: str) -> None:
     """``bench/SCRIPT --smoke`` (or its ARGS) exits 0 and prints every expected figure line."""
@@ -67,7 +70,7 @@ def test_smoke_run_prints_its_figures(script: str) -> None:
         [sys.executable, str(BENCH / script), *ARGS.get(script, ["--smoke"])],
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=SECONDS.get(script, 110),
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
