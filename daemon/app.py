@@ -40,6 +40,7 @@ from daemon.retention import PRUNE_INTERVAL, prune_ledger
 from daemon.settings import Settings
 from daemon.state_watch import watch_state_file
 from daemon.store import Store
+from daemon.vanished import close_vanished
 from daemon.watcher import Candidate, Watcher
 from daemon.wiring import build_clients, build_dispatcher, build_plans
 from daemon.work import WorkState, close_client, park_loop, recover_failed, start_watcher, worker
@@ -266,6 +267,7 @@ class Daemon:
                 root.start_soon(self._status_loop)
                 root.start_soon(every, REMOTE_USAGE_INTERVAL, self.refresh_remote_usage)
                 root.start_soon(every, PRUNE_INTERVAL, self.prune_ledger)
+                root.start_soon(every, settings.rescan_interval, self.close_vanished)
                 logger.info(
                     "inboxd %s running: %d inbox(es), providers %s",
                     package_version(),
@@ -375,7 +377,7 @@ class Daemon:
             counts = await self.store.counts_by_state()
             depth = self.intake.queue_depth if self.intake else 0
             self.metrics.queue_depth(depth)
-            self.metrics.oldest_pending(await self.store.oldest_waiting(), now=time.time())
+            await self.refresh_oldest_pending()
             text = (
                 f"done {counts.get('done', 0)}, quarantined {counts.get('quarantined', 0)}, "
                 f"uploading {counts.get('uploading', 0)}, queued {depth}"
@@ -433,6 +435,17 @@ class Daemon:
         return await refresh_remote_usage(
             self.settings.providers_in_use(), self.clients, self.metrics
         )
+
+    async def refresh_oldest_pending(self) -> None:
+        """Set ``inboxd_oldest_pending_seconds`` from the ledger (the status loop's tick)."""
+        assert self.store is not None
+        self.metrics.oldest_pending(await self.store.oldest_waiting(), now=time.time())
+
+    async def close_vanished(self) -> int:
+        """Close waiting rows whose file left its inbox (``daemon.vanished``)."""
+        assert self.store is not None
+        assert self.intake is not None
+        return await close_vanished(self.store, self.plans, busy=self.intake.busy)
 
     async def prune_ledger(self) -> int:
         """Prune finished ledger rows past ``ledger_retention_days`` (the current settings)."""

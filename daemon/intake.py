@@ -113,6 +113,10 @@ class Intake:
             del self._ready[key]  # changed after it settled: settle it again
         self._observe(candidate, self._clock())
 
+    def busy(self, key: str) -> bool:
+        """Whether ``key`` is handed out now (a worker holds the file)."""
+        return key in self._inflight
+
     def done(self, key: str) -> None:
         """The consumer has finished with ``key``: later sightings are tracked again."""
         self._inflight.discard(key)

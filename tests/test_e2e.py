@@ -195,6 +195,26 @@ async def test_persistent_5xx_leaves_the_file_waiting(tmp_path: Path) -> None:
         assert run.emu.counts()["kimi"]["upload.500"] == 3
 
 
+async def test_a_waiting_file_deleted_by_hand_stops_waiting(tmp_path: Path) -> None:
+    """A file left waiting by persistent 500s and then deleted by the operator: the daemon's
+    vanished pass closes its row (done, reason vanished) and the inbox's oldest-pending gauge
+    goes back to 0, so the alert on it clears."""
+    async with running(tmp_path, faults="kimi:500") as run:
+        (run.inbox() / "a.txt").write_bytes(b"aaa")
+        [seen] = await run.wait_for(1)
+        assert seen.result.outcome == "parked"
+        await run.daemon.refresh_oldest_pending()
+        gauge = {"inbox": "in"}
+        waited = run.daemon.registry.get_sample_value("inboxd_oldest_pending_seconds", gauge)
+        assert waited is not None
+        (run.inbox() / "a.txt").unlink()
+        assert await run.daemon.close_vanished() == 1
+        [row] = await run.rows()
+        assert (row.state, row.reason) == ("done", "vanished")
+        await run.daemon.refresh_oldest_pending()
+        assert run.daemon.registry.get_sample_value("inboxd_oldest_pending_seconds", gauge) == 0
+
+
 async def test_upload_failed_once_give_up_after_passed(tmp_path: Path) -> None:
     """With give_up_after set (tiny here), persistent 500s quarantine the file as
     upload_failed after the pass that outlives it: nothing stored, 3 calls made."""
