@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,23 @@ def anyio_backend() -> str:
 def need_tool() -> Callable[..., str]:
     """A finder for system tools: fails in CI when one is missing, skips elsewhere."""
     return _need_tool
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    """An empty inbox folder, ``tmp_path/in`` (the config tests' folder)."""
+    path = tmp_path / "in"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a config file's text to ``tmp_path/config.toml``; its path."""
+
+    def _write(text: str) -> Path:
+        path = tmp_path / "config.toml"
+        path.write_text(text)
+        return path
+
+    return _write

@@ -25,23 +25,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    path = tmp_path / "in"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def write(tmp_path: Path) -> WriteConfig:
-    def _write(text: str) -> Path:
-        path = tmp_path / "config.toml"
-        path.write_text(text)
-        return path
-
-    return _write
-
-
 def _inbox_toml(path: Path, name: str = "reports", providers: str = '["kimi"]') -> str:
     return f'[[inbox]]\nname = "{name}"\npath = "{path}"\nproviders = {providers}\n'
 

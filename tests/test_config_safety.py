@@ -36,23 +36,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOONSHOT_API_KEY", "sk-test")
 
 
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    path = tmp_path / "in"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def write(tmp_path: Path) -> WriteConfig:
-    def _write(text: str) -> Path:
-        path = tmp_path / "config.toml"
-        path.write_text(text)
-        return path
-
-    return _write
-
-
 def _inbox_toml(path: Path, name: str = "reports", extra: str = "") -> str:
     return f'[[inbox]]\nname = "{name}"\npath = "{path}"\nproviders = ["kimi"]\n{extra}'
 
