@@ -79,9 +79,9 @@ async def _run_part(spec: dict[str, Any], root: Path) -> tuple[float, float]:
     part, n, concurrency = spec["part"], spec["n"], spec["concurrency"]
     urls, keys = spec["urls"], spec["keys"]
 
-    from daemon.settings import InboxSettings, Settings
-    from daemon.store import Store
-    from daemon.wiring import build_clients, build_dispatcher, build_plans
+    from daemon.config.settings import InboxSettings, Settings
+    from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
+    from daemon.state.store import Store
     from handlers.budget import ByteBudget
     from handlers.pipeline import Pipeline, Uploader
     from providers.dispatch import NullEvents

@@ -49,7 +49,7 @@ from _common import (
     write_config,
 )
 
-from daemon.remote_usage import REMOTE_USAGE_INTERVAL
+from daemon.runtime.remote_usage import REMOTE_USAGE_INTERVAL
 
 # How long past the refresh's due time (600 s after start) it may take to show all N files.
 _REFRESH_SLACK = 300.0

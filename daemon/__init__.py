@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from daemon.settings import Settings, load_settings
+from daemon.config.settings import Settings, load_settings
 
 __all__ = ["Settings", "load_settings"]

@@ -13,8 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from daemon.config_check import check
-from daemon.settings import DEFAULT_CONFIG, Settings, load_settings
+from daemon.config.check import check
+from daemon.config.settings import DEFAULT_CONFIG, Settings, load_settings
 from providers.errors import ConfigError, InboxdError
 from providers.redaction import scrub
 
@@ -154,7 +154,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from daemon.app import run_daemon  # the whole daemon only for `run`
+    from daemon.runtime.daemon import run_daemon  # the whole daemon only for `run`
 
     settings = load_for(args, emulator=args.emulator)
     return run_daemon(

@@ -17,10 +17,10 @@ from typing import Any, TextIO
 
 import anyio
 
-from daemon.config_folders import mixed_folders
-from daemon.settings import InboxSettings, LogSettings, MetricsSettings, Settings
-from daemon.store import Store
-from daemon.wiring import build_clients, build_plans
+from daemon.config.folders import mixed_folders
+from daemon.config.settings import InboxSettings, LogSettings, MetricsSettings, Settings
+from daemon.runtime.wiring import build_clients, build_plans
+from daemon.state.store import Store
 from handlers.archive import UPLOAD_SUFFIX
 from handlers.ledger import QUARANTINED, REQUEUED, STATES, LedgerRow
 from handlers.pipeline import InboxPlan, Result
@@ -322,7 +322,7 @@ async def run_breaker_reset(settings: Settings, provider: str, *, out: TextIO) -
     it sees the reset at its next file; files parked until a reset (forced open) are released
     and go again at the daemon's next rescan (at once on ``systemctl reload``).
     """
-    from daemon.app import unpark_forever  # the daemon's own rule for forced-open parks
+    from daemon.runtime.daemon import unpark_forever  # the daemon's own rule for forced-open parks
 
     _need_state_file(settings)
     async with Store.open(settings.state_file) as store:
@@ -358,8 +358,8 @@ def _describe(name: str, result: Result) -> str:
 
 async def run_demo(*, out: TextIO, wait: float = 60.0) -> int:
     """``inboxd demo``: emulator + daemon on a temporary workspace, three files, outcomes; 0."""
-    from daemon.app import Daemon, with_emulator  # the daemon only for the demo
-    from daemon.notify import Notifier
+    from daemon.ops.notify import Notifier
+    from daemon.runtime.daemon import Daemon, with_emulator  # the daemon only for the demo
     from providers.emulator import Emulator
 
     with tempfile.TemporaryDirectory(prefix="inboxd-demo-") as tmp:

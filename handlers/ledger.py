@@ -176,7 +176,7 @@ class LedgerRow:
 
 
 class Ledger(Protocol):
-    """The durable record of every file (``daemon.store.Store`` is the real one, SQLite).
+    """The durable record of every file (``daemon.state.store.Store`` is the real one, SQLite).
 
     Every write is committed before the method returns, so it is durable before the caller's
     next side effect. ``KeyError`` means no row has that id.

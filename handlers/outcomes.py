@@ -39,7 +39,7 @@ Outcome = Literal[
     "changed",
     "parked",
     "finished",
-    "failed",  # an unexpected error: the file waits (daemon.work, daemon.failures)
+    "failed",  # an unexpected error: the file waits (daemon.runtime: workers, failures)
 ]
 
 
@@ -70,7 +70,7 @@ class Result:
 
 
 class OutcomeEvents(Protocol):
-    """The endings that are counted (``daemon.metrics.Metrics`` is the real one)."""
+    """The endings that are counted (``daemon.ops.metrics.Metrics`` is the real one)."""
 
     def quarantined(self, reason: str) -> None: ...
 

@@ -66,7 +66,7 @@ class Uploader(Protocol):
 
 
 class PipelineEvents(Protocol):
-    """What the pipeline reports (``daemon.metrics.Metrics`` is the real one)."""
+    """What the pipeline reports (``daemon.ops.metrics.Metrics`` is the real one)."""
 
     def quarantined(self, reason: str) -> None: ...
 

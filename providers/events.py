@@ -8,7 +8,7 @@ __all__ = ["NullEvents", "ResilienceEvents"]
 
 
 class ResilienceEvents(Protocol):
-    """Instrumentation hooks (the Prometheus wiring lives in ``daemon.metrics``).
+    """Instrumentation hooks (the Prometheus wiring lives in ``daemon.ops.metrics``).
 
     Every label is low-cardinality: provider names, states, stable reason codes.
     """

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 class PacingEvents(Protocol):
-    """What the limiter reports (``daemon.metrics.Metrics`` implements it)."""
+    """What the limiter reports (``daemon.ops.metrics.Metrics`` implements it)."""
 
     def pacing_limits(self, provider: str, rpm: float | None, concurrency: int) -> None:
         """The limits now in force (``rpm`` None: no rate limit known)."""

@@ -109,7 +109,7 @@ class BreakerRecord:
 
 
 class BreakerStore(Protocol):
-    """Where breaker records live (``daemon.store.Store`` is the real one, SQLite)."""
+    """Where breaker records live (``daemon.state.store.Store`` is the real one, SQLite)."""
 
     async def load_breaker(self, provider: str) -> BreakerRecord | None: ...
 

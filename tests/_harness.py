@@ -19,11 +19,11 @@ from typing import Any, BinaryIO
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from daemon.app import Daemon, with_emulator
-from daemon.notify import Notifier
-from daemon.settings import InboxSettings, ProviderSettings, Settings
-from daemon.store import Store
-from daemon.watcher import Candidate
+from daemon.config.settings import InboxSettings, ProviderSettings, Settings
+from daemon.ops.notify import Notifier
+from daemon.runtime.daemon import Daemon, with_emulator
+from daemon.runtime.watcher import Candidate
+from daemon.state.store import Store
 from handlers.ledger import LedgerRow
 from handlers.pipeline import Result, Uploader
 from providers.emulator import Emulator, StoredFile

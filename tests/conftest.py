@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon.logs import RedactingHandler
+from daemon.ops.logs import RedactingHandler
 from providers.redaction import clear_secrets
 from tests._tools import need_tool as _need_tool
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """Undo what an in-process daemon did to logging (``daemon.logs.setup_logging``: its
+    """Undo what an in-process daemon did to logging (``daemon.ops.logs.setup_logging``: its
     handler on the root logger, the root's level, quieter library loggers), so a later
     test's ``caplog`` sees records at the levels it expects."""
     root = logging.getLogger()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 from tests._tools import need_tool
 
 RULES = Path(__file__).resolve().parent.parent / "systemd" / "inboxd-alerts.yml"

@@ -9,7 +9,7 @@ from typing import BinaryIO
 import anyio
 import pytest
 
-from daemon.store import Store
+from daemon.state.store import Store
 from providers.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig
 from providers.dispatch import Dispatcher, Parked
 from providers.errors import Retryable

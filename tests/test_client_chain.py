@@ -15,8 +15,8 @@ from typing import Any, BinaryIO, NamedTuple
 import httpx
 import pytest
 
-from daemon.settings import InboxSettings, Settings
-from daemon.wiring import build_clients
+from daemon.config.settings import InboxSettings, Settings
+from daemon.runtime.wiring import build_clients
 from providers.client import ProviderClient
 from providers.emulator import Emulator
 from providers.errors import (

@@ -10,13 +10,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.app import Daemon
 from daemon.cli import main
 from daemon.commands import run_breaker_reset, run_demo, run_requeue, run_status
-from daemon.notify import Notifier
-from daemon.settings import Settings
-from daemon.store import Store
-from daemon.wiring import build_clients
+from daemon.config.settings import Settings
+from daemon.ops.notify import Notifier
+from daemon.runtime.daemon import Daemon
+from daemon.runtime.wiring import build_clients
+from daemon.state.store import Store
 from handlers.quarantine import quarantine
 from providers.emulator import Emulator
 from providers.errors import ConfigError

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import main
-from daemon.settings import load_settings
+from daemon.config.settings import load_settings
 
 KEYS = ("MOONSHOT_API_KEY", "ZHIPUAI_API_KEY", "ZAI_API_KEY", "CREDENTIALS_DIRECTORY")
 

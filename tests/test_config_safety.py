@@ -14,9 +14,9 @@ import pytest
 
 from daemon.cli import main
 from daemon.commands import run_requeue
-from daemon.config_folders import folder_verdict
-from daemon.settings import Settings
-from daemon.store import Store
+from daemon.config.folders import folder_verdict
+from daemon.config.settings import Settings
+from daemon.state.store import Store
 from providers.errors import ConfigError
 
 KEYS = ("MOONSHOT_API_KEY", "ZHIPUAI_API_KEY", "ZAI_API_KEY", "CREDENTIALS_DIRECTORY")

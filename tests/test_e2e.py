@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from daemon.store import Store
+from daemon.state.store import Store
 from providers.limits import LIMITS, MIB, PurposeLimits
 from tests._harness import RewriteDuringSend, Run, provider_section, read_sidecar, running, sha
 

@@ -7,9 +7,9 @@ from typing import BinaryIO
 
 import pytest
 
-from daemon.settings import InboxSettings, Settings
-from daemon.store import Store
-from daemon.wiring import build_clients, build_dispatcher, build_plans
+from daemon.config.settings import InboxSettings, Settings
+from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
+from daemon.state.store import Store
 from handlers.budget import ByteBudget
 from handlers.pipeline import Pipeline
 from providers.dispatch import NullEvents

@@ -24,7 +24,7 @@ import anyio
 import httpx
 import pytest
 
-from daemon.failures import FileErrors
+from daemon.runtime.failures import FileErrors
 from providers.emulator import Emulator
 from tests._harness import Run, read_sidecar, running
 from tests._tools import need_tool

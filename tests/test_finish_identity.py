@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import pytest
 
-from daemon.store import Store
+from daemon.state.store import Store
 from handlers.archive import finish
 from handlers.identity import FileChanged, Identity, judge
 from handlers.ledger import UPLOADED, UPLOADING

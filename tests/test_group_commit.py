@@ -11,7 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from daemon._group_commit import GroupCommit
+from daemon.state._group_commit import GroupCommit
 
 pytestmark = pytest.mark.anyio
 

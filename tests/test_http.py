@@ -1,4 +1,4 @@
-"""daemon.http: /healthz, /readyz and /metrics over real loopback HTTP."""
+"""daemon.ops.http: /healthz, /readyz and /metrics over real loopback HTTP."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from daemon.http import serve_http
-from daemon.settings import MetricsSettings
+from daemon.config.settings import MetricsSettings
+from daemon.ops.http import serve_http
 from providers.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""daemon.intake: settle on a fake clock, one record per path, a bounded hand-out stream."""
+"""daemon.runtime.intake: settle on a fake clock, one record per path, a bounded hand-out stream."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.intake import Intake
-from daemon.watcher import Candidate, WatchedInbox, Watcher
+from daemon.runtime.intake import Intake
+from daemon.runtime.watcher import Candidate, WatchedInbox, Watcher
 
 pytestmark = pytest.mark.anyio
 

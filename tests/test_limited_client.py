@@ -13,7 +13,7 @@ from typing import BinaryIO
 import anyio
 import pytest
 
-from daemon.wiring import LimitedClient as WiringLimitedClient
+from daemon.runtime.wiring import LimitedClient as WiringLimitedClient
 from providers.classify import classify
 from providers.emulator import Emulator
 from providers.errors import Retryable, Throttled
@@ -257,7 +257,7 @@ async def test_kimis_real_concurrency_answer_sets_the_limit_and_pause() -> None:
 
 
 def test_wiring_keeps_limited_client_importable() -> None:
-    """``daemon.wiring.LimitedClient`` is the limiter's client (the old import path works)."""
+    """``runtime.wiring.LimitedClient`` is the limiter's client (the old import path works)."""
     assert WiringLimitedClient is LimitedClient
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.metrics import Metrics
-from daemon.settings import load_settings
-from daemon.wiring import build_clients
+from daemon.config.settings import load_settings
+from daemon.ops.metrics import Metrics
+from daemon.runtime.wiring import build_clients
 from providers.errors import ConfigError
 from providers.limited import LimitedClient
 

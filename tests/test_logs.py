@@ -1,4 +1,4 @@
-"""daemon.logs: text and JSON lines, the JOURNAL_STREAM rule, and secret redaction."""
+"""daemon.ops.logs: text and JSON lines, the JOURNAL_STREAM rule, and secret redaction."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.logs import setup_logging
-from daemon.settings import LogSettings
+from daemon.config.settings import LogSettings
+from daemon.ops.logs import setup_logging
 
 SECRET = "sk-Test0123456789abcdefSECRET"
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00"

@@ -1,4 +1,4 @@
-"""daemon.metrics: every series from start, exact names and labels, checked by the real tools."""
+"""daemon.ops.metrics: every series from start, exact names and labels, checked by real tools."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.http import serve_http
-from daemon.metrics import DURATION_BUCKETS, Metrics
-from daemon.settings import MetricsSettings
+from daemon.config.settings import MetricsSettings
+from daemon.ops.http import serve_http
+from daemon.ops.metrics import DURATION_BUCKETS, Metrics
 from tests._tools import query_until, run_prometheus
 
 TRANSPORTS = {"kimi": ["openai", "http"], "glm": ["zhipuai", "openai", "http"]}

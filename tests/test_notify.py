@@ -1,4 +1,4 @@
-"""daemon.notify: the exact datagrams systemd receives, over a real unix datagram socket."""
+"""daemon.ops.notify: the exact datagrams systemd receives, over a real unix datagram socket."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.notify import Notifier, status_loop, watchdog_interval, watchdog_loop
+from daemon.ops.notify import Notifier, status_loop, watchdog_interval, watchdog_loop
 
 
 @pytest.fixture

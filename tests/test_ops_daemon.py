@@ -19,10 +19,10 @@ import anyio
 import httpx
 import pytest
 
-from daemon.app import Daemon, with_emulator
-from daemon.notify import Notifier
-from daemon.settings import Settings, load_settings
-from daemon.watcher import Candidate
+from daemon.config.settings import Settings, load_settings
+from daemon.ops.notify import Notifier
+from daemon.runtime.daemon import Daemon, with_emulator
+from daemon.runtime.watcher import Candidate
 from handlers.pipeline import Result
 from providers.emulator import Emulator
 from tests._tools import query_until, run_prometheus
@@ -335,13 +335,13 @@ async def test_summary_line_honours_log_summary_interval(
                 seen.set()
 
     catch = _Catch()
-    logging.getLogger("daemon.app").addHandler(catch)
+    logging.getLogger("daemon.runtime.daemon").addHandler(catch)
     try:
         async with running(Daemon(loader(), notifier=Notifier(None), loader=loader)):
             with anyio.fail_after(2):  # far below the 5 s STATUS interval
                 await seen.wait()
     finally:
-        logging.getLogger("daemon.app").removeHandler(catch)
+        logging.getLogger("daemon.runtime.daemon").removeHandler(catch)
     assert any(
         r.getMessage() == "summary: done 0, quarantined 0, uploading 0, queued 0"
         for r in caplog.records

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.app import OUTCOMES
+from daemon.runtime.daemon import OUTCOMES
 from providers.errors import (
     AuthFailed,
     Permanent,

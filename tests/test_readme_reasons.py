@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from daemon.app import REASONS
+from daemon.runtime.daemon import REASONS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where reasons are made: validation, limits, routing, dispatch, provider errors.
@@ -81,7 +81,7 @@ def readme_reasons() -> list[str]:
 
 def test_every_reason_the_code_produces_is_in_reasons() -> None:
     """Each reason literal of RejectedFile, Permanent and the routing/validation verdicts is
-    one of daemon.app.REASONS (so its metric exists at 0 from the start)."""
+    one of daemon.runtime.daemon.REASONS (so its metric exists at 0 from the start)."""
     produced = produced_reasons()
     assert {"empty", "not_found", "no_provider", "upload_failed"} <= produced  # the scan works
     assert produced - set(REASONS) == set()

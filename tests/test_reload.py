@@ -15,11 +15,11 @@ from typing import Any
 import anyio
 import pytest
 
-from daemon.app import Daemon
-from daemon.notify import Notifier
-from daemon.reload import ReloadPlan, plan_reload
-from daemon.settings import Settings
-from daemon.wiring import LimitedClient
+from daemon.config.reload_plan import ReloadPlan, plan_reload
+from daemon.config.settings import Settings
+from daemon.ops.notify import Notifier
+from daemon.runtime.daemon import Daemon
+from daemon.runtime.wiring import LimitedClient
 from providers.emulator import Emulator
 from tests.test_ops_daemon import (
     Outcomes,

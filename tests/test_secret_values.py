@@ -18,13 +18,13 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from daemon.app import Daemon
 from daemon.cli import main
 from daemon.commands import run_status
-from daemon.logs import RedactingHandler, TextFormatter
-from daemon.notify import Notifier
-from daemon.settings import Settings, load_settings
-from daemon.store import Store
+from daemon.config.settings import Settings, load_settings
+from daemon.ops.logs import RedactingHandler, TextFormatter
+from daemon.ops.notify import Notifier
+from daemon.runtime.daemon import Daemon
+from daemon.state.store import Store
 from providers.classify import redact
 from providers.errors import Permanent
 from providers.redaction import add_secret, clear_secrets, scrub

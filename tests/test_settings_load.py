@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.settings import Settings, load_settings
+from daemon.config.settings import Settings, load_settings
 
 # Generous bounds for waiting on events; a healthy run never comes near them.
 _WAIT = 30.0

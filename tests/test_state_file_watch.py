@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.state_watch import identity_problem
+from daemon.state.watch import identity_problem
 
 pytestmark = pytest.mark.anyio
 

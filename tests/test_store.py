@@ -8,16 +8,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon import _ledger_sql
-from daemon.schema import ACTIVE_STATES_SQL, SCHEMA_VERSION
-from daemon.store import Store
+from daemon.state import _ledger_sql
+from daemon.state.schema import ACTIVE_STATES_SQL, SCHEMA_VERSION
+from daemon.state.store import Store
 from handlers.ledger import ACTIVE_STATES, STATES, InvalidTransition, Ledger
 from providers.errors import ConfigError
 from providers.types import BreakerRecord, BreakerStore
 
 pytestmark = pytest.mark.anyio
 
-# Version 1 as released, spelled out independently of daemon/schema.py on purpose.
+# Version 1 as released, spelled out independently of daemon/state/schema.py on purpose.
 V1_DDL = """
 CREATE TABLE schema_history (version INTEGER PRIMARY KEY, summary TEXT NOT NULL,
                              applied_at REAL NOT NULL);

@@ -13,8 +13,8 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from daemon.metrics import Metrics
-from daemon.settings import Settings
+from daemon.config.settings import Settings
+from daemon.ops.metrics import Metrics
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = SYSTEMD / "inboxd.service"
@@ -95,7 +95,7 @@ def test_unit_carries_the_operational_contract() -> None:
     assert Path("/var/lib") / unit["Service.StateDirectory"][0] == settings.state_dir
     assert sorted(unit["Service.LoadCredential"]) == sorted(
         f"{name}:/etc/inboxd/credentials/{name}"
-        # The names daemon.settings looks for in $CREDENTIALS_DIRECTORY.
+        # The names daemon.config.settings looks for in $CREDENTIALS_DIRECTORY.
         for name in ("moonshot_api_key", "zhipuai_api_key")
     )
     assert unit["Service.ProtectSystem"] == ["strict"]
@@ -224,8 +224,8 @@ import hashlib, ssl
 import tempfile, pathlib
 import aiohttp, anyio, httpx, openai, prometheus_client, pydantic_settings
 import watchfiles, zhipuai
-import daemon.http, daemon.logs, daemon.metrics, daemon.notify
-from daemon.store import Store
+import daemon.ops.http, daemon.ops.logs, daemon.ops.metrics, daemon.ops.notify
+from daemon.state.store import Store
 
 async def main():
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from daemon.wiring import LimitedClient
+from daemon.runtime.wiring import LimitedClient
 from providers.client import ProviderClient, UsageSource, usage_of
 from providers.emulator import Emulator
 from providers.transports import ZhipuAITransport

@@ -1,4 +1,4 @@
-"""Waiting rows whose file left its inbox are closed (``daemon.vanished``).
+"""Waiting rows whose file left its inbox are closed (``daemon.runtime.vanished``).
 
 On a real SQLite state file and real folders: a ``pending`` row whose file an operator
 deleted or moved away is closed as ``done`` with reason ``vanished`` (so
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.store import Store
-from daemon.vanished import close_vanished
+from daemon.runtime.vanished import close_vanished
+from daemon.state.store import Store
 from handlers.ledger import PENDING, UPLOADING
 from handlers.outcomes import InboxPlan
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.settings import InboxSettings, Settings
-from daemon.store import Store
-from daemon.wiring import build_clients, build_plans
+from daemon.config.settings import InboxSettings, Settings
+from daemon.runtime.wiring import build_clients, build_plans
+from daemon.state.store import Store
 from handlers.budget import ByteBudget
 from handlers.ledger import PENDING
 from handlers.pipeline import Pipeline

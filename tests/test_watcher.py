@@ -1,4 +1,4 @@
-"""daemon.watcher on real folders with the real watchfiles (and fakes only to drop events)."""
+"""daemon.runtime.watcher on real folders with real watchfiles (and fakes only to drop events)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import watchfiles
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from daemon.watcher import AwatchFactory, Candidate, WatchedInbox, Watcher
+from daemon.runtime.watcher import AwatchFactory, Candidate, WatchedInbox, Watcher
 
 pytestmark = pytest.mark.anyio
 
@@ -366,7 +366,7 @@ async def test_undecodable_dotfile_does_not_slow_discovery(
             assert watcher.healthy
             tg.cancel_scope.cancel()
     assert got.relpath == "after.txt"
-    lines = [r.getMessage() for r in caplog.records if r.name == "daemon.watcher"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "daemon.runtime.watcher"]
     assert any(
         "WatchfilesRustInternalError" in line and "Unable to decode path" in line for line in lines
     ), lines

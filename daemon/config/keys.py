@@ -17,7 +17,7 @@ from providers.errors import ConfigError
 from providers.redaction import add_secret
 
 if TYPE_CHECKING:
-    from daemon.settings import ProviderSettings, Settings
+    from daemon.config.settings import ProviderSettings, Settings
 
 __all__ = ["KEY_CREDENTIAL", "KEY_ENV", "with_keys"]
 

@@ -19,7 +19,7 @@ from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from daemon.settings import MetricsSettings
+from daemon.config.settings import MetricsSettings
 from providers.errors import ConfigError
 
 __all__ = ["Readiness", "build_app", "serve_http"]

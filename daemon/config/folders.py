@@ -1,6 +1,6 @@
 """Config checks of the folders the daemon writes: kept apart, and writable.
 
-``daemon.config_check`` runs these with its other checks (``inboxd check-config``, ``run``,
+``daemon.config.check`` runs these with its other checks (``inboxd check-config``, ``run``,
 reload); ``inboxd requeue`` runs ``mixed_folders`` itself before moving anything. Paths are
 compared resolved (symlinks followed) and shown as configured. The defaults
 ``<inbox>.done`` and ``<inbox>.quarantine`` sit beside their inbox and pass.
@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon.settings import InboxSettings, MetricsSettings, Settings
+from daemon.config.settings import InboxSettings, MetricsSettings, Settings
 
 __all__ = [
     "folder_verdict",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from daemon.store import Store
+from daemon.state.store import Store
 from providers.errors import ConfigError
 
 __all__ = ["CHUNK", "PRUNE_INTERVAL", "prune_ledger"]

@@ -16,15 +16,15 @@ import anyio
 import anyio.abc
 from anyio.abc import TaskStatus
 
-from daemon.failures import FATAL, FileErrors
-from daemon.watcher import Candidate, WatchedInbox, Watcher
+from daemon.runtime.failures import FATAL, FileErrors
+from daemon.runtime.watcher import Candidate, WatchedInbox, Watcher
 from handlers.ledger import LedgerRow
 from handlers.outcomes import InboxPlan, Result
 from handlers.stages import stage_of
 from providers.types import UploadClient
 
 if TYPE_CHECKING:
-    from daemon.app import Daemon
+    from daemon.runtime.daemon import Daemon
 
 __all__ = [
     "WorkState",

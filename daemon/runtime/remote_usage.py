@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from daemon.metrics import Metrics
+from daemon.ops.metrics import Metrics
 from providers.client import usage_of
 from providers.errors import ProviderError
 from providers.types import UploadClient

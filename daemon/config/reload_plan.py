@@ -1,17 +1,17 @@
 """SIGHUP reload, the pure part: what changed between two settings and what the daemon must do.
 
 ``plan_reload(old, new)`` compares two already-validated settings. The daemon applies the
-plan (``daemon.app.Daemon.reload``): restart the watcher with the new inbox set, swap rebuilt
-provider clients into the shared mapping, rebuild the dispatcher for new limits and
-retry/breaker knobs, re-run ``setup_logging``. Keys listed in ``restart_needed`` cannot change
-in a running process; they are logged and take effect at the next start.
+plan (``daemon.runtime.daemon.Daemon.reload``): restart the watcher with the new inbox
+set, swap rebuilt provider clients into the shared mapping, rebuild the dispatcher for new
+limits and retry/breaker knobs, re-run ``setup_logging``. Keys listed in ``restart_needed``
+cannot change in a running process; they are logged and take effect at the next start.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.settings import ProviderSettings, Settings
+from daemon.config.settings import ProviderSettings, Settings
 
 __all__ = ["CLIENT_FIELDS", "RESTART_FIELDS", "ReloadPlan", "plan_reload"]
 

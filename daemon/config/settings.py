@@ -9,7 +9,7 @@ the config file itself.
 
 ``load_settings`` turns every problem into a ``ConfigError`` whose lines each name the key
 path and the fix; the semantic checks (folders, overlaps, purposes, keys) live in
-``daemon.config_check``.
+``daemon.config.check``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from daemon.keys import KEY_CREDENTIAL, KEY_ENV, with_keys
+from daemon.config.keys import KEY_CREDENTIAL, KEY_ENV, with_keys
 from providers.errors import ConfigError
 from providers.limits import LIMITS, MIB, ProviderLimits, PurposeOverride
 

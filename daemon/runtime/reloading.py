@@ -1,4 +1,4 @@
-"""Applying a reload to a running ``Daemon`` (the pure diff is ``daemon.reload.plan_reload``).
+"""Applying a reload to a running ``Daemon`` (the pure diff: ``config.reload_plan.plan_reload``).
 
 A refused config changes nothing. An accepted one swaps the settings, the clients that
 changed (the replaced ones close once no file of their generation is still in work), the
@@ -13,19 +13,19 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from daemon.config_check import check
-from daemon.reload import ReloadPlan, plan_reload
-from daemon.settings import Settings
-from daemon.store import Store
-from daemon.wiring import build_clients, build_dispatcher, build_plans
-from daemon.work import close_idle_clients, start_watcher, wake_at
+from daemon.config.check import check
+from daemon.config.reload_plan import ReloadPlan, plan_reload
+from daemon.config.settings import Settings
+from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
+from daemon.runtime.workers import close_idle_clients, start_watcher, wake_at
+from daemon.state.store import Store
 from handlers.ledger import PENDING
 from handlers.pipeline import InboxPlan
 from providers.breaker import FORCED_OPEN
 from providers.errors import ConfigError
 
 if TYPE_CHECKING:
-    from daemon.app import Daemon
+    from daemon.runtime.daemon import Daemon
 
 __all__ = ["apply_reload", "unpark_forever"]
 

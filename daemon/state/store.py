@@ -2,7 +2,7 @@
 
 WAL journal, ``synchronous=FULL``, a ``busy_timeout`` (two processes may share one state file:
 the daemon and ``inboxd status``/``breaker reset``). Every write is one function run whole on
-the connection's thread (``daemon._group_commit``): committed before the method returns, in
+the connection's thread (``daemon.state._group_commit``): committed before the method returns, in
 one ``BEGIN IMMEDIATE`` transaction with the writes queued beside it (group commit: one fsync
 for many), shielded from cancellation so it either happens whole or not at all.
 At open, ``PRAGMA quick_check`` runs; a corrupt state file (with its -wal/-shm) is renamed
@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 
 import anyio
 
-from daemon import _ledger_sql as sql
-from daemon._group_commit import GroupCommit
-from daemon.schema import migrations_after
-from daemon.state_watch import file_identity
+from daemon.state import _ledger_sql as sql
+from daemon.state._group_commit import GroupCommit
+from daemon.state.schema import migrations_after
+from daemon.state.watch import file_identity
 from handlers.ledger import (
     PENDING,
     QUARANTINED,
@@ -137,7 +137,7 @@ class Store:
 
     @property
     def identity(self) -> tuple[int, int]:
-        """(st_dev, st_ino) of the file opened (``daemon.state_watch`` compares the path's)."""
+        """(st_dev, st_ino) of the file opened (``daemon.state.watch`` compares the path's)."""
         return self._identity
 
     # -- plumbing ---------------------------------------------------------------------------

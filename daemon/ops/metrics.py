@@ -26,7 +26,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from daemon.failures import STAGES as FILE_ERROR_STAGES
+from daemon.runtime.failures import STAGES as FILE_ERROR_STAGES
 from providers.redaction import scrub
 
 __all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "NO_TRANSPORT", "RETRY_REASONS", "Metrics"]
@@ -355,5 +355,5 @@ class Metrics:
         self._throttled.labels(_label(provider)).inc()
 
     def file_error(self, stage: str) -> None:
-        """Count one unexpected error of one file at ``stage`` (``daemon.failures.STAGES``)."""
+        """Count one unexpected error of one file at ``stage`` (``runtime.failures.STAGES``)."""
         self._file_errors.labels(_label(stage)).inc()

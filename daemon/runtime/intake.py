@@ -25,7 +25,7 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from daemon.watcher import Candidate
+from daemon.runtime.watcher import Candidate
 from handlers.settle import SettleTracker
 
 __all__ = ["Intake", "StatLike"]

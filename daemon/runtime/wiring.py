@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from daemon.settings import Settings
+from daemon.config.settings import Settings
 from handlers.pipeline import InboxPlan
 from providers.breaker import BreakerConfig
 from providers.dispatch import Dispatcher, ResilienceEvents

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from daemon.settings import LogSettings
+from daemon.config.settings import LogSettings
 from providers.redaction import add_secrets, scrub
 
 __all__ = ["JsonFormatter", "RedactingHandler", "TextFormatter", "setup_logging"]

@@ -5,8 +5,9 @@ store (integrity check, migrations) → provider clients → recovery of rows a 
 behind → HTTP (/metrics, /healthz, /readyz) → intake and watchers (first full scan queued) →
 ``READY=1``. Stop (SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once, uploads in flight
 get ``shutdown_grace`` seconds, then are cancelled; the ledger holds whatever is left and
-the next start resumes it. SIGHUP reloads the config (``daemon.reloading`` applies
-``daemon.reload``'s plan). The watcher, the workers and the park loop are ``daemon.work``.
+the next start resumes it. SIGHUP reloads the config (``daemon.runtime.reloading`` applies
+``daemon.config.reload_plan``'s plan). The watcher, the workers and the park loop are
+``daemon.runtime.workers``.
 """
 
 from __future__ import annotations
@@ -26,24 +27,31 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from daemon.cli import package_version
-from daemon.config_check import check
-from daemon.failures import FileErrors, daemon_fault
-from daemon.http import serve_http
-from daemon.intake import Intake
-from daemon.logs import setup_logging
-from daemon.metrics import Metrics
-from daemon.notify import Notifier, watchdog_loop
-from daemon.periodic import every
-from daemon.reloading import apply_reload, unpark_forever
-from daemon.remote_usage import REMOTE_USAGE_INTERVAL, refresh_remote_usage
-from daemon.retention import PRUNE_INTERVAL, prune_ledger
-from daemon.settings import Settings
-from daemon.state_watch import watch_state_file
-from daemon.store import Store
-from daemon.vanished import close_vanished
-from daemon.watcher import Candidate, Watcher
-from daemon.wiring import build_clients, build_dispatcher, build_plans
-from daemon.work import WorkState, close_client, park_loop, recover_failed, start_watcher, worker
+from daemon.config.check import check
+from daemon.config.settings import Settings
+from daemon.ops.http import serve_http
+from daemon.ops.logs import setup_logging
+from daemon.ops.metrics import Metrics
+from daemon.ops.notify import Notifier, watchdog_loop
+from daemon.runtime.failures import FileErrors, daemon_fault
+from daemon.runtime.intake import Intake
+from daemon.runtime.periodic import every
+from daemon.runtime.reloading import apply_reload, unpark_forever
+from daemon.runtime.remote_usage import REMOTE_USAGE_INTERVAL, refresh_remote_usage
+from daemon.runtime.vanished import close_vanished
+from daemon.runtime.watcher import Candidate, Watcher
+from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
+from daemon.runtime.workers import (
+    WorkState,
+    close_client,
+    park_loop,
+    recover_failed,
+    start_watcher,
+    worker,
+)
+from daemon.state.retention import PRUNE_INTERVAL, prune_ledger
+from daemon.state.store import Store
+from daemon.state.watch import watch_state_file
 from handlers.budget import ByteBudget
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
@@ -442,7 +450,7 @@ class Daemon:
         self.metrics.oldest_pending(await self.store.oldest_waiting(), now=time.time())
 
     async def close_vanished(self) -> int:
-        """Close waiting rows whose file left its inbox (``daemon.vanished``)."""
+        """Close waiting rows whose file left its inbox (``daemon.runtime.vanished``)."""
         assert self.store is not None
         assert self.intake is not None
         return await close_vanished(self.store, self.plans, busy=self.intake.busy)

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from daemon.config_folders import (
+from daemon.config.folders import (
     inbox_write_check,
     metrics_warning,
     mixed_folders,
     state_dir_problem,
     target_write_problem,
 )
-from daemon.keys import KEY_CREDENTIAL, KEY_ENV
-from daemon.settings import InboxSettings, Settings
+from daemon.config.keys import KEY_CREDENTIAL, KEY_ENV
+from daemon.config.settings import InboxSettings, Settings
 
 __all__ = ["Report", "check"]
 
