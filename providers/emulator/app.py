@@ -15,27 +15,24 @@ import logging
 import random
 import time
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import BodyPartReader, StreamReader, web
 
 from providers.emulator.disposition import disposition_params
+from providers.emulator.extraction import TEXT_TYPES, content_error, extracted
 from providers.emulator.faults import Decision, FaultPlan, decide, parse_faults
+from providers.emulator.multipart import CHUNK, QuietContent, Reader, drain
 from providers.emulator.ratelimit import KeyLimiter, limit_error
 from providers.emulator.state import (
-    TEXT_TYPES,
     ApiError,
     Store,
     StoredFile,
     as_json,
     auth_error,
     bad_request,
-    content_error,
-    extracted,
     fault_error,
     file_object,
     glm_page,
@@ -51,7 +48,6 @@ __all__ = ["PREFIXES", "EmulatorApp"]
 logger = logging.getLogger(__name__)
 
 PREFIXES = {"kimi": "/v1", "glm": "/api/paas/v4"}
-_CHUNK = 1 << 16
 _ABORTS = ("reset", "drop")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -167,7 +163,7 @@ class EmulatorApp:
                     )
                 response: web.StreamResponse
                 if denied is not None:
-                    await _drain(request)
+                    await drain(request)
                     response = self._error(provider, denied, decision)
                 else:
                     response = await action(request, provider, decision)
@@ -191,7 +187,7 @@ class EmulatorApp:
             limiter = self._limiters[provider]
             scope = limiter.admit(rpm=plan.rpm, concurrency=plan.concurrency, now=self._clock())
             if scope is not None:
-                await _drain(request)
+                await drain(request)
                 self._count(provider, "upload", "429")
                 limit = plan.rpm if scope == "rate" else plan.concurrency
                 assert limit is not None
@@ -209,7 +205,7 @@ class EmulatorApp:
         limits = self.limits[provider]
         ctype = request.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/form-data") or "boundary=" not in ctype:
-            await _drain(request)
+            await drain(request)
             return self._error(
                 provider,
                 bad_request(provider, "Content-Type must be multipart/form-data with a boundary"),
@@ -247,8 +243,8 @@ class EmulatorApp:
         purpose = ""
         size = 0
         digest = hashlib.sha256()
-        quiet = cast("StreamReader", _QuietContent(request.content))
-        reader = _Reader(request.headers, quiet)
+        quiet = cast("StreamReader", QuietContent(request.content))
+        reader = Reader(request.headers, quiet)
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 return bad_request(provider, "Nested multipart bodies are not accepted")
@@ -258,7 +254,7 @@ class EmulatorApp:
             elif params.get("name") == "file":
                 filename = params.get("filename") or "upload"
                 with spool.open("wb") as out:
-                    while chunk := await part.read_chunk(_CHUNK):
+                    while chunk := await part.read_chunk(CHUNK):
                         if slow:
                             await self._sleep(slow)
                         digest.update(chunk)
@@ -367,59 +363,6 @@ class EmulatorApp:
             status=error.status,
             headers={"Content-Type": "application/json", **headers},
         )
-
-
-class _Reader(MultipartReader):
-    """aiohttp's multipart reader, with each part's Content-Disposition read by us.
-
-    aiohttp parses the first part's header itself (looking for ``_charset_``) and mangles
-    names (strips a leading ``\\``, warns and gives up on a second ``;``); under
-    ``filterwarnings = error`` that warning was a 500. Each part is handed on with a plain
-    ``form-data; name="..."`` header, and its real one is kept in ``disposition``.
-    """
-
-    disposition: str | None = None
-
-    async def fetch_next_part(self) -> MultipartReader | BodyPartReader:
-        part = await super().fetch_next_part()
-        self.disposition = part.headers.get("Content-Disposition")
-        name = disposition_params(self.disposition).get("name", "")
-        plain = CIMultiDict(part.headers)
-        plain["Content-Disposition"] = 'form-data; name="{}"'.format(
-            name.replace("\\", "\\\\").replace('"', '\\"')
-        )
-        part.headers = CIMultiDictProxy(plain)
-        return part
-
-
-class _QuietContent:
-    """The request body, minus the DeprecationWarning aiohttp's own multipart reader triggers.
-
-    BodyPartReader calls the deprecated ``StreamReader.unread_data`` when a read overshoots
-    a boundary (aiohttp#3260), at random, depending on TCP segmentation; under
-    ``filterwarnings = error`` that warning became a 500. The call is synchronous, so the
-    ``catch_warnings`` below cannot interleave with another request's.
-    """
-
-    def __init__(self, inner: StreamReader) -> None:
-        self._inner = inner
-        self.read = inner.read
-        self.readline = inner.readline
-        self.at_eof = inner.at_eof
-
-    def unread_data(self, data: bytes) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._inner.unread_data(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-async def _drain(request: web.Request) -> None:
-    """Read and discard the body, so the client sees the answer instead of a broken pipe."""
-    while await request.content.read(_CHUNK):
-        pass
 
 
 def _new_id(provider: str) -> str:
