@@ -25,6 +25,7 @@ from providers.emulator.disposition import disposition_params
 from providers.emulator.extraction import TEXT_TYPES, content_error, extracted
 from providers.emulator.faults import Decision, FaultPlan, decide, parse_faults
 from providers.emulator.multipart import CHUNK, QuietContent, Reader, drain
+from providers.emulator.parser import ParserRoutes
 from providers.emulator.ratelimit import KeyLimiter, limit_error
 from providers.emulator.state import (
     ApiError,
@@ -43,12 +44,14 @@ from providers.emulator.state import (
 from providers.errors import ConfigError
 from providers.limits import PROVIDERS, ProviderLimits, extension_of
 
-__all__ = ["PREFIXES", "EmulatorApp"]
+__all__ = ["PREFIXES", "EmulatorApp", "new_id"]
 
 logger = logging.getLogger(__name__)
 
 PREFIXES = {"kimi": "/v1", "glm": "/api/paas/v4"}
 _ABORTS = ("reset", "drop")
+# Faults that change what a request does instead of answering an error.
+_NOT_ANSWERS = (*_ABORTS, "parsefail")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -68,6 +71,7 @@ class EmulatorApp:
         seed: int,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        parser_polls: int = 1,
     ) -> None:
         self.keys = dict(keys)
         self.limits = dict(limits)
@@ -85,6 +89,8 @@ class EmulatorApp:
         self._clock = clock
         self._sleep = sleep
         self._tick = asyncio.Event()
+        self.parser_polls = parser_polls
+        self.parser = ParserRoutes(lambda: self.parser_polls, lambda e: self._error("glm", e))
         self.reset()
         for provider in PROVIDERS:
             (data_dir / provider).mkdir(parents=True, exist_ok=True)
@@ -92,8 +98,9 @@ class EmulatorApp:
     def reset(self) -> None:
         """Forget stored files and counts; restart the seeded fault decisions. Plans stay."""
         for f in self.store.all():
-            self._path(f).unlink(missing_ok=True)
+            self.path_of(f).unlink(missing_ok=True)
         self.store.clear()
+        self.parser.tasks.clear()
         for provider in PROVIDERS:
             self.counts[provider] = {}
             self._rngs[provider] = random.Random(f"{self.seed}:{provider}")
@@ -117,6 +124,10 @@ class EmulatorApp:
             app.router.add_get(one, self._api(provider, "retrieve", self._retrieve))
             app.router.add_delete(one, self._api(provider, "delete", self._delete))
             app.router.add_get(f"{one}/content", self._api(provider, "content", self._content))
+        parser = f"{PREFIXES['glm']}/files/parser"
+        app.router.add_post(f"{parser}/create", self._api("glm", "parse", self.parser.create))
+        result = f"{parser}/result/{{task_id}}/{{format_type}}"
+        app.router.add_get(result, self._api("glm", "parse_result", self.parser.result))
         app.router.add_get("/_emulator/files", self._admin_files)
         app.router.add_get("/_emulator/counts", self._admin_counts)
         app.router.add_get("/_emulator/faults", self._admin_get_faults)
@@ -152,7 +163,7 @@ class EmulatorApp:
                         await action(request, provider, decision)
                     if kind in ("reset", "drop"):
                         self._abort(request, kind)
-                if denied is None and decision.fault is not None and kind not in _ABORTS:
+                if denied is None and decision.fault is not None and kind not in _NOT_ANSWERS:
                     plan = self.plans[provider]
                     denied = fault_error(
                         provider,
@@ -223,9 +234,9 @@ class EmulatorApp:
             if refusal is not None:
                 return self._error(provider, refusal)
             stored = StoredFile(
-                provider, _new_id(provider), filename, purpose, size, digest, int(time.time())
+                provider, new_id(provider), filename, purpose, size, digest, int(time.time())
             )
-            spool.rename(self._path(stored))
+            spool.rename(self.path_of(stored))
             self.store.add(stored)
             if fault is not None and fault.kind == "drop":
                 self._abort(request, "drop")
@@ -290,7 +301,7 @@ class EmulatorApp:
         f = self.store.remove(provider, request.match_info["file_id"])
         if f is None:
             return self._error(provider, not_found(provider, request.match_info["file_id"]))
-        self._path(f).unlink(missing_ok=True)
+        self.path_of(f).unlink(missing_ok=True)
         return web.json_response({"id": f.id, "object": "file", "deleted": True})
 
     async def _content(
@@ -303,7 +314,7 @@ class EmulatorApp:
         if refused is not None:
             return self._error(provider, refused)
         raw = extension_of(f.filename) in TEXT_TYPES or f.purpose == "batch"
-        body, ctype = extracted(f, self._path(f).read_bytes() if raw else None)
+        body, ctype = extracted(f, self.path_of(f).read_bytes() if raw else None)
         return web.Response(body=body, headers={"Content-Type": ctype})
 
     # -- admin ---------------------------------------------------------------------
@@ -332,7 +343,8 @@ class EmulatorApp:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _path(self, f: StoredFile) -> Path:
+    def path_of(self, f: StoredFile) -> Path:
+        """Where the stored file's bytes are kept."""
         return self.data_dir / f.provider / f.id
 
     def _count(self, provider: str, op: str, outcome: str) -> None:
@@ -365,6 +377,7 @@ class EmulatorApp:
         )
 
 
-def _new_id(provider: str) -> str:
+def new_id(provider: str) -> str:
+    """A fresh file id in the provider's shape."""
     hexed = uuid.uuid4().hex
     return f"c{hexed[:19]}" if provider == "kimi" else f"{int(time.time())}-{hexed}"
