@@ -18,32 +18,13 @@ from providers.emulator import Emulator
 from providers.errors import Permanent, Retryable, TransportUnavailable
 from providers.extract import ExtractPolicy
 from providers.limited import LimitedClient
-from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
-from providers.types import Extracted, ParserTransport, RemoteFile, Transport, UploadResult
+from providers.types import Extracted, ParserTransport, RemoteFile, UploadResult
+from tests.test_transports import TRANSPORTS
+from tests.test_transports import make_transport as transport
 
-TRANSPORTS = [
-    ("kimi", "openai"),
-    ("kimi", "http"),
-    ("glm", "zhipuai"),
-    ("glm", "openai"),
-    ("glm", "http"),
-]
 GLM_TRANSPORTS = [name for provider, name in TRANSPORTS if provider == "glm"]
 # Waits are recorded, never slept: the emulator answers each poll at once.
 POLICY = ExtractPolicy(initial_delay=0.01, max_delay=0.04, give_up_after=0.1)
-
-
-def transport(provider: str, name: str, emu: Emulator) -> Transport:
-    """The named transport for one provider, pointed at the emulator."""
-    cls = {"openai": OpenAITransport, "zhipuai": ZhipuAITransport, "http": HttpTransport}[name]
-    made: Transport = cls(
-        provider,
-        base_url=emu.base_url(provider),
-        api_key=emu.key(provider),
-        timeout=10.0,
-        connect_timeout=10.0,
-    )
-    return made
 
 
 class Recorder:
@@ -182,6 +163,8 @@ async def test_parser_transient_failures_are_retryable(emu: Emulator, name: str)
     assert past_bound.value.status is None
     assert "still processing" in past_bound.value.message
     assert text.text == emu.extracted_text(remote.id)
+    for error in (on_create.value, on_poll.value, past_bound.value):
+        assert emu.key("glm") not in str(error)
 
 
 @pytest.mark.anyio
