@@ -193,6 +193,9 @@ RULES: tuple[Rule, ...] = (
     Rule("glm-1304-daily", "quota_daily", "glm", codes=_codes("1304")),
     Rule("glm-cap", "quota_reset", "glm", codes=_codes("1308", "1310")),
     Rule("glm-435", "too_large", "glm", statuses={435}),
+    # The file parser refusing a type or a task (the emulator's 1214 answers naming 文件解析;
+    # the live wording is unverified): no text will come for this file.
+    Rule("glm-parser", "extract_failed", "glm", statuses={400, 404}, pattern=_re(r"文件解析")),
     # Either provider, by the message (an unknown code in a known shape).
     Rule(
         "file-count",

@@ -12,8 +12,24 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import BinaryIO, NoReturn, Protocol, TypeVar, runtime_checkable
 
+import anyio
+
 from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
-from providers.types import RemoteFile, Transport, UploadResult
+from providers.extract import (
+    ExtractPolicy,
+    content_text,
+    parser_file_type,
+    poll_parser,
+)
+from providers.limits import extract_method
+from providers.types import (
+    Extracted,
+    ParserAnswer,
+    ParserTransport,
+    RemoteFile,
+    Transport,
+    UploadResult,
+)
 
 __all__ = ["FallbackCallback", "Preparable", "ProviderClient", "UsageSource", "usage_of"]
 
@@ -51,6 +67,15 @@ class _Listing(Protocol):
     async def list_files(self, purpose: str | None = None) -> list[RemoteFile]: ...
 
 
+def _parser(transport: Transport) -> ParserTransport:
+    """``transport`` as a ParserTransport; one without the parser calls is unusable here."""
+    if isinstance(transport, ParserTransport):
+        return transport
+    raise TransportUnavailable(
+        f"{transport.name} transport has no file-parser calls, nothing was sent"
+    )
+
+
 async def usage_of(source: _Listing) -> tuple[int, int]:
     """(file count, total bytes): ``source.usage()`` if it has one, else its listing counted.
 
@@ -69,6 +94,8 @@ class ProviderClient:
     Every call starts at the head of the chain, so a transport that was unusable once (a
     request it could not build) gets its chance again; an SDK that failed to import fails
     fast on later calls. ``delete`` is idempotent: a file the provider does not know is gone.
+    ``extract_policy`` paces GLM's parser polling and ``sleep`` waits between polls (both
+    injected by tests).
     """
 
     def __init__(
@@ -77,12 +104,16 @@ class ProviderClient:
         transports: Sequence[Transport],
         *,
         on_fallback: FallbackCallback | None = None,
+        extract_policy: ExtractPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         if not transports:
             raise ValueError(f"provider {name!r} needs at least one transport")
         self.name = name
         self._transports = tuple(transports)
         self._on_fallback = on_fallback
+        self._extract_policy = extract_policy or ExtractPolicy()
+        self._sleep = sleep
 
     def prepare(self) -> None:
         """Import and build every transport that can be (blocking: a worker thread at start)."""
@@ -203,6 +234,63 @@ class ProviderClient:
             if exc.reason != "not_found":
                 raise
             logger.info("%s: file %s was already gone", self.name, file_id)
+
+    async def extract(self, remote: RemoteFile, fileobj: BinaryIO | None) -> Extracted:
+        """The extracted text of the stored file ``remote`` (``providers.limits.extract_method``).
+
+        Kimi (``file-extract``) and GLM ``batch``/``file-extract``: ``GET /files/{id}/content``
+        (Kimi's JSON envelope unwrapped). GLM ``code-interpreter``/``agent``: the file-parser
+        API, sent ``fileobj`` (an open binary file of the same bytes, read from its current
+        position; required there, else ValueError), polled per ``extract_policy``.
+
+        Raises ``Permanent(reason="extract_failed")`` when the provider has no text for this
+        file (its purpose or type, or the provider failed to extract it), ``Retryable`` for a
+        passing failure (5xx, network, 429, a parser task still processing past the bound);
+        ``not_found`` when the stored file is gone. Nothing here retries.
+        """
+        method = extract_method(self.name, remote.purpose)
+        if method == "content":
+            data, used = await self._walk(lambda t: t.content(remote.id))
+            return Extracted(content_text(self.name, data), "content", used)
+        if method is None:
+            raise Permanent(
+                f"{self.name} serves no extracted text for purpose {remote.purpose!r} "
+                f"({remote.filename}): set extract = false on this inbox, or use a purpose "
+                "that has text",
+                reason="extract_failed",
+                provider=self.name,
+            )
+        if fileobj is None:
+            raise ValueError(f"{self.name} parses {remote.purpose} files from their bytes")
+        return await self._parse(remote, fileobj)
+
+    async def _parse(self, remote: RemoteFile, fileobj: BinaryIO) -> Extracted:
+        """GLM's file parser: create a task with the file's bytes, then poll for its text."""
+        file_type = parser_file_type(self.name, remote.filename)
+        policy = self._extract_policy
+        start = fileobj.tell() if fileobj.seekable() else None
+
+        def rewind() -> None:
+            if start is not None:
+                fileobj.seek(start)
+
+        task_id, used = await self._walk(
+            lambda t: _parser(t).parser_create(
+                filename=remote.filename,
+                fileobj=fileobj,
+                file_type=file_type,
+                tool_type=policy.tool_type,
+                content_type="application/octet-stream",
+            ),
+            rewind,
+        )
+
+        async def result() -> ParserAnswer:
+            answer, _ = await self._walk(lambda t: _parser(t).parser_result(task_id))
+            return answer
+
+        text = await poll_parser(self.name, task_id, result, policy, self._sleep)
+        return Extracted(text, "parser", used)
 
     async def aclose(self) -> None:
         """Close every transport."""

@@ -4,8 +4,8 @@ The async shell of ``providers.pacing``: every upload of the account, from every
 the one :class:`~providers.pacing.Pacer` when it may start, waits (on the injected clock and
 sleep) and tells it how the call ended. A ``Throttled`` answer pauses the whole provider and
 is re-raised: the dispatcher calls again, and that call waits here until the pause ends and
-the window has room. Listing and deleting are not paced (the emulator limits uploads only;
-whether the real services count them is not documented).
+the window has room. Listing, deleting and extracting are not paced (the emulator limits
+uploads only; whether the real services count them is not documented).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import BinaryIO, Protocol
 import anyio
 
 from providers.client import usage_of
-from providers.errors import Throttled
+from providers.errors import Throttled, TransportUnavailable
 from providers.pacing import Pacer, PacingConfig
-from providers.types import RemoteFile, UploadClient, UploadResult
+from providers.types import Extracted, Extractor, RemoteFile, UploadClient, UploadResult
 
 __all__ = ["LimitedClient", "NullPacingEvents", "PacingEvents"]
 
@@ -106,6 +106,17 @@ class LimitedClient:
 
     async def delete(self, file_id: str) -> None:
         await self.inner.delete(file_id)
+
+    async def extract(self, remote: RemoteFile, fileobj: BinaryIO | None) -> Extracted:
+        """The inner client's ``extract`` (``providers.types.Extractor``), unpaced.
+
+        An inner client that cannot extract raises ``TransportUnavailable``.
+        """
+        if not isinstance(self.inner, Extractor):
+            raise TransportUnavailable(
+                f"the {self.name} client cannot fetch extracted text", provider=self.name
+            )
+        return await self.inner.extract(remote, fileobj)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

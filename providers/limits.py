@@ -16,6 +16,8 @@ from typing import TypeVar
 
 __all__ = [
     "GLM_LIMITS",
+    "GLM_PARSER_TOOL",
+    "GLM_PARSER_TYPES",
     "IMAGE_TYPES",
     "KIMI_LIMITS",
     "LIMITS",
@@ -25,6 +27,8 @@ __all__ = [
     "PurposeLimits",
     "PurposeOverride",
     "extension_of",
+    "extract_method",
+    "extract_supported",
 ]
 
 MIB = 1024 * 1024
@@ -195,3 +199,40 @@ GLM_LIMITS = ProviderLimits(
 
 LIMITS: Mapping[str, ProviderLimits] = MappingProxyType({"kimi": KIMI_LIMITS, "glm": GLM_LIMITS})
 PROVIDERS = tuple(LIMITS)
+
+
+# provider-facts.md § Real answers, "GLM content / extraction": the file-parser API's "lite"
+# tool (docs.bigmodel.cn, 工具 API / 文件解析) reads these types; file_type is sent upper-case.
+GLM_PARSER_TYPES = frozenset("pdf docx doc xls xlsx ppt pptx png jpg jpeg csv txt md".split())
+GLM_PARSER_TOOL = "lite"
+
+
+def extract_method(provider: str, purpose: str) -> str | None:
+    """How a stored file's text comes home: ``"content"``, ``"parser"`` or None (it cannot).
+
+    From provider-facts.md:
+
+    - Kimi: ``GET /files/{id}/content`` serves extracted text for ``file-extract`` files only
+      (``image``, ``video`` and ``batch`` files have none).
+    - GLM: ``/files/{id}/content`` serves ``batch`` (the JSON lines themselves) and, per the
+      older docs, ``file-extract`` files. ``code-interpreter`` and ``agent`` take only
+      documents and images that the file-parser API reads (every type of theirs is in
+      :data:`GLM_PARSER_TYPES`), so their text comes from the parser. ``voice-clone-input``
+      (mp3, wav) and ``fine-tune`` (jsonl, not served back) have no text.
+    """
+    if provider == "kimi":
+        return "content" if purpose == "file-extract" else None
+    if provider == "glm":
+        if purpose in ("batch", "file-extract"):
+            return "content"
+        if purpose in ("code-interpreter", "agent"):
+            return "parser"
+    return None
+
+
+def extract_supported(provider: str, purpose: str) -> bool:
+    """Whether files of ``purpose`` on ``provider`` have extracted text (see ``extract_method``).
+
+    ``check-config`` refuses ``extract = true`` on an inbox whose purpose has none.
+    """
+    return extract_method(provider, purpose) is not None

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 __all__ = [
     "BreakerRecord",
     "BreakerStore",
+    "Extracted",
+    "Extractor",
+    "ParserAnswer",
+    "ParserTransport",
     "RemoteFile",
     "Transport",
     "UploadClient",
@@ -86,6 +90,65 @@ class UploadClient(Protocol):
     async def delete(self, file_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """A stored file's extracted text, as the provider serves it.
+
+    ``method`` is ``"content"`` (``GET /files/{id}/content``) or ``"parser"`` (GLM's
+    file-parser API); ``transport`` names the client that fetched the text.
+    """
+
+    text: str
+    method: str
+    transport: str
+
+
+@dataclass(frozen=True)
+class ParserAnswer:
+    """One answer of GLM's ``GET /files/parser/result/{task_id}/text``.
+
+    ``status`` is ``processing``, ``succeeded`` or ``failed`` (docs.bigmodel.cn, 解析结果);
+    ``text`` is the parsed text once succeeded; ``message`` the provider's own words.
+    """
+
+    status: str
+    text: str = ""
+    message: str = ""
+
+
+@runtime_checkable
+class ParserTransport(Protocol):
+    """A Transport that can also drive GLM's file-parser API (every built-in one can).
+
+    Not part of ``Transport``, so a transport without it still serves uploads: the client
+    treats it as unusable for parsing (``TransportUnavailable``) and walks the chain down.
+    """
+
+    async def parser_create(
+        self, *, filename: str, fileobj: BinaryIO, file_type: str, tool_type: str, content_type: str
+    ) -> str:
+        """``POST /files/parser/create`` (multipart ``file``, ``tool_type``, ``file_type``):
+        the new task's id."""
+        ...
+
+    async def parser_result(self, task_id: str) -> ParserAnswer:
+        """``GET /files/parser/result/{task_id}/text``, normalised."""
+        ...
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """An UploadClient that can also fetch a stored file's extracted text.
+
+    ``providers.client.ProviderClient`` and ``providers.limited.LimitedClient`` are. Kept
+    apart from ``UploadClient`` so clients (and test fakes) that never extract need not.
+    """
+
+    async def extract(self, remote: RemoteFile, fileobj: BinaryIO | None) -> Extracted:
+        """The text of ``remote``; see ``ProviderClient.extract``."""
+        ...
 
 
 @dataclass(frozen=True)

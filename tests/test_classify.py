@@ -154,6 +154,22 @@ CASES: list[Case] = [
     ),
     # GLM (Zhipu / Z.ai), string codes
     Case(
+        "glm-parser",
+        "glm",
+        400,
+        _glm("1214", "文件解析不支持该文件类型: 'MP3' (tool_type lite)"),
+        Permanent,
+        {"reason": "extract_failed"},
+    ),
+    Case(
+        "glm-parser",
+        "glm",
+        404,
+        _glm("1214", "文件解析任务不存在: 9f2c"),
+        Permanent,
+        {"reason": "extract_failed"},
+    ),
+    Case(
         "glm-auth-status", "glm", 401, _glm("1001", "Header中未收到Authentication参数"), AuthFailed
     ),
     Case("glm-auth-status", "glm", 434, _glm("1220", "您无权访问该API"), AuthFailed),

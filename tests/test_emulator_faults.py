@@ -6,6 +6,7 @@ import pytest
 
 from providers.emulator.cli import build_parser
 from providers.emulator.disposition import disposition_params
+from providers.emulator.extraction import extracted
 from providers.emulator.faults import (
     FAULT_KINDS,
     Chance,
@@ -21,7 +22,6 @@ from providers.emulator.state import (
     StoredFile,
     Usage,
     auth_error,
-    extracted,
     fault_error,
     glm_page,
     judge_upload,

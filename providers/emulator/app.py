@@ -15,27 +15,25 @@ import logging
 import random
 import time
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import BodyPartReader, StreamReader, web
 
 from providers.emulator.disposition import disposition_params
+from providers.emulator.extraction import TEXT_TYPES, content_error, extracted
 from providers.emulator.faults import Decision, FaultPlan, decide, parse_faults
+from providers.emulator.multipart import CHUNK, QuietContent, Reader, drain
+from providers.emulator.parser import ParserRoutes
 from providers.emulator.ratelimit import KeyLimiter, limit_error
 from providers.emulator.state import (
-    TEXT_TYPES,
     ApiError,
     Store,
     StoredFile,
     as_json,
     auth_error,
     bad_request,
-    content_error,
-    extracted,
     fault_error,
     file_object,
     glm_page,
@@ -46,13 +44,14 @@ from providers.emulator.state import (
 from providers.errors import ConfigError
 from providers.limits import PROVIDERS, ProviderLimits, extension_of
 
-__all__ = ["PREFIXES", "EmulatorApp"]
+__all__ = ["PREFIXES", "EmulatorApp", "new_id"]
 
 logger = logging.getLogger(__name__)
 
 PREFIXES = {"kimi": "/v1", "glm": "/api/paas/v4"}
-_CHUNK = 1 << 16
 _ABORTS = ("reset", "drop")
+# Faults that change what a request does instead of answering an error.
+_NOT_ANSWERS = (*_ABORTS, "parsefail")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -72,6 +71,7 @@ class EmulatorApp:
         seed: int,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        parser_polls: int = 1,
     ) -> None:
         self.keys = dict(keys)
         self.limits = dict(limits)
@@ -89,6 +89,8 @@ class EmulatorApp:
         self._clock = clock
         self._sleep = sleep
         self._tick = asyncio.Event()
+        self.parser_polls = parser_polls
+        self.parser = ParserRoutes(lambda: self.parser_polls, lambda e: self._error("glm", e))
         self.reset()
         for provider in PROVIDERS:
             (data_dir / provider).mkdir(parents=True, exist_ok=True)
@@ -96,8 +98,9 @@ class EmulatorApp:
     def reset(self) -> None:
         """Forget stored files and counts; restart the seeded fault decisions. Plans stay."""
         for f in self.store.all():
-            self._path(f).unlink(missing_ok=True)
+            self.path_of(f).unlink(missing_ok=True)
         self.store.clear()
+        self.parser.tasks.clear()
         for provider in PROVIDERS:
             self.counts[provider] = {}
             self._rngs[provider] = random.Random(f"{self.seed}:{provider}")
@@ -121,6 +124,10 @@ class EmulatorApp:
             app.router.add_get(one, self._api(provider, "retrieve", self._retrieve))
             app.router.add_delete(one, self._api(provider, "delete", self._delete))
             app.router.add_get(f"{one}/content", self._api(provider, "content", self._content))
+        parser = f"{PREFIXES['glm']}/files/parser"
+        app.router.add_post(f"{parser}/create", self._api("glm", "parse", self.parser.create))
+        result = f"{parser}/result/{{task_id}}/{{format_type}}"
+        app.router.add_get(result, self._api("glm", "parse_result", self.parser.result))
         app.router.add_get("/_emulator/files", self._admin_files)
         app.router.add_get("/_emulator/counts", self._admin_counts)
         app.router.add_get("/_emulator/faults", self._admin_get_faults)
@@ -156,7 +163,7 @@ class EmulatorApp:
                         await action(request, provider, decision)
                     if kind in ("reset", "drop"):
                         self._abort(request, kind)
-                if denied is None and decision.fault is not None and kind not in _ABORTS:
+                if denied is None and decision.fault is not None and kind not in _NOT_ANSWERS:
                     plan = self.plans[provider]
                     denied = fault_error(
                         provider,
@@ -167,7 +174,7 @@ class EmulatorApp:
                     )
                 response: web.StreamResponse
                 if denied is not None:
-                    await _drain(request)
+                    await drain(request)
                     response = self._error(provider, denied, decision)
                 else:
                     response = await action(request, provider, decision)
@@ -191,7 +198,7 @@ class EmulatorApp:
             limiter = self._limiters[provider]
             scope = limiter.admit(rpm=plan.rpm, concurrency=plan.concurrency, now=self._clock())
             if scope is not None:
-                await _drain(request)
+                await drain(request)
                 self._count(provider, "upload", "429")
                 limit = plan.rpm if scope == "rate" else plan.concurrency
                 assert limit is not None
@@ -209,7 +216,7 @@ class EmulatorApp:
         limits = self.limits[provider]
         ctype = request.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/form-data") or "boundary=" not in ctype:
-            await _drain(request)
+            await drain(request)
             return self._error(
                 provider,
                 bad_request(provider, "Content-Type must be multipart/form-data with a boundary"),
@@ -227,9 +234,9 @@ class EmulatorApp:
             if refusal is not None:
                 return self._error(provider, refusal)
             stored = StoredFile(
-                provider, _new_id(provider), filename, purpose, size, digest, int(time.time())
+                provider, new_id(provider), filename, purpose, size, digest, int(time.time())
             )
-            spool.rename(self._path(stored))
+            spool.rename(self.path_of(stored))
             self.store.add(stored)
             if fault is not None and fault.kind == "drop":
                 self._abort(request, "drop")
@@ -247,8 +254,8 @@ class EmulatorApp:
         purpose = ""
         size = 0
         digest = hashlib.sha256()
-        quiet = cast("StreamReader", _QuietContent(request.content))
-        reader = _Reader(request.headers, quiet)
+        quiet = cast("StreamReader", QuietContent(request.content))
+        reader = Reader(request.headers, quiet)
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 return bad_request(provider, "Nested multipart bodies are not accepted")
@@ -258,7 +265,7 @@ class EmulatorApp:
             elif params.get("name") == "file":
                 filename = params.get("filename") or "upload"
                 with spool.open("wb") as out:
-                    while chunk := await part.read_chunk(_CHUNK):
+                    while chunk := await part.read_chunk(CHUNK):
                         if slow:
                             await self._sleep(slow)
                         digest.update(chunk)
@@ -294,7 +301,7 @@ class EmulatorApp:
         f = self.store.remove(provider, request.match_info["file_id"])
         if f is None:
             return self._error(provider, not_found(provider, request.match_info["file_id"]))
-        self._path(f).unlink(missing_ok=True)
+        self.path_of(f).unlink(missing_ok=True)
         return web.json_response({"id": f.id, "object": "file", "deleted": True})
 
     async def _content(
@@ -307,7 +314,7 @@ class EmulatorApp:
         if refused is not None:
             return self._error(provider, refused)
         raw = extension_of(f.filename) in TEXT_TYPES or f.purpose == "batch"
-        body, ctype = extracted(f, self._path(f).read_bytes() if raw else None)
+        body, ctype = extracted(f, self.path_of(f).read_bytes() if raw else None)
         return web.Response(body=body, headers={"Content-Type": ctype})
 
     # -- admin ---------------------------------------------------------------------
@@ -336,7 +343,8 @@ class EmulatorApp:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _path(self, f: StoredFile) -> Path:
+    def path_of(self, f: StoredFile) -> Path:
+        """Where the stored file's bytes are kept."""
         return self.data_dir / f.provider / f.id
 
     def _count(self, provider: str, op: str, outcome: str) -> None:
@@ -369,59 +377,7 @@ class EmulatorApp:
         )
 
 
-class _Reader(MultipartReader):
-    """aiohttp's multipart reader, with each part's Content-Disposition read by us.
-
-    aiohttp parses the first part's header itself (looking for ``_charset_``) and mangles
-    names (strips a leading ``\\``, warns and gives up on a second ``;``); under
-    ``filterwarnings = error`` that warning was a 500. Each part is handed on with a plain
-    ``form-data; name="..."`` header, and its real one is kept in ``disposition``.
-    """
-
-    disposition: str | None = None
-
-    async def fetch_next_part(self) -> MultipartReader | BodyPartReader:
-        part = await super().fetch_next_part()
-        self.disposition = part.headers.get("Content-Disposition")
-        name = disposition_params(self.disposition).get("name", "")
-        plain = CIMultiDict(part.headers)
-        plain["Content-Disposition"] = 'form-data; name="{}"'.format(
-            name.replace("\\", "\\\\").replace('"', '\\"')
-        )
-        part.headers = CIMultiDictProxy(plain)
-        return part
-
-
-class _QuietContent:
-    """The request body, minus the DeprecationWarning aiohttp's own multipart reader triggers.
-
-    BodyPartReader calls the deprecated ``StreamReader.unread_data`` when a read overshoots
-    a boundary (aiohttp#3260), at random, depending on TCP segmentation; under
-    ``filterwarnings = error`` that warning became a 500. The call is synchronous, so the
-    ``catch_warnings`` below cannot interleave with another request's.
-    """
-
-    def __init__(self, inner: StreamReader) -> None:
-        self._inner = inner
-        self.read = inner.read
-        self.readline = inner.readline
-        self.at_eof = inner.at_eof
-
-    def unread_data(self, data: bytes) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._inner.unread_data(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-async def _drain(request: web.Request) -> None:
-    """Read and discard the body, so the client sees the answer instead of a broken pipe."""
-    while await request.content.read(_CHUNK):
-        pass
-
-
-def _new_id(provider: str) -> str:
+def new_id(provider: str) -> str:
+    """A fresh file id in the provider's shape."""
     hexed = uuid.uuid4().hex
     return f"c{hexed[:19]}" if provider == "kimi" else f"{int(time.time())}-{hexed}"

@@ -22,7 +22,8 @@ stored), drop (file stored, then connection aborted); the real answers: 429msg[:
 limit, wait only in the message: Kimi "max RPM: 3, please try again after S seconds", GLM
 1303), 429conc[:S] (Kimi "max concurrency: 1", GLM 1302), balance (Kimi 403 insufficient
 balance, GLM 1113), daily (GLM 1304), cap (GLM 1308 "...将在 <time> 重置"), extract (Kimi
-500 "extract task failed"); '@P' = probability (default 1).
+500 "extract task failed"), parsefail (the GLM parser task it creates ends "failed");
+'@P' = probability (default 1).
 Also seq=STEP/STEP/... (scripted first requests; 'ok' = no fault), latency=MS[+JITTER_MS],
 slow=MS (per 64 KiB of request body). Limits per key, uploads only: rpm=N (at most N admitted
 in any rolling 60 s) and concurrency=N (at most N in flight), e.g. 'kimi:rpm=120,concurrency=4';

@@ -42,6 +42,9 @@ Spec grammar (``--faults``, ``Emulator(faults=...)``, ``PUT /_emulator/faults``)
                                                     exceeded_current_quota_error
               | extract                             Moonshot 500 {"message":"extract task failed:
                                                     failed","type":""}; GLM a plain 500
+              | parsefail                           GLM file parser: the task this create
+                                                    request starts ends "failed" (a permanent
+                                                    parse failure); no effect on other requests
               | quota                               429 that retrying cannot fix; Moonshot
                                                     exceeded_current_quota_error, GLM code "1113"
               | 401                                 authentication refused
@@ -51,11 +54,11 @@ Spec grammar (``--faults``, ``Emulator(faults=...)``, ``PUT /_emulator/faults``)
                                                     aborted before any response
 
 Example: ``kimi:500@0.3,429:2@0.1;glm:seq=500/500/ok,latency=20+10``. The limits
-(``kimi:rpm=120,concurrency=4``) apply to uploads only (list, retrieve, delete and content are
-never limited) and are checked before any fault or latency; refusals do not count toward the
-window; the bodies are in ``providers.emulator.ratelimit``. The probabilities of
-one provider's faults add up to at most 1; one uniform draw per request picks at most one.
-A section replaces that provider's whole plan.
+(``kimi:rpm=120,concurrency=4``) apply to uploads only (list, retrieve, delete, content and
+GLM's parser requests are never limited) and are checked before any fault or latency;
+refusals do not count toward the window; the bodies are in ``providers.emulator.ratelimit``.
+The probabilities of one provider's faults add up to at most 1; one uniform draw per
+request picks at most one. A section replaces that provider's whole plan.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ __all__ = [
 
 FAULT_KINDS = frozenset({"500", "502", "503", "429", "quota", "401", "reset", "drop"})
 # The real providers' answers (provider-facts.md § Real answers).
-FAULT_KINDS |= {"429msg", "429conc", "balance", "daily", "cap", "extract"}
+FAULT_KINDS |= {"429msg", "429conc", "balance", "daily", "cap", "extract", "parsefail"}
 _WAIT_KINDS = frozenset({"429", "429msg", "429conc"})  # take ":SECONDS"
 _DEFAULT_RETRY_AFTER = 1
 

@@ -8,6 +8,7 @@ directory, removed on stop, unless one is given); the ground truth stays in memo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,10 +17,11 @@ from types import TracebackType
 
 from aiohttp import web
 
-from providers.emulator.app import PREFIXES, EmulatorApp
+from providers.emulator.app import PREFIXES, EmulatorApp, new_id
+from providers.emulator.extraction import served_text
 from providers.emulator.faults import FaultPlan, coerce_plans, parse_plan
 from providers.emulator.state import StoredFile
-from providers.limits import LIMITS, PROVIDERS, ProviderLimits
+from providers.limits import LIMITS, PROVIDERS, ProviderLimits, extract_method
 
 __all__ = ["DEFAULT_KEYS", "Emulator"]
 
@@ -33,6 +35,8 @@ class Emulator:
     string, one plan for every provider, or None; ``limits`` replaces providers.limits.LIMITS
     (e.g. a lowered ``max_files`` to test quotas quickly). ``clock`` (monotonic seconds) drives
     the ``rpm=`` window and ``sleep`` the ``latency=``/``slow=`` delays: tests inject both.
+    ``parser_polls`` is how many result requests a GLM file-parser task answers
+    ``processing`` before its text (more than 0, so clients must poll).
     """
 
     def __init__(
@@ -47,7 +51,11 @@ class Emulator:
         limits: Mapping[str, ProviderLimits] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        parser_polls: int = 1,
     ) -> None:
+        if parser_polls < 0:
+            raise ValueError(f"parser_polls must be 0 or more, not {parser_polls}")
+        self._parser_polls = parser_polls
         self._clock = clock
         self._sleep = sleep
         self._host = host
@@ -85,6 +93,7 @@ class Emulator:
             seed=self._seed,
             clock=self._clock,
             sleep=self._sleep,
+            parser_polls=self._parser_polls,
         )
         for provider, plan in self._initial.items():
             self._app.set_plan(provider, plan)
@@ -145,8 +154,8 @@ class Emulator:
     def counts(self) -> dict[str, dict[str, int]]:
         """Requests per provider per ``op.outcome``, e.g. ``{"kimi": {"upload.200": 3}}``.
 
-        ``op`` is upload, list, retrieve, delete or content; ``outcome`` the HTTP status, or
-        ``reset`` / ``drop`` for aborted connections.
+        ``op`` is upload, list, retrieve, delete, content, parse or parse_result; ``outcome``
+        the HTTP status, or ``reset`` / ``drop`` for aborted connections.
         """
         return {p: dict(c) for p, c in self._running().counts.items()}
 
@@ -155,6 +164,49 @@ class Emulator:
         app = self._running()
         while app.counts[provider].get(key, 0) < n:
             await app.counted()
+
+    def extracted_text(self, file_id: str) -> str:
+        """The text a correct client fetches for the stored file ``file_id``.
+
+        Kimi: the content envelope's ``content``; GLM: what ``/content`` (batch,
+        file-extract) or the file parser (same name and bytes) answers. KeyError for an
+        unknown id; ValueError for a file whose purpose has no text.
+        """
+        app = self._running()
+        found = [f for f in app.store.all() if f.id == file_id]
+        if not found:
+            raise KeyError(f"no stored file {file_id!r}")
+        f = found[0]
+        if extract_method(f.provider, f.purpose) is None:
+            raise ValueError(f"{f.provider} serves no text for purpose {f.purpose!r}")
+        return served_text(f, app.path_of(f).read_bytes())
+
+    def add_file(
+        self,
+        provider: str,
+        filename: str,
+        data: bytes,
+        *,
+        purpose: str | None = None,
+        created_at: int | None = None,
+    ) -> StoredFile:
+        """Store a file directly, as if another client had uploaded it (no limit is checked).
+
+        For tests that need a full account or files inboxd did not upload.
+        """
+        app = self._running()
+        stored = StoredFile(
+            provider,
+            new_id(provider),
+            filename,
+            purpose or self._limits[provider].default_purpose,
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            int(time.time()) if created_at is None else created_at,
+        )
+        app.path_of(stored).write_bytes(data)
+        app.store.add(stored)
+        return stored
 
     def reset(self) -> None:
         """Forget stored files and counts and restart the seeded decisions (faults stay)."""

@@ -8,7 +8,6 @@ unverified, the choice made here is noted beside it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -19,7 +18,6 @@ from providers.limits import MIB, PROVIDERS, ProviderLimits, extension_of
 from providers.waits import CHINA_TZ, next_china_midnight
 
 __all__ = [
-    "TEXT_TYPES",
     "ApiError",
     "Store",
     "StoredFile",
@@ -27,8 +25,6 @@ __all__ = [
     "as_json",
     "auth_error",
     "bad_request",
-    "content_error",
-    "extracted",
     "fault_error",
     "file_object",
     "glm_page",
@@ -36,14 +32,6 @@ __all__ = [
     "kimi_page",
     "not_found",
 ]
-
-# Types whose "extracted" content is the file's own text; others get a placeholder.
-TEXT_TYPES = frozenset(
-    {"txt", "md", "csv", "json", "jsonl", "html", "log", "go", "h", "c", "cpp", "cxx", "cc"}
-    | {"cs", "java", "js", "css", "jsp", "php", "py", "py3", "asp", "yaml", "yml", "ini"}
-    | {"conf", "ts", "tsx"}
-)
-_MIME = {"json": "application/json", "html": "text/html", "csv": "text/csv", "md": "text/markdown"}
 
 
 @dataclass(frozen=True)
@@ -322,41 +310,6 @@ def glm_page(
         "data": [file_object(f) for f in page],
         "has_more": len(chosen) > len(page),
     }
-
-
-def content_error(f: StoredFile) -> ApiError | None:
-    """Why ``GET /files/{id}/content`` is refused: only file-extract (and GLM batch) files."""
-    allowed = ("file-extract",) if f.provider == "kimi" else ("batch", "file-extract")
-    if f.purpose in allowed:
-        return None
-    return _bad_request(
-        f.provider, f"File content is only available for purpose {' or '.join(allowed)}"
-    )
-
-
-def extracted(f: StoredFile, data: bytes | None) -> tuple[bytes, str]:
-    """Content bytes and Content-Type; ``data`` is the file's bytes for TEXT_TYPES, else None.
-
-    Moonshot answers JSON ``{"content","file_type","filename","title","type"}`` (what its
-    file-extract docs show); GLM answers the raw bytes for batch and the text otherwise.
-    """
-    ext = extension_of(f.filename)
-    if data is not None and ext in TEXT_TYPES:
-        text = data.decode("utf-8", errors="replace")
-    else:
-        text = f"[emulator: extracted text of {f.filename}, {f.bytes} bytes]"
-    if f.provider == "glm":
-        if f.purpose == "batch" and data is not None:
-            return data, "application/octet-stream"
-        return text.encode(), "text/plain; charset=utf-8"
-    body = {
-        "content": text,
-        "file_type": _MIME.get(ext, "text/plain" if ext in TEXT_TYPES else f"application/{ext}"),
-        "filename": f.filename,
-        "title": "",
-        "type": "file",
-    }
-    return json.dumps(body, ensure_ascii=False).encode(), "application/json"
 
 
 class Store:

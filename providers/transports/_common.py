@@ -8,6 +8,7 @@ after the SDK has built it. A failure before the hook fired certainly never reac
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 from providers.classify import classify, redact
 from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
 from providers.limits import GLM_LIMITS
-from providers.types import RemoteFile
+from providers.types import ParserAnswer, RemoteFile
 
 __all__ = [
     "GLM_PAGE_LIMIT",
@@ -35,6 +36,8 @@ __all__ = [
     "mark_sent_async",
     "now_clock",
     "page_params",
+    "parser_answer",
+    "parser_task",
     "remote_file",
     "scrub",
     "sum_listing",
@@ -312,3 +315,48 @@ async def find_listed(
 def now_clock() -> float:
     """The default clock: wall time, which Retry-After HTTP dates are compared with."""
     return time.time()
+
+
+def parser_task(provider: str, obj: object) -> str:
+    """The task id of a ``POST /files/parser/create`` answer (JSON mapping or SDK model).
+
+    ``success: false`` is the parser refusing the file: ``Permanent(reason="extract_failed")``;
+    an answer without a task id is unreadable: ``Retryable``.
+    """
+    if _field(obj, "success") is False:
+        said = redact(str(_field(obj, "message") or "no message"))
+        raise Permanent(
+            f"{provider}'s file parser refused the file ({said})",
+            reason="extract_failed",
+            provider=provider,
+            status=200,
+        )
+    task_id = _field(obj, "task_id")
+    if not isinstance(task_id, str) or not task_id:
+        raise Retryable(
+            f"parser answer without a task_id: {redact(repr(obj))}", provider=provider, status=200
+        )
+    return task_id
+
+
+def parser_answer(provider: str, data: bytes) -> ParserAnswer:
+    """A ``GET /files/parser/result/{task_id}/text`` body, normalised (unreadable: Retryable)."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        obj = None
+    status = obj.get("status") if isinstance(obj, Mapping) else None
+    if not isinstance(status, str):
+        raise Retryable(
+            f"parser result without a status: {redact(data[:200].decode('utf-8', 'replace'))}",
+            provider=provider,
+            status=200,
+        )
+    assert isinstance(obj, Mapping)
+    content = obj.get("content")
+    message = obj.get("message")
+    return ParserAnswer(
+        status=status,
+        text=content if isinstance(content, str) else "",
+        message=message if isinstance(message, str) else "",
+    )

@@ -23,11 +23,13 @@ from providers.transports._common import (
     listing_purposes,
     now_clock,
     page_params,
+    parser_answer,
+    parser_task,
     remote_file,
     sum_listing,
     translate,
 )
-from providers.types import RemoteFile
+from providers.types import ParserAnswer, RemoteFile
 
 __all__ = ["HttpTransport"]
 
@@ -163,6 +165,27 @@ class HttpTransport:
             lambda: self._client.build_request("GET", f"files/{file_id}/content")
         )
         return response.content
+
+    async def parser_create(
+        self, *, filename: str, fileobj: BinaryIO, file_type: str, tool_type: str, content_type: str
+    ) -> str:
+        """POST the file to GLM's file parser as multipart; the task id."""
+        response = await self._send(
+            lambda: self._client.build_request(
+                "POST",
+                "files/parser/create",
+                data={"tool_type": tool_type, "file_type": file_type},
+                files={"file": (filename, fileobj, content_type)},
+            )
+        )
+        return parser_task(self._provider, self._json(response, ambiguous=False))
+
+    async def parser_result(self, task_id: str) -> ParserAnswer:
+        """GET the parser task's text result."""
+        response = await self._send(
+            lambda: self._client.build_request("GET", f"files/parser/result/{task_id}/text")
+        )
+        return parser_answer(self._provider, response.content)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

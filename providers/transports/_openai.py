@@ -21,16 +21,21 @@ differs from Kimi's:
 openai 3.x sends through the ``httpx2`` package, 1.x through ``httpx``: the HTTP client is made
 with the SDK's own ``DefaultAsyncHttpxClient`` so either works; the send probe is installed
 on it as a ``request`` event hook.
+
+The SDK has no file-parser resource (GLM's ``/files/parser/*``): those two calls go through a
+raw ``HttpTransport`` on the same base URL, key and timeouts, built on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 from providers.transports._common import mark_sent_async
+from providers.transports._http import HttpTransport
 from providers.transports._sdk import SdkTransport
+from providers.types import ParserAnswer
 
 __all__ = ["OpenAITransport"]
 
@@ -43,6 +48,7 @@ class OpenAITransport(SdkTransport):
     """
 
     name = "openai"
+    _parser_http: HttpTransport | None = None
 
     def _build(self, sdk: ModuleType) -> Any:
         """The AsyncOpenAI client, its HTTP client carrying the send probe."""
@@ -68,7 +74,38 @@ class OpenAITransport(SdkTransport):
             body = exc.body
         return exc.status_code, body
 
+    def _raw(self) -> HttpTransport:
+        """The raw transport for the calls the SDK lacks (built once)."""
+        if self._parser_http is None:
+            self._parser_http = HttpTransport(
+                self._provider,
+                base_url=self._base_url,
+                api_key=self._api_key,
+                timeout=self._timeout,
+                connect_timeout=self._connect_timeout,
+                clock=self._clock,
+            )
+        return self._parser_http
+
+    async def parser_create(
+        self, *, filename: str, fileobj: BinaryIO, file_type: str, tool_type: str, content_type: str
+    ) -> str:
+        """GLM's ``POST /files/parser/create`` (raw httpx: the SDK has no parser)."""
+        return await self._raw().parser_create(
+            filename=filename,
+            fileobj=fileobj,
+            file_type=file_type,
+            tool_type=tool_type,
+            content_type=content_type,
+        )
+
+    async def parser_result(self, task_id: str) -> ParserAnswer:
+        """GLM's ``GET /files/parser/result/{task_id}/text`` (raw httpx)."""
+        return await self._raw().parser_result(task_id)
+
     async def aclose(self) -> None:
-        """Close the SDK's HTTP client (if it was ever built)."""
+        """Close the SDK's HTTP client (if it was ever built) and the raw parser client."""
         if self._client is not None:
             await self._client.close()
+        if self._parser_http is not None:
+            await self._parser_http.aclose()

@@ -10,18 +10,21 @@ Bearer (``disable_token_cache=True``), as with every other transport.
 zhipuai 2.1.5 has no ``files.retrieve`` (it is commented out in the SDK) and GLM documents no
 ``GET /files/{id}``: ``retrieve`` finds the file in the (paginated) listing instead, raising
 ``Permanent(reason="not_found")`` when it is not there.
+
+GLM's file parser is the SDK's ``file_parser`` resource (``create``, ``content``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio.to_thread
 
-from providers.transports._common import mark_sent
+from providers.transports._common import mark_sent, parser_answer, parser_task
 from providers.transports._sdk import SdkTransport
+from providers.types import ParserAnswer
 
 __all__ = ["ZhipuAITransport"]
 
@@ -66,6 +69,22 @@ class ZhipuAITransport(SdkTransport):
     def _glm(self) -> bool:
         """Always: the SDK speaks GLM only (paginated listing; it has no ``files.retrieve``)."""
         return True
+
+    async def parser_create(
+        self, *, filename: str, fileobj: BinaryIO, file_type: str, tool_type: str, content_type: str
+    ) -> str:
+        """``file_parser.create`` with an open-file tuple; the task id."""
+        answer = await self._run(
+            lambda c: c.file_parser.create(
+                file=(filename, fileobj, content_type), file_type=file_type, tool_type=tool_type
+            )
+        )
+        return parser_task(self._provider, answer)
+
+    async def parser_result(self, task_id: str) -> ParserAnswer:
+        """``file_parser.content(task_id, format_type="text")``, normalised."""
+        answer = await self._run(lambda c: c.file_parser.content(task_id, format_type="text"))
+        return parser_answer(self._provider, bytes(answer.content))
 
     async def aclose(self) -> None:
         """Close our HTTP client (the SDK does not own it)."""
