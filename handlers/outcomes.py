@@ -16,13 +16,11 @@ from typing import Literal, Protocol
 import anyio
 
 from handlers.archive import finish
-from handlers.identity import FileChanged, Identity
+from handlers.identity import Identity
 from handlers.ledger import PENDING, QUARANTINED, Ledger, LedgerRow
 from handlers.quarantine import iso_utc, quarantine
 from handlers.stages import staged
-from handlers.validate import FileVanished
-from providers.dispatch import Parked
-from providers.errors import RejectedFile
+from providers.errors import FileChanged, FileVanished, Parked, RejectedFile
 
 __all__ = ["InboxPlan", "Outcome", "OutcomeEvents", "Outcomes", "Result", "upload_record"]
 

@@ -26,9 +26,8 @@ from handlers.ledger import PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
 from handlers.reconcile import Reconciler
 from handlers.stages import stage, staged
-from handlers.validate import FileBusy, FileVanished, OpenedFile, Opener, Refused, open_for_upload
-from providers.dispatch import Parked
-from providers.errors import ProviderError, RejectedFile
+from handlers.validate import OpenedFile, Opener, Refused, open_for_upload
+from providers.errors import FileBusy, FileVanished, Parked, ProviderError, RejectedFile
 from providers.limits import ProviderLimits
 from providers.router import route
 from providers.types import RemoteFile, UploadClient, UploadResult

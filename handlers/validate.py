@@ -22,13 +22,11 @@ from typing import BinaryIO
 
 from handlers.identity import Identity
 from handlers.names import display_name, name_problem
-from providers.errors import InboxdError, RejectedFile
+from providers.errors import FileBusy, FileVanished, InboxdError, RejectedFile
 from providers.limits import extension_of
 
 __all__ = [
     "HEAD_BYTES",
-    "FileBusy",
-    "FileVanished",
     "OpenedFile",
     "Opener",
     "Refused",
@@ -59,14 +57,6 @@ _MAGIC: dict[str, tuple[bytes, ...]] = {
 _TEXT = frozenset({"txt", "csv", "md", "json", "jsonl", "log", "yaml", "yml"})
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _ONLY_REGULAR = "only regular files are uploaded"
-
-
-class FileVanished(InboxdError):
-    """The file is no longer there (ENOENT): not a rejection; forget it."""
-
-
-class FileBusy(InboxdError):
-    """The file could not be opened or read for a reason that may pass: retry later."""
 
 
 class Refused(RejectedFile):

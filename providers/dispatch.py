@@ -35,9 +35,9 @@ from providers.limits import ProviderLimits, extension_of
 from providers.retry import RetryBudget, RetryDecision, RetryPolicy, decide, error_kind, later
 from providers.router import route
 from providers.types import BreakerRecord, BreakerStore, RemoteFile, UploadClient, UploadResult
-from providers.verdict import Failure, Parked, verdict
+from providers.verdict import Failure, verdict
 
-__all__ = ["Dispatcher", "NullEvents", "Parked", "ResilienceEvents"]
+__all__ = ["Dispatcher", "NullEvents", "ResilienceEvents"]
 
 logger = logging.getLogger(__name__)
 

@@ -6,13 +6,25 @@
     ├── ConfigError                 bad config: refuse to start, name the key and the fix
     ├── StateError                  the state file failed at run time (gone, replaced, disk)
     ├── RejectedFile(reason)        validation said no → quarantine
-    └── ProviderError
-        ├── TransportUnavailable    this client can't be used (import, bug) → next transport
-        ├── Retryable               5xx, timeouts, connection, overload (retry_after?)
-        │   └── Throttled           a rate-limit answer: pause the provider, no attempt spent
-        ├── Permanent               4xx the file will never pass (bad purpose, too large)
-        ├── AuthFailed              401/434 → breaker forced open, loud log, metric
-        └── QuotaExhausted          quota / balance / caps → provider parked (until?)
+    ├── ProviderError
+    │   ├── TransportUnavailable    this client can't be used (import, bug) → next transport
+    │   ├── Retryable               5xx, timeouts, connection, overload (retry_after?)
+    │   │   └── Throttled           a rate-limit answer: pause the provider, no attempt spent
+    │   ├── Permanent               4xx the file will never pass (bad purpose, too large)
+    │   ├── AuthFailed              401/434 → breaker forced open, loud log, metric
+    │   └── QuotaExhausted          quota / balance / caps → provider parked (until?)
+    ├── Parked(until, reason)       no provider can take the file now: it waits until ``until``
+    ├── FileVanished                the inbox file is gone (ENOENT): forget it, not a rejection
+    ├── FileBusy                    the file cannot be opened or read for now: retry later
+    ├── FileChanged(kind)           the path no longer names the file as checked: nothing moved
+    ├── MoveError                   a file could not be moved or a sidecar written
+    │   └── DestinationExists       the destination name is taken: nothing moved, pick another
+    └── InvalidTransition           a ledger transition the table forbids (a caller's bug)
+
+``handlers.validate.Refused`` is the one subclass kept outside: a ``RejectedFile`` that also
+carries the ``handlers.identity.Identity`` of the file it was made on, and this package imports
+nothing from ``handlers``. ``daemon.state.store._CorruptError`` never leaves its module (it is
+turned into a ``ConfigError`` or ``StateError`` there).
 
 Foreign errors (httpx, openai, zhipuai, sqlite3, OSError) are translated into these once, at
 the edge that meets them, with ``raise ... from exc``. Nothing else catches foreign errors.
@@ -23,12 +35,22 @@ code/type and the provider's message only, and every configured key is removed b
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 from providers.redaction import scrub
 
 __all__ = [
     "AuthFailed",
     "ConfigError",
+    "DestinationExists",
+    "FileBusy",
+    "FileChanged",
+    "FileVanished",
     "InboxdError",
+    "InvalidTransition",
+    "MoveError",
+    "Parked",
     "Permanent",
     "ProviderError",
     "QuotaExhausted",
@@ -219,3 +241,59 @@ class QuotaExhausted(ProviderError):
         )
         self.until = until
         self.balance = balance
+
+
+class Parked(InboxdError):
+    """The file cannot go now but may later: try it again at ``until`` (it stays pending).
+
+    ``until`` is wall-clock unix seconds (``math.inf``: only a breaker reset helps, e.g. after
+    AuthFailed); ``reason`` is a stable code: the breaker's reason (``quota``,
+    ``auth_failed``, …), ``throttled``, ``unsure`` (an ambiguous attempt not yet settled by a
+    listing) or why the last pass gave up (``attempts_exhausted``, ``deadline``, …);
+    ``detail`` is the last error, for humans.
+    """
+
+    def __init__(self, until: float, reason: str, detail: str = "") -> None:
+        self.until = until
+        self.reason = reason
+        self.detail = detail
+        when = "a breaker reset" if math.isinf(until) else f"{until:.0f}"
+        super().__init__(f"parked until {when}: {reason}")
+
+
+class FileVanished(InboxdError):
+    """The file is no longer there (ENOENT): not a rejection; forget it."""
+
+
+class FileBusy(InboxdError):
+    """The file could not be opened or read for a reason that may pass: retry later."""
+
+
+class FileChanged(InboxdError):
+    """The path no longer names the file as it was checked; nothing was moved.
+
+    ``kind``: ``replaced`` (another inode or a symlink is at the name now; the checked file's
+    bytes were complete) or ``changed`` (the same inode was written to since).
+    """
+
+    def __init__(self, kind: Literal["replaced", "changed"], message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class MoveError(InboxdError):
+    """A file could not be moved or a sidecar written (the message names both paths and why)."""
+
+
+class DestinationExists(MoveError):
+    """The destination name is taken; nothing was moved (pick another name)."""
+
+
+class InvalidTransition(InboxdError):
+    """A ledger transition the table does not allow (a bug in the caller, never a file's fault)."""
+
+    def __init__(self, from_state: str, to_state: str, detail: str = "") -> None:
+        self.from_state = from_state
+        self.to_state = to_state
+        message = f"ledger: {from_state} → {to_state} is not an allowed transition"
+        super().__init__(f"{message} ({detail})" if detail else message)

@@ -11,8 +11,8 @@ import pytest
 from daemon.state import _ledger_sql
 from daemon.state.schema import ACTIVE_STATES_SQL, SCHEMA_VERSION
 from daemon.state.store import Store
-from handlers.ledger import ACTIVE_STATES, STATES, InvalidTransition, Ledger
-from providers.errors import ConfigError
+from handlers.ledger import ACTIVE_STATES, STATES, Ledger
+from providers.errors import ConfigError, InvalidTransition
 from providers.types import BreakerRecord, BreakerStore
 
 pytestmark = pytest.mark.anyio

@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.validate import (
-    FileBusy,
-    FileVanished,
-    OpenedFile,
-    open_for_upload,
-    sniff,
-    verdict,
-)
-from providers.errors import RejectedFile
+from handlers.validate import OpenedFile, open_for_upload, sniff, verdict
+from providers.errors import FileBusy, FileVanished, RejectedFile
 from providers.limits import KIMI_LIMITS, MIB
 
 _EXTRACT = KIMI_LIMITS.purposes["file-extract"]
