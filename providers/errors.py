@@ -23,8 +23,11 @@
 
 ``handlers.validate.Refused`` is the one subclass kept outside: a ``RejectedFile`` that also
 carries the ``handlers.identity.Identity`` of the file it was made on, and this package imports
-nothing from ``handlers``. ``daemon.state.store._CorruptError`` never leaves its module (it is
-turned into a ``ConfigError`` or ``StateError`` there).
+nothing from ``handlers``. ``daemon.state.store._CorruptError`` never leaves its module:
+``Store.open`` moves the corrupt file aside and rebuilds it, or raises ``ConfigError``.
+
+``Reason`` is the one list of quarantine reason codes (``RejectedFile.reason``, the sidecar's
+``reason``, ``inboxd_quarantined_total{reason}``, the README's table): mypy refuses any other.
 
 Foreign errors (httpx, openai, zhipuai, sqlite3, OSError) are translated into these once, at
 the edge that meets them, with ``raise ... from exc``. Nothing else catches foreign errors.
@@ -36,11 +39,12 @@ code/type and the provider's message only, and every configured key is removed b
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 from providers.redaction import scrub
 
 __all__ = [
+    "REASONS",
     "AuthFailed",
     "ConfigError",
     "DestinationExists",
@@ -54,12 +58,43 @@ __all__ = [
     "Permanent",
     "ProviderError",
     "QuotaExhausted",
+    "Reason",
+    "Refusal",
     "RejectedFile",
     "Retryable",
     "StateError",
     "Throttled",
     "TransportUnavailable",
+    "is_reason",
 ]
+
+Reason = Literal[
+    "not_regular_file",
+    "symlink",
+    "empty",
+    "too_large",
+    "type_not_allowed",
+    "unreadable",
+    "name_invalid",
+    "upload_rejected",
+    "upload_failed",
+    "quota_exhausted",
+    "not_found",
+    "unknown_provider",
+    "unknown_purpose",
+    "no_provider",
+    "extract_failed",
+]
+"""Why a file was quarantined: the stable codes of ``RejectedFile.reason``, of the sidecar's
+``reason`` and of ``inboxd_quarantined_total{reason}`` (the README's table lists them)."""
+REASONS: tuple[Reason, ...] = get_args(Reason)
+Refusal = tuple[Reason, str]
+"""A rejection as a verdict returns it: ``(reason, detail)``."""
+
+
+def is_reason(code: str) -> TypeGuard[Reason]:
+    """Whether ``code`` is one of the quarantine reasons."""
+    return code in REASONS
 
 
 class InboxdError(Exception):
@@ -91,8 +126,8 @@ class RejectedFile(InboxdError):
     ``reason`` is a stable code (``empty``, ``too_large``, …); ``detail`` is for humans.
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason: Reason = reason
         self.detail = detail = scrub(detail)
         super().__init__(f"{reason}: {detail}")
 
@@ -202,13 +237,13 @@ class Permanent(ProviderError):
         self,
         message: str,
         *,
-        reason: str = "upload_rejected",
+        reason: Reason = "upload_rejected",
         provider: str = "",
         status: int | None = None,
         code: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider, status=status, code=code)
-        self.reason = reason
+        self.reason: Reason = reason
 
 
 class AuthFailed(ProviderError):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from providers.errors import InboxdError, Parked, RejectedFile
+from providers.errors import InboxdError, Parked, RejectedFile, is_reason
 from providers.retry import gives_up
 
 __all__ = ["Failure", "verdict"]
@@ -64,6 +64,7 @@ def verdict(
         waits.append((now + later, last.reason, last.detail))
     if not waits:
         rejected = next(f for f in failures if f.kind == "rejected")
+        assert is_reason(rejected.reason), rejected.reason  # a Permanent's reason, always
         return RejectedFile(rejected.reason, rejected.detail)
     until, reason, detail = min(waits)
     if reason not in _QUOTA_REASONS and gives_up(give_up_after, first_tried=first_tried, now=now):
