@@ -17,7 +17,7 @@ import anyio
 
 from handlers.archive import finish
 from handlers.identity import Identity
-from handlers.ledger import PENDING, QUARANTINED, Ledger, LedgerRow
+from handlers.ledger import DONE, PENDING, QUARANTINED, Ledger, LedgerRow
 from handlers.quarantine import iso_utc, quarantine
 from handlers.stages import staged
 from providers.errors import FileChanged, FileVanished, Parked, RejectedFile
@@ -105,7 +105,7 @@ class Outcomes:
         except FileVanished:
             final = None  # moved away by someone else after the upload: the upload stands
         done = await self.ledger.transition(
-            row.id, "done", final_path=None if final is None else str(final)
+            row.id, DONE, final_path=None if final is None else str(final)
         )
         return Result(outcome, row=done)
 
@@ -136,7 +136,7 @@ class Outcomes:
             return Result("changed")
         done = await self.ledger.transition(
             row.id,
-            "done",
+            DONE,
             provider=provider,
             purpose=purpose,
             file_id=original.file_id,

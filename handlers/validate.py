@@ -56,7 +56,6 @@ _MAGIC: dict[str, tuple[bytes, ...]] = {
 }
 _TEXT = frozenset({"txt", "csv", "md", "json", "jsonl", "log", "yaml", "yml"})
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-_ONLY_REGULAR = "only regular files are uploaded"
 
 
 class Refused(RejectedFile):
