@@ -14,10 +14,10 @@ from handlers.ledger import (
     REQUEUED,
     UPLOADED,
     UPLOADING,
-    InvalidTransition,
     Ledger,
     LedgerRow,
 )
+from providers.errors import InvalidTransition
 
 __all__ = [
     "ACTIVE_STATES",

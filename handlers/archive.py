@@ -15,10 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from handlers.identity import FileChanged, Identity, ensure_same
+from handlers.identity import Identity, ensure_same
 from handlers.moves import (
-    DestinationExists,
-    MoveError,
     candidate_names,
     copy_fd_noreplace,
     fsync_dir,
@@ -26,7 +24,7 @@ from handlers.moves import (
     write_json_atomic,
 )
 from handlers.names import sidecar_name
-from handlers.validate import FileVanished
+from providers.errors import DestinationExists, FileChanged, FileVanished, MoveError
 
 __all__ = ["RECORD_FIELDS", "UPLOAD_SUFFIX", "archive_open_file", "finish", "receipt_path"]
 

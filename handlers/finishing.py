@@ -27,12 +27,17 @@ import anyio
 
 from handlers.archive import archive_open_file
 from handlers.hashing import sha256_fd
-from handlers.identity import FileChanged
 from handlers.ledger import DONE, Ledger, LedgerRow
-from handlers.moves import MoveError
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result, upload_record
-from handlers.validate import FileBusy, FileVanished, OpenedFile, open_for_upload
-from providers.errors import ProviderError, RejectedFile
+from handlers.validate import OpenedFile, open_for_upload
+from providers.errors import (
+    FileBusy,
+    FileChanged,
+    FileVanished,
+    MoveError,
+    ProviderError,
+    RejectedFile,
+)
 from providers.types import UploadClient
 
 __all__ = ["Finisher"]

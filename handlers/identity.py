@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from providers.errors import InboxdError
+from providers.errors import FileChanged
 
-__all__ = ["FileChanged", "Identity", "Verdict", "ensure_same", "judge"]
+__all__ = ["Identity", "Verdict", "ensure_same", "judge"]
 
 Verdict = Literal["same", "gone", "replaced", "changed"]
 
@@ -34,18 +34,6 @@ class Identity(NamedTuple):
     def of(cls, st: os.stat_result) -> Identity:
         """The identity in a stat result."""
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-class FileChanged(InboxdError):
-    """The path no longer names the file as it was checked; nothing was moved.
-
-    ``kind``: ``replaced`` (another inode or a symlink is at the name now; the checked file's
-    bytes were complete) or ``changed`` (the same inode was written to since).
-    """
-
-    def __init__(self, kind: Literal["replaced", "changed"], message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
 
 
 def judge(expected: Identity, now: Identity | None) -> Verdict:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from providers.errors import InboxdError
+from providers.errors import InvalidTransition
 
 __all__ = [
     "ACTIVE_STATES",
@@ -34,7 +34,6 @@ __all__ = [
     "TRANSITIONS",
     "UPLOADED",
     "UPLOADING",
-    "InvalidTransition",
     "Ledger",
     "LedgerRow",
     "check_transition",
@@ -98,16 +97,6 @@ _STAMPS: Mapping[str, str] = {
     DONE: "finished_at",
     QUARANTINED: "finished_at",
 }
-
-
-class InvalidTransition(InboxdError):
-    """A ledger transition the table does not allow (a bug in the caller, never a file's fault)."""
-
-    def __init__(self, from_state: str, to_state: str, detail: str = "") -> None:
-        self.from_state = from_state
-        self.to_state = to_state
-        message = f"ledger: {from_state} → {to_state} is not an allowed transition"
-        super().__init__(f"{message} ({detail})" if detail else message)
 
 
 def check_transition(from_state: str, to_state: str) -> None:

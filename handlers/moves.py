@@ -26,12 +26,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from handlers.names import fit_name, sidecar_name, temp_name
-from providers.errors import InboxdError
+from providers.errors import DestinationExists, MoveError
 
 __all__ = [
     "SIDECAR_SUFFIXES",
-    "DestinationExists",
-    "MoveError",
     "candidate_names",
     "copy_fd_noreplace",
     "fsync_dir",
@@ -45,14 +43,6 @@ SIDECAR_SUFFIXES = (".reason.json", ".upload.json")
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 _MAX_TRIES = 10_000
-
-
-class MoveError(InboxdError):
-    """A file could not be moved or a sidecar written (the message names both paths and why)."""
-
-
-class DestinationExists(MoveError):
-    """The destination name is taken; nothing was moved (pick another name)."""
 
 
 def _libc_renameat2() -> ctypes._NamedFuncPointer | None:

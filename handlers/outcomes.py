@@ -16,13 +16,11 @@ from typing import Literal, Protocol
 import anyio
 
 from handlers.archive import finish
-from handlers.identity import FileChanged, Identity
-from handlers.ledger import PENDING, QUARANTINED, Ledger, LedgerRow
+from handlers.identity import Identity
+from handlers.ledger import DONE, PENDING, QUARANTINED, Ledger, LedgerRow
 from handlers.quarantine import iso_utc, quarantine
 from handlers.stages import staged
-from handlers.validate import FileVanished
-from providers.dispatch import Parked
-from providers.errors import RejectedFile
+from providers.errors import FileChanged, FileVanished, Parked, RejectedFile
 
 __all__ = ["InboxPlan", "Outcome", "OutcomeEvents", "Outcomes", "Result", "upload_record"]
 
@@ -107,7 +105,7 @@ class Outcomes:
         except FileVanished:
             final = None  # moved away by someone else after the upload: the upload stands
         done = await self.ledger.transition(
-            row.id, "done", final_path=None if final is None else str(final)
+            row.id, DONE, final_path=None if final is None else str(final)
         )
         return Result(outcome, row=done)
 
@@ -138,7 +136,7 @@ class Outcomes:
             return Result("changed")
         done = await self.ledger.transition(
             row.id,
-            "done",
+            DONE,
             provider=provider,
             purpose=purpose,
             file_id=original.file_id,

@@ -26,9 +26,15 @@ from handlers.ledger import PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
 from handlers.reconcile import Reconciler
 from handlers.stages import stage, staged
-from handlers.validate import FileBusy, FileVanished, OpenedFile, Opener, Refused, open_for_upload
-from providers.dispatch import Parked
-from providers.errors import ProviderError, RejectedFile
+from handlers.validate import OpenedFile, Opener, Refused, open_for_upload
+from providers.errors import (
+    FileBusy,
+    FileVanished,
+    Parked,
+    ProviderError,
+    Refusal,
+    RejectedFile,
+)
 from providers.limits import ProviderLimits
 from providers.router import route
 from providers.types import RemoteFile, UploadClient, UploadResult
@@ -121,11 +127,11 @@ class Pipeline:
             relist_delay=relist_delay,
         )
 
-    def acceptor(self, plan: InboxPlan) -> Callable[[int, str], tuple[str, str] | None]:
+    def acceptor(self, plan: InboxPlan) -> Callable[[int, str], Refusal | None]:
         """The router's verdict on size and type, ignoring availability (a file is never
         rejected because a provider is down, only because none could ever take it)."""
 
-        def accept(size: int, extension: str) -> tuple[str, str] | None:
+        def accept(size: int, extension: str) -> Refusal | None:
             return route(
                 preference=plan.providers,
                 size=size,

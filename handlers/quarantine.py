@@ -15,16 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from handlers.identity import Identity, ensure_same
-from handlers.moves import (
-    DestinationExists,
-    MoveError,
-    move_file,
-    move_unique,
-    unique_destination,
-    write_json_atomic,
-)
+from handlers.moves import move_file, move_unique, unique_destination, write_json_atomic
 from handlers.names import sidecar_name
-from handlers.validate import FileVanished
+from providers.errors import DestinationExists, FileVanished, MoveError, Reason
 
 __all__ = ["REASON_SUFFIX", "iso_utc", "quarantine", "reason_sidecar", "requeue"]
 
@@ -48,7 +41,7 @@ def quarantine(
     src: Path,
     qdir: Path,
     *,
-    reason: str,
+    reason: Reason,
     detail: str,
     inbox: str,
     size: int | None,

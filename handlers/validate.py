@@ -22,13 +22,11 @@ from typing import BinaryIO
 
 from handlers.identity import Identity
 from handlers.names import display_name, name_problem
-from providers.errors import InboxdError, RejectedFile
+from providers.errors import FileBusy, FileVanished, InboxdError, Reason, Refusal, RejectedFile
 from providers.limits import extension_of
 
 __all__ = [
     "HEAD_BYTES",
-    "FileBusy",
-    "FileVanished",
     "OpenedFile",
     "Opener",
     "Refused",
@@ -39,7 +37,7 @@ __all__ = [
 
 HEAD_BYTES = 8192
 
-Accept = Callable[[int, str], "tuple[str, str] | None"]
+Accept = Callable[[int, str], "Refusal | None"]
 Opener = Callable[[Path, int], int]
 """``os.open``-shaped: ``(path, flags) -> fd``. Tests pass one that raises EACCES."""
 
@@ -58,22 +56,13 @@ _MAGIC: dict[str, tuple[bytes, ...]] = {
 }
 _TEXT = frozenset({"txt", "csv", "md", "json", "jsonl", "log", "yaml", "yml"})
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-_ONLY_REGULAR = "only regular files are uploaded"
-
-
-class FileVanished(InboxdError):
-    """The file is no longer there (ENOENT): not a rejection; forget it."""
-
-
-class FileBusy(InboxdError):
-    """The file could not be opened or read for a reason that may pass: retry later."""
 
 
 class Refused(RejectedFile):
     """A rejection at validation, with the ``identity`` of the file it was made on (None when
     it could not be stat'ed): only that file, unchanged, is quarantined under it."""
 
-    def __init__(self, reason: str, detail: str, identity: Identity | None) -> None:
+    def __init__(self, reason: Reason, detail: str, identity: Identity | None) -> None:
         super().__init__(reason, detail)
         self.identity = identity
 
@@ -92,9 +81,7 @@ def sniff(extension: str, head: bytes) -> str | None:
     return None
 
 
-def verdict(
-    *, name: str, mode: int, size: int, head: bytes, accept: Accept
-) -> tuple[str, str] | None:
+def verdict(*, name: str, mode: int, size: int, head: bytes, accept: Accept) -> Refusal | None:
     """The rejection ``(reason, detail)`` for what ``fstat`` and the first bytes say, or None.
 
     Order: symlink, not_regular_file, empty, name_invalid, the router's ``accept``
@@ -113,7 +100,7 @@ def verdict(
     return None
 
 
-def _shape(name: str, mode: int, size: int) -> tuple[str, str] | None:
+def _shape(name: str, mode: int, size: int) -> Refusal | None:
     shown = display_name(name)
     if stat.S_ISLNK(mode):
         return "symlink", f"{shown} is a symbolic link; only regular files are uploaded"

@@ -2,8 +2,8 @@
 
 This package imports nothing from ``daemon`` or ``handlers``. Its contract — the error tree,
 the shared values and Protocols, the limits tables — is re-exported here; the rest lives in
-its modules (``providers.dispatch`` with ``providers.gate`` and ``providers.events``,
-``providers.factory``, ``providers.emulator``, …).
+its modules (``providers.dispatch`` with ``providers.retry_loop``, ``providers.gate`` and
+``providers.events``, ``providers.factory``, ``providers.emulator``, …).
 """
 
 from __future__ import annotations

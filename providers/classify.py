@@ -40,8 +40,10 @@ from providers.errors import (
     Permanent,
     ProviderError,
     QuotaExhausted,
+    Reason,
     Retryable,
     Throttled,
+    is_reason,
 )
 from providers.redaction import scrub
 from providers.waits import (
@@ -228,7 +230,9 @@ RULES: tuple[Rule, ...] = (
     Rule("rejected", "upload_rejected"),
 )
 
-_PERMANENT = frozenset({"too_large", "empty", "extract_failed", "not_found", "upload_rejected"})
+_PERMANENT: frozenset[Reason] = frozenset(
+    {"too_large", "empty", "extract_failed", "not_found", "upload_rejected"}
+)
 
 
 def rule_for(provider: str, status: int, code: str | None, message: str) -> Rule:
@@ -314,6 +318,6 @@ def _build(  # noqa: PLR0911 - one return per verdict reads best
             f"{message} ({provider} could not extract this file; the same bytes fail again: "
             "check that the file opens, or send it to an inbox with another purpose)"
         )
-    if verdict in _PERMANENT:
+    if is_reason(verdict) and verdict in _PERMANENT:
         return Permanent(message, reason=verdict, **where)
     return Retryable(message, retry_after=wait, **where)

@@ -6,13 +6,28 @@
     ├── ConfigError                 bad config: refuse to start, name the key and the fix
     ├── StateError                  the state file failed at run time (gone, replaced, disk)
     ├── RejectedFile(reason)        validation said no → quarantine
-    └── ProviderError
-        ├── TransportUnavailable    this client can't be used (import, bug) → next transport
-        ├── Retryable               5xx, timeouts, connection, overload (retry_after?)
-        │   └── Throttled           a rate-limit answer: pause the provider, no attempt spent
-        ├── Permanent               4xx the file will never pass (bad purpose, too large)
-        ├── AuthFailed              401/434 → breaker forced open, loud log, metric
-        └── QuotaExhausted          quota / balance / caps → provider parked (until?)
+    ├── ProviderError
+    │   ├── TransportUnavailable    this client can't be used (import, bug) → next transport
+    │   ├── Retryable               5xx, timeouts, connection, overload (retry_after?)
+    │   │   └── Throttled           a rate-limit answer: pause the provider, no attempt spent
+    │   ├── Permanent               4xx the file will never pass (bad purpose, too large)
+    │   ├── AuthFailed              401/434 → breaker forced open, loud log, metric
+    │   └── QuotaExhausted          quota / balance / caps → provider parked (until?)
+    ├── Parked(until, reason)       no provider can take the file now: it waits until ``until``
+    ├── FileVanished                the inbox file is gone (ENOENT): forget it, not a rejection
+    ├── FileBusy                    the file cannot be opened or read for now: retry later
+    ├── FileChanged(kind)           the path no longer names the file as checked: nothing moved
+    ├── MoveError                   a file could not be moved or a sidecar written
+    │   └── DestinationExists       the destination name is taken: nothing moved, pick another
+    └── InvalidTransition           a ledger transition the table forbids (a caller's bug)
+
+``handlers.validate.Refused`` is the one subclass kept outside: a ``RejectedFile`` that also
+carries the ``handlers.identity.Identity`` of the file it was made on, and this package imports
+nothing from ``handlers``. ``daemon.state.store._CorruptError`` never leaves its module:
+``Store.open`` moves the corrupt file aside and rebuilds it, or raises ``ConfigError``.
+
+``Reason`` is the one list of quarantine reason codes (``RejectedFile.reason``, the sidecar's
+``reason``, ``inboxd_quarantined_total{reason}``, the README's table): mypy refuses any other.
 
 Foreign errors (httpx, openai, zhipuai, sqlite3, OSError) are translated into these once, at
 the edge that meets them, with ``raise ... from exc``. Nothing else catches foreign errors.
@@ -23,21 +38,63 @@ code/type and the provider's message only, and every configured key is removed b
 
 from __future__ import annotations
 
+import math
+from typing import Literal, TypeGuard, get_args
+
 from providers.redaction import scrub
 
 __all__ = [
+    "REASONS",
     "AuthFailed",
     "ConfigError",
+    "DestinationExists",
+    "FileBusy",
+    "FileChanged",
+    "FileVanished",
     "InboxdError",
+    "InvalidTransition",
+    "MoveError",
+    "Parked",
     "Permanent",
     "ProviderError",
     "QuotaExhausted",
+    "Reason",
+    "Refusal",
     "RejectedFile",
     "Retryable",
     "StateError",
     "Throttled",
     "TransportUnavailable",
+    "is_reason",
 ]
+
+Reason = Literal[
+    "not_regular_file",
+    "symlink",
+    "empty",
+    "too_large",
+    "type_not_allowed",
+    "unreadable",
+    "name_invalid",
+    "upload_rejected",
+    "upload_failed",
+    "quota_exhausted",
+    "not_found",
+    "unknown_provider",
+    "unknown_purpose",
+    "no_provider",
+    "extract_failed",
+]
+"""Why a file was quarantined: the stable codes of ``RejectedFile.reason``, of the sidecar's
+``reason`` and of ``inboxd_quarantined_total{reason}`` (the README's table lists them)."""
+REASONS: tuple[Reason, ...] = get_args(Reason)
+Refusal = tuple[Reason, str]
+"""A rejection as a verdict returns it: ``(reason, detail)``."""
+
+
+def is_reason(code: str) -> TypeGuard[Reason]:
+    """Whether ``code`` is one of the quarantine reasons."""
+    return code in REASONS
 
 
 class InboxdError(Exception):
@@ -69,8 +126,8 @@ class RejectedFile(InboxdError):
     ``reason`` is a stable code (``empty``, ``too_large``, …); ``detail`` is for humans.
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason: Reason = reason
         self.detail = detail = scrub(detail)
         super().__init__(f"{reason}: {detail}")
 
@@ -180,13 +237,13 @@ class Permanent(ProviderError):
         self,
         message: str,
         *,
-        reason: str = "upload_rejected",
+        reason: Reason = "upload_rejected",
         provider: str = "",
         status: int | None = None,
         code: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider, status=status, code=code)
-        self.reason = reason
+        self.reason: Reason = reason
 
 
 class AuthFailed(ProviderError):
@@ -219,3 +276,59 @@ class QuotaExhausted(ProviderError):
         )
         self.until = until
         self.balance = balance
+
+
+class Parked(InboxdError):
+    """The file cannot go now but may later: try it again at ``until`` (it stays pending).
+
+    ``until`` is wall-clock unix seconds (``math.inf``: only a breaker reset helps, e.g. after
+    AuthFailed); ``reason`` is a stable code: the breaker's reason (``quota``,
+    ``auth_failed``, …), ``throttled``, ``unsure`` (an ambiguous attempt not yet settled by a
+    listing) or why the last pass gave up (``attempts_exhausted``, ``deadline``, …);
+    ``detail`` is the last error, for humans.
+    """
+
+    def __init__(self, until: float, reason: str, detail: str = "") -> None:
+        self.until = until
+        self.reason = reason
+        self.detail = detail
+        when = "a breaker reset" if math.isinf(until) else f"{until:.0f}"
+        super().__init__(f"parked until {when}: {reason}")
+
+
+class FileVanished(InboxdError):
+    """The file is no longer there (ENOENT): not a rejection; forget it."""
+
+
+class FileBusy(InboxdError):
+    """The file could not be opened or read for a reason that may pass: retry later."""
+
+
+class FileChanged(InboxdError):
+    """The path no longer names the file as it was checked; nothing was moved.
+
+    ``kind``: ``replaced`` (another inode or a symlink is at the name now; the checked file's
+    bytes were complete) or ``changed`` (the same inode was written to since).
+    """
+
+    def __init__(self, kind: Literal["replaced", "changed"], message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class MoveError(InboxdError):
+    """A file could not be moved or a sidecar written (the message names both paths and why)."""
+
+
+class DestinationExists(MoveError):
+    """The destination name is taken; nothing was moved (pick another name)."""
+
+
+class InvalidTransition(InboxdError):
+    """A ledger transition the table does not allow (a bug in the caller, never a file's fault)."""
+
+    def __init__(self, from_state: str, to_state: str, detail: str = "") -> None:
+        self.from_state = from_state
+        self.to_state = to_state
+        message = f"ledger: {from_state} → {to_state} is not an allowed transition"
+        super().__init__(f"{message} ({detail})" if detail else message)

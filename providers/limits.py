@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
 
+from providers.errors import Refusal
+
 __all__ = [
     "GLM_LIMITS",
     "GLM_PARSER_TOOL",
@@ -62,7 +64,7 @@ class PurposeLimits:
     max_image_bytes: int | None = None
     max_count: int | None = None
 
-    def refusal(self, size: int, extension: str) -> tuple[str, str] | None:
+    def refusal(self, size: int, extension: str) -> Refusal | None:
         """Why a file of this size and extension is refused: ``(reason, detail)``, or None."""
         if self.types is not None and extension not in self.types:
             shown = f".{extension}" if extension else "no extension"

@@ -1,7 +1,7 @@
 """The one retry policy: full-jitter backoff, Retry-After, deadline, and a retry budget.
 
 Pure: plain values in (``now`` included, and the random source), a decision out. The async
-shell that acts on the decisions is ``providers.dispatch``; nothing else retries.
+shell that acts on the decisions is ``providers.retry_loop``; nothing else retries.
 
 Backoff is AWS "full jitter": retry ``n`` (0-based) waits ``uniform(0, min(cap, base·2ⁿ))``.
 A server's ``Retry-After`` replaces the backoff when it is at most ``retry_after_cap``; a longer

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from providers.errors import Reason, Refusal
 from providers.limits import ProviderLimits
 
 __all__ = ["Route", "route"]
@@ -32,7 +33,7 @@ class Route:
 
     candidates: tuple[str, ...] = ()
     excluded: dict[str, str] = field(default_factory=dict)
-    rejection: tuple[str, str] | None = None
+    rejection: Refusal | None = None
     park_until: float | None = None
     purposes: dict[str, str] = field(default_factory=dict)
 
@@ -44,7 +45,7 @@ def _refusal(
     extension: str,
     purpose: str,
     limits: ProviderLimits | None,
-) -> tuple[str, str] | None:
+) -> Refusal | None:
     if limits is None:
         return "unknown_provider", f"{provider}: no limits table for this provider"
     rules = limits.purposes.get(purpose)
@@ -57,9 +58,10 @@ def _refusal(
     return refused[0], f"{provider} ({purpose}): {refused[1]}"
 
 
-def _rejection(refusals: list[tuple[str, str]]) -> tuple[str, str]:
+def _rejection(refusals: list[Refusal]) -> Refusal:
     # A provider that says "too large" accepted the type: size is the fixable problem.
     reasons = [reason for reason, _ in refusals]
+    reason: Reason
     if "too_large" in reasons:
         reason = "too_large"
     elif "type_not_allowed" in reasons:
@@ -87,7 +89,7 @@ def route(
     """
     candidates: list[str] = []
     excluded: dict[str, str] = {}
-    refusals: list[tuple[str, str]] = []
+    refusals: list[Refusal] = []
     chosen: dict[str, str] = {}
     reopen: list[float] = []
     for provider in dict.fromkeys(preference):

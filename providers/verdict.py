@@ -8,36 +8,17 @@ operator's ``give_up_after`` (``upload_failed``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from providers.errors import InboxdError, RejectedFile
+from providers.errors import InboxdError, Parked, RejectedFile, is_reason
 from providers.retry import gives_up
 
-__all__ = ["Failure", "Parked", "verdict"]
+__all__ = ["Failure", "verdict"]
 
 # Parks of these reasons are governed by the inbox's ``on_quota``, never by give_up_after.
 _QUOTA_REASONS = frozenset({"quota", "quota_exhausted"})
-
-
-class Parked(InboxdError):
-    """The file cannot go now but may later: try it again at ``until`` (it stays pending).
-
-    ``until`` is wall-clock unix seconds (``math.inf``: only a breaker reset helps, e.g. after
-    AuthFailed); ``reason`` is a stable code: the breaker's reason (``quota``,
-    ``auth_failed``, …), ``throttled``, ``unsure`` (an ambiguous attempt not yet settled by a
-    listing) or why the last pass gave up (``attempts_exhausted``, ``deadline``, …);
-    ``detail`` is the last error, for humans.
-    """
-
-    def __init__(self, until: float, reason: str, detail: str = "") -> None:
-        self.until = until
-        self.reason = reason
-        self.detail = detail
-        when = "a breaker reset" if math.isinf(until) else f"{until:.0f}"
-        super().__init__(f"parked until {when}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +64,7 @@ def verdict(
         waits.append((now + later, last.reason, last.detail))
     if not waits:
         rejected = next(f for f in failures if f.kind == "rejected")
+        assert is_reason(rejected.reason), rejected.reason  # a Permanent's reason, always
         return RejectedFile(rejected.reason, rejected.detail)
     until, reason, detail = min(waits)
     if reason not in _QUOTA_REASONS and gives_up(give_up_after, first_tried=first_tried, now=now):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from handlers.archive import finish
-from handlers.validate import FileVanished
+from providers.errors import FileVanished
 
 
 def _record(data: bytes, file_id: str = "file-abc123") -> dict[str, object]:

@@ -11,8 +11,8 @@ import pytest
 
 from daemon.state.store import Store
 from providers.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig
-from providers.dispatch import Dispatcher, Parked
-from providers.errors import Retryable
+from providers.dispatch import Dispatcher
+from providers.errors import Parked, Retryable
 from providers.limits import LIMITS
 from providers.retry import RetryPolicy
 from providers.types import BreakerRecord, RemoteFile, UploadResult

@@ -19,7 +19,7 @@ from daemon.runtime.wiring import build_clients
 from daemon.state.store import Store
 from handlers.quarantine import quarantine
 from providers.emulator import Emulator
-from providers.errors import ConfigError
+from providers.errors import ConfigError, Reason
 from providers.types import BreakerRecord
 from tests.test_ops_daemon import Outcomes, drop, loader_for, running, write_config
 
@@ -41,7 +41,7 @@ def _settings(tmp_path: Path) -> Settings:
 
 
 async def _quarantined(
-    store: Store, settings: Settings, inbox: str, name: str, *, data: bytes, reason: str
+    store: Store, settings: Settings, inbox: str, name: str, *, data: bytes, reason: Reason
 ) -> Path:
     """A file quarantined the way the pipeline does it: sidecar, move, ledger row."""
     plan = next(i for i in settings.inbox if i.name == inbox)

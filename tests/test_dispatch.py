@@ -12,9 +12,10 @@ import anyio
 import pytest
 
 from providers.breaker import CLOSED, FORCED_OPEN, HALF_OPEN, OPEN, BreakerConfig
-from providers.dispatch import Dispatcher, NullEvents, Parked
+from providers.dispatch import Dispatcher, NullEvents
 from providers.errors import (
     AuthFailed,
+    Parked,
     Permanent,
     ProviderError,
     QuotaExhausted,

@@ -9,9 +9,8 @@ import pytest
 
 from daemon.runtime.failures import FileErrors, backoff, daemon_fault
 from daemon.runtime.workers import is_fatal
-from handlers.moves import MoveError
 from handlers.stages import stage, stage_of
-from providers.errors import StateError
+from providers.errors import MoveError, StateError
 
 
 class Clock:

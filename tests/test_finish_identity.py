@@ -16,10 +16,11 @@ import pytest
 
 from daemon.state.store import Store
 from handlers.archive import finish
-from handlers.identity import FileChanged, Identity, judge
+from handlers.identity import Identity, judge
 from handlers.ledger import UPLOADED, UPLOADING
 from handlers.pipeline import Uploader
 from handlers.quarantine import quarantine
+from providers.errors import FileChanged
 from providers.types import RemoteFile, UploadResult
 from tests._harness import read_sidecar, sha
 from tests.test_pipeline import _Events, _rig

@@ -11,11 +11,10 @@ from handlers.ledger import (
     FINAL_STATES,
     STATES,
     TRANSITIONS,
-    InvalidTransition,
     check_transition,
     transition_fields,
 )
-from providers.errors import InboxdError
+from providers.errors import InboxdError, InvalidTransition
 
 ALLOWED = {
     ("pending", "pending"),

@@ -6,6 +6,7 @@ import inspect
 import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import get_args
 
 import anyio
 import httpx
@@ -16,11 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon.config.settings import MetricsSettings
 from daemon.ops.http import serve_http
 from daemon.ops.metrics import DURATION_BUCKETS, Metrics
+from providers.errors import Reason
 from tests._tools import query_until, run_prometheus
 
 TRANSPORTS = {"kimi": ["openai", "http"], "glm": ["zhipuai", "openai", "http"]}
 OUTCOMES = ["success", "retryable", "permanent", "auth", "quota"]
-REASONS = ["empty", "too_large", "bad_type"]
+REASONS: list[Reason] = ["empty", "too_large", "type_not_allowed"]
 
 
 def make_metrics(registry: CollectorRegistry) -> Metrics:
@@ -441,3 +443,23 @@ def test_rate_limit_and_extraction_retries_exist_at_zero() -> None:
     got = samples(registry)
     for reason in ("throttled", "extract_failed"):
         assert got[key("inboxd_retries_total", provider="kimi", reason=reason)] == 0.0
+
+
+def test_every_quarantine_reason_exists_at_zero_by_default() -> None:
+    """Built without ``reasons``, inboxd_quarantined_total has one series at 0 for every
+    ``providers.errors.Reason``, and no other."""
+    registry = CollectorRegistry()
+    Metrics(
+        registry,
+        version="0",
+        inboxes=[],
+        providers=[],
+        transports={},
+        outcomes=[],
+    )
+    got = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples(registry).items()
+        if name == "inboxd_quarantined_total"
+    }
+    assert got == dict.fromkeys(get_args(Reason), 0.0)

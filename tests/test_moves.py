@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.moves import (
-    DestinationExists,
-    MoveError,
-    move_file,
-    move_unique,
-    unique_destination,
-    write_json_atomic,
-)
+from handlers.moves import move_file, move_unique, unique_destination, write_json_atomic
+from providers.errors import DestinationExists, MoveError
 
 SHM = Path("/dev/shm")
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.moves import MoveError
 from handlers.quarantine import iso_utc, quarantine, requeue
-from handlers.validate import FileVanished
+from providers.errors import FileVanished, MoveError
 
 NOW = 1_795_000_000.25
 

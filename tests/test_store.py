@@ -11,8 +11,8 @@ import pytest
 from daemon.state import _ledger_sql
 from daemon.state.schema import ACTIVE_STATES_SQL, SCHEMA_VERSION
 from daemon.state.store import Store
-from handlers.ledger import ACTIVE_STATES, STATES, InvalidTransition, Ledger
-from providers.errors import ConfigError
+from handlers.ledger import ACTIVE_STATES, STATES, Ledger
+from providers.errors import ConfigError, InvalidTransition, StateError
 from providers.types import BreakerRecord, BreakerStore
 
 pytestmark = pytest.mark.anyio
@@ -541,13 +541,14 @@ async def test_two_processes_opening_a_new_file_migrate_once(state: Path) -> Non
         assert raw.execute("SELECT version FROM schema_history").fetchall() == [(1,), (2,), (3,)]
 
 
-async def test_lock_held_too_long_is_a_config_error_naming_the_file(state: Path) -> None:
-    """A write blocked past busy_timeout by another process raises ConfigError naming the file."""
+async def test_lock_held_too_long_is_a_state_error_naming_the_file(state: Path) -> None:
+    """A write blocked past busy_timeout by another process, while running, raises StateError
+    (a fault of the state file, not of the config) naming the file and the fix."""
     async with Store.open(state, busy_timeout=0.01) as store:
         other = sqlite3.connect(state, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
-            with pytest.raises(ConfigError, match="locked too long") as info:
+            with pytest.raises(StateError, match="locked too long") as info:
                 await store.save_breaker("kimi", BreakerRecord(state="open"))
             assert str(state) in str(info.value)
             other.execute("ROLLBACK")

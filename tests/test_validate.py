@@ -11,31 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from handlers.validate import (
-    FileBusy,
-    FileVanished,
-    OpenedFile,
-    open_for_upload,
-    sniff,
-    verdict,
-)
-from providers.errors import RejectedFile
+from handlers.validate import OpenedFile, open_for_upload, sniff, verdict
+from providers.errors import FileBusy, FileVanished, Refusal, RejectedFile
 from providers.limits import KIMI_LIMITS, MIB
 
 _EXTRACT = KIMI_LIMITS.purposes["file-extract"]
 
 
-def _accept(size: int, extension: str) -> tuple[str, str] | None:
+def _accept(size: int, extension: str) -> Refusal | None:
     return _EXTRACT.refusal(size, extension)
 
 
-def _accept_all(size: int, extension: str) -> tuple[str, str] | None:
+def _accept_all(size: int, extension: str) -> Refusal | None:
     return None
 
 
-def _rejected(
-    path: Path, accept: Callable[[int, str], tuple[str, str] | None] = _accept
-) -> RejectedFile:
+def _rejected(path: Path, accept: Callable[[int, str], Refusal | None] = _accept) -> RejectedFile:
     with pytest.raises(RejectedFile) as info:
         open_for_upload(path, accept=accept)
     return info.value

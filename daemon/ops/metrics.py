@@ -27,6 +27,7 @@ from prometheus_client import (
 )
 
 from daemon.runtime.failures import STAGES as FILE_ERROR_STAGES
+from providers.errors import REASONS, Reason
 from providers.redaction import scrub
 
 __all__ = ["BREAKER_STATES", "DURATION_BUCKETS", "NO_TRANSPORT", "RETRY_REASONS", "Metrics"]
@@ -84,9 +85,10 @@ class Metrics:
     """Every inboxd series, registered on ``registry`` with every known label at 0.
 
     ``transports`` maps each provider to its ordered transport chain; fallbacks are
-    pre-created for each step down that chain. ``reasons`` are the quarantine reason codes,
-    ``retry_reasons`` the retry reason codes, ``outcomes`` the upload outcome codes (each
-    pre-created per transport, and per ``"none"`` for the failures).
+    pre-created for each step down that chain. ``reasons`` are the quarantine reason codes
+    (every ``providers.errors.Reason`` by default), ``retry_reasons`` the retry reason codes,
+    ``outcomes`` the upload outcome codes (each pre-created per transport, and per ``"none"``
+    for the failures).
     Methods are cheap and never raise: an unknown but safe label value is created on first
     use, an unsafe one is recorded as ``other``, an unknown breaker state is logged and ignored.
 
@@ -103,8 +105,8 @@ class Metrics:
         inboxes: Sequence[str],
         providers: Sequence[str],
         transports: Mapping[str, Sequence[str]],
-        reasons: Sequence[str],
         outcomes: Sequence[str],
+        reasons: Sequence[Reason] = REASONS,
         retry_reasons: Sequence[str] = RETRY_REASONS,
     ) -> None:
         self.registry = registry

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import TextIO
+from typing import TextIO, get_args
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -56,7 +56,7 @@ from handlers.budget import ByteBudget
 from handlers.leftovers import remove_temp_leftovers
 from handlers.pipeline import InboxPlan, Pipeline, Result
 from providers.client import ProviderClient
-from providers.errors import ConfigError
+from providers.errors import ConfigError, Reason
 from providers.retry import COMMON_ERROR_KINDS
 from providers.types import UploadClient
 
@@ -64,23 +64,7 @@ __all__ = ["Daemon", "run_daemon", "unpark_forever", "with_emulator"]
 
 logger = logging.getLogger(__name__)
 
-REASONS = (
-    "not_regular_file",
-    "symlink",
-    "empty",
-    "too_large",
-    "type_not_allowed",
-    "unreadable",
-    "name_invalid",
-    "upload_rejected",
-    "upload_failed",
-    "quota_exhausted",
-    "not_found",
-    "unknown_provider",
-    "unknown_purpose",
-    "no_provider",
-    "extract_failed",
-)
+REASONS = get_args(Reason)
 # What the dispatcher reports per call: success, reconciled, or the error's kind.
 OUTCOMES = ("success", "reconciled", *COMMON_ERROR_KINDS)
 STATUS_INTERVAL = 5.0

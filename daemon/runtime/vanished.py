@@ -17,8 +17,9 @@ from pathlib import Path
 
 import anyio
 
-from handlers.ledger import DONE, PENDING, InvalidTransition, Ledger
+from handlers.ledger import DONE, PENDING, Ledger
 from handlers.outcomes import InboxPlan
+from providers.errors import InvalidTransition
 
 __all__ = ["close_vanished"]
 

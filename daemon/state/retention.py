@@ -9,20 +9,27 @@ ledger still holds: content uploaded before the window is uploaded again.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
-from daemon.state.store import Store
-from providers.errors import ConfigError
+from providers.errors import StateError
 
-__all__ = ["CHUNK", "PRUNE_INTERVAL", "prune_ledger"]
+__all__ = ["CHUNK", "PRUNE_INTERVAL", "Prunable", "prune_ledger"]
 
 logger = logging.getLogger(__name__)
+
+
+class Prunable(Protocol):
+    """The part of the state store retention uses (``daemon.state.store.Store``)."""
+
+    async def prune(self, *, before: float, limit: int = ...) -> int: ...
+
 
 DAY = 86400.0
 PRUNE_INTERVAL = DAY
 CHUNK = 5000
 
 
-async def prune_ledger(store: Store, *, days: float, now: float) -> int:
+async def prune_ledger(store: Prunable, *, days: float, now: float) -> int:
     """Delete the finished rows older than ``days`` (0: keep every row); the count.
 
     A state file that cannot be written now is a warning: the next run tries again.
@@ -36,7 +43,7 @@ async def prune_ledger(store: Store, *, days: float, now: float) -> int:
             total += pruned
             if pruned < CHUNK:
                 break
-    except ConfigError as exc:
+    except StateError as exc:
         logger.warning("ledger: pruning rows older than %g days failed: %s", days, exc)
     if total:
         logger.info("ledger: pruned %d finished row(s) older than %g days", total, days)

@@ -8,7 +8,8 @@ for many), shielded from cancellation so it either happens whole or not at all.
 At open, ``PRAGMA quick_check`` runs; a corrupt state file (with its -wal/-shm) is renamed
 ``<name>.corrupt-<UTC time>`` and a fresh one is built: the history is lost, no file is.
 sqlite3 errors an operator must act on (disk full, read-only, unopenable, locked too long)
-become ConfigError naming the state file and the fix.
+name the state file and the fix: a ConfigError while it is opened (the daemon refuses to
+start), a StateError once it is open (a fault of the running daemon, which then stops).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from handlers.ledger import (
     LedgerRow,
     transition_fields,
 )
-from providers.errors import ConfigError
+from providers.errors import ConfigError, StateError
 from providers.types import BreakerRecord
 
 __all__ = ["Store"]
@@ -150,7 +151,7 @@ class Store:
             hint = _HINTS.get(_code(exc) or -1)
             if hint is None:
                 raise
-            raise ConfigError(f"state_dir: {self._path}: {exc}; {hint}") from exc
+            raise StateError(f"state_dir: {self._path}: {exc}; {hint}") from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction, committed (with others queued beside it) before
