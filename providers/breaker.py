@@ -40,8 +40,8 @@ __all__ = [
     "OPEN",
     "STATES",
     "BreakerConfig",
-    "Outcome",
-    "OutcomeKind",
+    "CallOutcome",
+    "CallOutcomeKind",
     "availability",
     "claim",
     "open_duration",
@@ -57,7 +57,7 @@ HALF_OPEN = "half_open"
 FORCED_OPEN = "forced_open"
 STATES = (CLOSED, OPEN, HALF_OPEN, FORCED_OPEN)
 
-OutcomeKind = Literal["success", "failure", "neutral", "auth_failed", "quota", "throttled"]
+CallOutcomeKind = Literal["success", "failure", "neutral", "auth_failed", "quota", "throttled"]
 
 # Open durations are jittered by ±20 % so providers' probes do not synchronise.
 _JITTER = 0.2
@@ -84,7 +84,7 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CallOutcome:
     """One call's result as the breaker counts it.
 
     ``throttled`` is a 429 whose Retry-After is too long to wait for: the provider opens
@@ -93,35 +93,35 @@ class Outcome:
     not at least ``quota_park``.
     """
 
-    kind: OutcomeKind
+    kind: CallOutcomeKind
     retry_after: float | None = None
     exact: bool = False
 
 
-def outcome_of(error: ProviderError | None, *, now: float | None = None) -> Outcome:
+def outcome_of(error: ProviderError | None, *, now: float | None = None) -> CallOutcome:
     """How the breaker counts a call that ended with ``error`` (None: it succeeded).
 
     A rate-limit answer (``Throttled``) is neutral. A ``QuotaExhausted`` that names when the
     cap resets (``until``, wall clock) parks the provider until then (``now`` needed).
     """
     if error is None:
-        return Outcome("success")
+        return CallOutcome("success")
     if isinstance(error, (Permanent, Throttled)):
-        return Outcome("neutral")
+        return CallOutcome("neutral")
     if isinstance(error, AuthFailed):
-        return Outcome("auth_failed")
+        return CallOutcome("auth_failed")
     if isinstance(error, QuotaExhausted):
         return _quota(error, now)
     if isinstance(error, TransportUnavailable):
         # Every transport unusable (a bug or a broken install): the provider cannot be used.
-        return Outcome("failure")
-    return Outcome("failure", error.retry_after)
+        return CallOutcome("failure")
+    return CallOutcome("failure", error.retry_after)
 
 
-def _quota(error: QuotaExhausted, now: float | None) -> Outcome:
+def _quota(error: QuotaExhausted, now: float | None) -> CallOutcome:
     if error.until is not None and now is not None and math.isfinite(error.until):
-        return Outcome("quota", max(0.0, error.until - now), exact=True)
-    return Outcome("quota", error.retry_after)
+        return CallOutcome("quota", max(0.0, error.until - now), exact=True)
+    return CallOutcome("quota", error.retry_after)
 
 
 def open_duration(config: BreakerConfig, opens: int, rand: Callable[[], float]) -> float:
@@ -161,7 +161,7 @@ def _open(
 def _trip(
     config: BreakerConfig,
     rec: BreakerRecord,
-    outcome: Outcome,
+    outcome: CallOutcome,
     *,
     now: float,
     rand: Callable[[], float],
@@ -188,7 +188,7 @@ def _should_trip(config: BreakerConfig, window: tuple[bool, ...], consecutive: i
 def record(
     config: BreakerConfig,
     rec: BreakerRecord,
-    outcome: Outcome,
+    outcome: CallOutcome,
     *,
     now: float,
     rand: Callable[[], float],
@@ -229,7 +229,7 @@ def _neutral(rec: BreakerRecord, *, now: float) -> BreakerRecord:
 def _probe_answer(
     config: BreakerConfig,
     rec: BreakerRecord,
-    outcome: Outcome,
+    outcome: CallOutcome,
     *,
     now: float,
     rand: Callable[[], float],
@@ -241,7 +241,7 @@ def _probe_answer(
 
 
 def _park(
-    config: BreakerConfig, rec: BreakerRecord, outcome: Outcome, *, now: float
+    config: BreakerConfig, rec: BreakerRecord, outcome: CallOutcome, *, now: float
 ) -> BreakerRecord:
     wait = _finite(outcome.retry_after)
     if outcome.kind == "quota" and outcome.exact and wait is not None:
@@ -256,7 +256,7 @@ def _park(
 
 
 def _late_answer(
-    config: BreakerConfig, rec: BreakerRecord, outcome: Outcome, *, now: float
+    config: BreakerConfig, rec: BreakerRecord, outcome: CallOutcome, *, now: float
 ) -> BreakerRecord:
     wait = _finite(outcome.retry_after)
     if outcome.kind == "failure" and wait is not None and rec.open_until is not None:
@@ -269,7 +269,7 @@ def _late_answer(
 def _record_closed(
     config: BreakerConfig,
     rec: BreakerRecord,
-    outcome: Outcome,
+    outcome: CallOutcome,
     *,
     now: float,
     rand: Callable[[], float],

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import anyio
 
-from providers.breaker import CLOSED, BreakerConfig, Outcome, outcome_of
+from providers.breaker import CLOSED, BreakerConfig, CallOutcome, outcome_of
 from providers.errors import (
     InboxdError,
     Permanent,
@@ -306,7 +306,7 @@ class Dispatcher:
                 await self._wait(provider, decision, f"rate limited ({error})")
                 continue
             if decision.action == "park" and not throttled:
-                outcome = Outcome("throttled", error.retry_after)
+                outcome = CallOutcome("throttled", error.retry_after)
             else:
                 outcome = outcome_of(error, now=now)
             rec = await self._gate.record(provider, outcome, probe=probe)
