@@ -137,13 +137,7 @@ def _finite(value: float | None) -> float | None:
 
 
 def _open(
-    config: BreakerConfig,
-    rec: BreakerRecord,
-    *,
-    now: float,
-    until: float,
-    reason: str,
-    opens: int,
+    rec: BreakerRecord, *, now: float, until: float, reason: str, opens: int
 ) -> BreakerRecord:
     if rec.state == OPEN and rec.open_until is not None:
         until = max(until, rec.open_until)  # never backwards within one open period
@@ -174,7 +168,7 @@ def _trip(
         reason = "retry_after"
     else:
         until = now + open_duration(config, opens, rand)
-    return _open(config, rec, now=now, until=until, reason=reason, opens=opens)
+    return _open(rec, now=now, until=until, reason=reason, opens=opens)
 
 
 def _should_trip(config: BreakerConfig, window: tuple[bool, ...], consecutive: int) -> str | None:
@@ -252,7 +246,7 @@ def _park(
         span, reason = (config.open_base if wait is None else wait), "retry_after"
     until = now + min(span, max(config.quota_park, config.open_max))
     # Counted apart: a park does not lengthen the next failure-driven open.
-    return _open(config, rec, now=now, until=until, reason=reason, opens=rec.consecutive_opens)
+    return _open(rec, now=now, until=until, reason=reason, opens=rec.consecutive_opens)
 
 
 def _late_answer(
