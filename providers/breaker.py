@@ -10,10 +10,11 @@
       (a rate-limit answer, Throttled, is neutral: the limiter paces it, the breaker never opens)
       any state ──AuthFailed──▶ FORCED_OPEN ──reset (reload, `inboxd breaker reset`)──▶ CLOSED
 
-HALF_OPEN is entered only through ``claim`` (the store's conditional UPDATE does the same),
-which grants exactly one probe lease; CLOSED never goes to HALF_OPEN directly. Within one open
-period ``open_until`` only moves forward. Permanent (validation) errors are neutral. Every
-time is WALL-clock unix seconds, as on disk; ``sanitize`` clamps what a clock jump made absurd.
+HALF_OPEN is entered only through ``claim`` (the store's conditional UPDATE does the same; both
+follow ``CLAIM_RULE``), which grants exactly one probe lease; CLOSED never goes to HALF_OPEN
+directly. Within one open period ``open_until`` only moves forward. Permanent (validation)
+errors are neutral. Every time is WALL-clock unix seconds, as on disk; ``sanitize`` clamps what
+a clock jump made absurd.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Final, Literal
 
 from providers.errors import (
     AuthFailed,
@@ -34,6 +35,8 @@ from providers.errors import (
 from providers.types import BreakerRecord
 
 __all__ = [
+    "ANY",
+    "CLAIM_RULE",
     "CLOSED",
     "FORCED_OPEN",
     "HALF_OPEN",
@@ -44,11 +47,14 @@ __all__ = [
     "CallOutcomeKind",
     "availability",
     "claim",
+    "claim_decision",
     "open_duration",
     "outcome_of",
+    "probe_due",
     "record",
     "reset",
     "sanitize",
+    "vs_now",
 ]
 
 CLOSED = "closed"
@@ -282,38 +288,81 @@ def _record_closed(
     return replace(tripped, window=(), consecutive_failures=0)
 
 
+# (state, open_until vs now, probe_until vs now) -> may the one probe be claimed now? The first
+# matching row decides; ANY matches all; a state no row names is refused. Written once: ``claim``
+# and the tests' fake use it, the store's SQL (``_ledger_sql.CLAIM_PROBE``) implements it, and
+# tests/contracts/test_breaker_claim.py runs every row against all three.
+ANY: Final = "any"
+VsNow = Literal["unset", "passed", "now", "ahead"]
+CLAIM_RULE: tuple[tuple[str, VsNow | Literal["any"], VsNow | Literal["any"], bool], ...] = (
+    (CLOSED, ANY, ANY, False),  # only failures open a breaker; CLOSED never probes
+    (FORCED_OPEN, ANY, ANY, False),  # only a reset leaves it
+    (OPEN, "unset", ANY, False),  # no end chosen: not due (see probe_due)
+    (OPEN, "passed", ANY, True),
+    (OPEN, "now", ANY, True),  # open_until <= now
+    (OPEN, "ahead", ANY, False),
+    (HALF_OPEN, ANY, "unset", True),  # no probe in flight
+    (HALF_OPEN, ANY, "passed", True),  # the prober died without an answer: its lease ran out
+    (HALF_OPEN, ANY, "now", True),  # probe_until <= now
+    (HALF_OPEN, ANY, "ahead", False),  # a probe is in flight
+)
+
+
+def vs_now(value: float | None, now: float) -> VsNow:
+    """Where a deadline stands against ``now`` (None or NaN: unset, as SQLite stores NaN)."""
+    if value is None or math.isnan(value):
+        return "unset"
+    if value < now:
+        return "passed"
+    return "now" if value == now else "ahead"
+
+
+def claim_decision(state: str, opens: VsNow, probe: VsNow) -> bool:
+    """``CLAIM_RULE``'s answer: the first row matching the case decides; no row: refused."""
+    for rule_state, open_rule, probe_rule, granted in CLAIM_RULE:
+        if rule_state == state and open_rule in (ANY, opens) and probe_rule in (ANY, probe):
+            return granted
+    return False
+
+
+def probe_due(rec: BreakerRecord, *, now: float) -> bool:
+    """Whether the one half-open probe may be claimed now: ``CLAIM_RULE``'s answer for ``rec``.
+
+    An OPEN record without ``open_until`` is refused. ``record`` never writes one (every open
+    sets an end): it comes from an old or hand-edited state file, or a forced open spelled
+    "open". No one chose when to probe it, so it is not due (a restart never resumes blindly;
+    a probe does not undo a forced open); ``sanitize``, which every load runs, gives it an end
+    ``open_base`` from then, and the probe follows. The SQL agrees: ``NULL <= now`` is not true.
+    """
+    return claim_decision(rec.state, vs_now(rec.open_until, now), vs_now(rec.probe_until, now))
+
+
 def claim(
     config: BreakerConfig, rec: BreakerRecord, *, now: float, lease_until: float | None = None
 ) -> BreakerRecord | None:
     """The HALF_OPEN record granting the one probe, or None when no probe may start now.
 
-    The same condition as ``BreakerStore.claim_probe``: OPEN with ``open_until <= now``, or
-    HALF_OPEN without a live lease.
+    Granted where ``CLAIM_RULE`` grants it (as ``BreakerStore.claim_probe`` is).
     """
+    if not probe_due(rec, now=now):
+        return None
     lease = now + config.probe_lease if lease_until is None else lease_until
-    if rec.state == OPEN and (rec.open_until is None or rec.open_until <= now):
-        return replace(rec, state=HALF_OPEN, probe_until=lease, updated_at=now)
-    if rec.state == HALF_OPEN and (rec.probe_until is None or rec.probe_until <= now):
-        return replace(rec, probe_until=lease, updated_at=now)
-    return None
+    return replace(rec, state=HALF_OPEN, probe_until=lease, updated_at=now)
 
 
 def availability(rec: BreakerRecord, *, now: float) -> float | None:
     """None when a call may start now (CLOSED, or a probe can be claimed); else when it may.
 
-    FORCED_OPEN answers ``math.inf``: only a reset reopens it. A HALF_OPEN breaker whose
-    probe is in flight answers the lease's end (the probe usually answers sooner).
+    FORCED_OPEN answers ``math.inf``: only a reset reopens it; so does an OPEN record without
+    ``open_until`` (not yet sanitized, see ``CLAIM_RULE``). A HALF_OPEN breaker whose probe is
+    in flight answers the lease's end (the probe usually answers sooner).
     """
-    if rec.state == FORCED_OPEN:
-        return math.inf
+    if rec.state == CLOSED or probe_due(rec, now=now):
+        return None
     if rec.state == OPEN:
-        if rec.open_until is None or rec.open_until <= now:
-            return None
-        return rec.open_until
-    if rec.state == HALF_OPEN:
-        if rec.probe_until is None or rec.probe_until <= now:
-            return None
-        return rec.probe_until
+        return math.inf if vs_now(rec.open_until, now) == "unset" else rec.open_until
+    if rec.state in (HALF_OPEN, FORCED_OPEN):
+        return math.inf if rec.state == FORCED_OPEN else rec.probe_until
     return None
 
 

@@ -25,7 +25,7 @@ import anyio.lowlevel
 
 from daemon.runtime.watcher import Candidate
 from handlers.pipeline import Result
-from providers.breaker import HALF_OPEN, OPEN
+from providers.breaker import HALF_OPEN, probe_due
 from providers.errors import ProviderError
 from providers.types import BreakerRecord, RemoteFile, UploadResult
 
@@ -112,7 +112,7 @@ class FakeClient:
 
 
 class FakeBreakerStore:
-    """An in-memory BreakerStore with the same conditional claim as the SQLite one."""
+    """An in-memory BreakerStore; its claim follows ``breaker.CLAIM_RULE``, as the SQLite one's."""
 
     def __init__(self, records: dict[str, BreakerRecord] | None = None) -> None:
         self.records = dict(records or {})
@@ -128,12 +128,8 @@ class FakeBreakerStore:
 
     async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
         rec = self.records.get(provider)
-        ok = rec is not None and (
-            (rec.state == OPEN and rec.open_until is not None and rec.open_until <= now)
-            or (rec.state == HALF_OPEN and (rec.probe_until is None or rec.probe_until <= now))
-        )
-        if ok:
-            assert rec is not None
+        ok = rec is not None and probe_due(rec, now=now)
+        if rec is not None and ok:
             self.records[provider] = replace(rec, state=HALF_OPEN, probe_until=lease_until)
         self.claims.append((provider, ok))
         return ok

@@ -14,6 +14,7 @@ from providers.breaker import (
     FORCED_OPEN,
     HALF_OPEN,
     OPEN,
+    STATES,
     BreakerConfig,
     CallOutcome,
     CallOutcomeKind,
@@ -217,6 +218,7 @@ def test_open_ignores_late_answers_but_extends_for_retry_after() -> None:
         (BreakerRecord(state=HALF_OPEN, probe_until=70.0), 70.0, None),
         (BreakerRecord(state=HALF_OPEN, probe_until=None), 10.0, None),
         (BreakerRecord(state=FORCED_OPEN), 10.0, math.inf),
+        (BreakerRecord(state=OPEN, open_until=None), 10.0, math.inf),
     ],
 )
 def test_availability_table(rec: BreakerRecord, now: float, expected: float | None) -> None:
@@ -233,6 +235,7 @@ def test_availability_table(rec: BreakerRecord, now: float, expected: float | No
         (BreakerRecord(state=HALF_OPEN, probe_until=101.0), 100.0, False),
         (BreakerRecord(state=HALF_OPEN, probe_until=99.0), 100.0, True),
         (BreakerRecord(state=FORCED_OPEN), 100.0, False),
+        (BreakerRecord(state=OPEN, open_until=None), 100.0, False),  # no end chosen: not due
     ],
 )
 def test_claim_table(rec: BreakerRecord, now: float, granted: bool) -> None:
@@ -241,6 +244,19 @@ def test_claim_table(rec: BreakerRecord, now: float, granted: bool) -> None:
     assert (got is not None) == granted
     if got is not None:
         assert (got.state, got.probe_until) == (HALF_OPEN, now + CONFIG.probe_lease)
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("opens", [None, 99.0, 100.0, 101.0])
+@pytest.mark.parametrize("probe", [None, 99.0, 100.0, 101.0])
+def test_availability_agrees_with_the_claim_rule(
+    state: str, opens: float | None, probe: float | None
+) -> None:
+    """availability says "now" (None) exactly when the breaker is CLOSED or a probe may be
+    claimed, so a caller told "now" is never refused the probe."""
+    rec = BreakerRecord(state=state, open_until=opens, probe_until=probe)
+    now_ok = availability(rec, now=100.0) is None
+    assert now_ok == (state == CLOSED or claim(CONFIG, rec, now=100.0) is not None)
 
 
 NOW = 10_000.0
