@@ -24,14 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
-from providers.errors import (
-    AuthFailed,
-    Permanent,
-    ProviderError,
-    QuotaExhausted,
-    Throttled,
-    TransportUnavailable,
-)
+from providers.call_outcome import CallOutcome
 from providers.types import BreakerRecord
 
 __all__ = [
@@ -43,13 +36,10 @@ __all__ = [
     "OPEN",
     "STATES",
     "BreakerConfig",
-    "CallOutcome",
-    "CallOutcomeKind",
     "availability",
     "claim",
     "claim_decision",
     "open_duration",
-    "outcome_of",
     "probe_due",
     "record",
     "reset",
@@ -62,8 +52,6 @@ OPEN = "open"
 HALF_OPEN = "half_open"
 FORCED_OPEN = "forced_open"
 STATES = (CLOSED, OPEN, HALF_OPEN, FORCED_OPEN)
-
-CallOutcomeKind = Literal["success", "failure", "neutral", "auth_failed", "quota", "throttled"]
 
 # Open durations are jittered by ±20 % so providers' probes do not synchronise.
 _JITTER = 0.2
@@ -87,47 +75,6 @@ class BreakerConfig:
     open_max: float = 900.0
     quota_park: float = 3600.0
     probe_lease: float = 600.0
-
-
-@dataclass(frozen=True)
-class CallOutcome:
-    """One call's result as the breaker counts it.
-
-    ``throttled`` is a 429 whose Retry-After is too long to wait for: the provider opens
-    until then. ``retry_after`` (seconds) also lengthens a failure's or quota's open period;
-    ``exact``: a quota park lasts exactly ``retry_after`` (the provider named its reset time),
-    not at least ``quota_park``.
-    """
-
-    kind: CallOutcomeKind
-    retry_after: float | None = None
-    exact: bool = False
-
-
-def outcome_of(error: ProviderError | None, *, now: float | None = None) -> CallOutcome:
-    """How the breaker counts a call that ended with ``error`` (None: it succeeded).
-
-    A rate-limit answer (``Throttled``) is neutral. A ``QuotaExhausted`` that names when the
-    cap resets (``until``, wall clock) parks the provider until then (``now`` needed).
-    """
-    if error is None:
-        return CallOutcome("success")
-    if isinstance(error, (Permanent, Throttled)):
-        return CallOutcome("neutral")
-    if isinstance(error, AuthFailed):
-        return CallOutcome("auth_failed")
-    if isinstance(error, QuotaExhausted):
-        return _quota(error, now)
-    if isinstance(error, TransportUnavailable):
-        # Every transport unusable (a bug or a broken install): the provider cannot be used.
-        return CallOutcome("failure")
-    return CallOutcome("failure", error.retry_after)
-
-
-def _quota(error: QuotaExhausted, now: float | None) -> CallOutcome:
-    if error.until is not None and now is not None and math.isfinite(error.until):
-        return CallOutcome("quota", max(0.0, error.until - now), exact=True)
-    return CallOutcome("quota", error.retry_after)
 
 
 def open_duration(config: BreakerConfig, opens: int, rand: Callable[[], float]) -> float:

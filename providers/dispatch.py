@@ -19,7 +19,8 @@ from typing import BinaryIO
 
 import anyio
 
-from providers.breaker import CLOSED, BreakerConfig, CallOutcome, outcome_of
+from providers.breaker import CLOSED, BreakerConfig
+from providers.call_outcome import CallOutcome, outcome_of
 from providers.errors import (
     InboxdError,
     Permanent,

@@ -22,13 +22,13 @@ from providers.breaker import (
     CLOSED,
     HALF_OPEN,
     BreakerConfig,
-    CallOutcome,
     availability,
     claim,
     sanitize,
 )
 from providers.breaker import record as breaker_record
 from providers.breaker import reset as breaker_reset
+from providers.call_outcome import CallOutcome
 from providers.events import ResilienceEvents
 from providers.types import BreakerRecord, BreakerStore
 

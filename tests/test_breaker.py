@@ -16,16 +16,14 @@ from providers.breaker import (
     OPEN,
     STATES,
     BreakerConfig,
-    CallOutcome,
-    CallOutcomeKind,
     availability,
     claim,
     open_duration,
-    outcome_of,
     record,
     reset,
     sanitize,
 )
+from providers.call_outcome import CallOutcome, CallOutcomeKind, outcome_of
 from providers.errors import (
     AuthFailed,
     Permanent,
