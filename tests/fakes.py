@@ -9,15 +9,20 @@
 - ``PipelineEvents``: the pipeline's events that record quarantine reasons and stored uploads.
 - ``NotifySocket``: a bound unix datagram socket standing in for systemd's ``NOTIFY_SOCKET``.
 - ``Outcomes``: the daemon's observer, with an event per file and outcome kind to wait on.
+- ``missing``: an SDK importer for which one module is not installed; ``Fallbacks``: a
+  ``ProviderClient``'s fallback observer.
 
 Nothing here sleeps on real time; every wait is bounded with ``anyio.fail_after``.
 """
 
 from __future__ import annotations
 
+import importlib
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import BinaryIO
 
 import anyio
@@ -35,11 +40,14 @@ __all__ = [
     "FakeBreakerStore",
     "FakeClient",
     "FakeClock",
+    "Fallbacks",
+    "Importer",
     "NotifySocket",
     "Outcomes",
     "PipelineEvents",
     "ResilienceLog",
     "Step",
+    "missing",
 ]
 
 # -- time ------------------------------------------------------------------------------------
@@ -133,6 +141,34 @@ class FakeBreakerStore:
             self.records[provider] = replace(rec, state=HALF_OPEN, probe_until=lease_until)
         self.claims.append((provider, ok))
         return ok
+
+
+Importer = Callable[[str], ModuleType]
+
+
+def missing(module: str) -> Importer:
+    """An importer for which ``module`` is not installed."""
+
+    def importer(name: str) -> ModuleType:
+        if name == module:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return importlib.import_module(name)
+
+    return importer
+
+
+class Fallbacks:
+    """Records every ``on_fallback`` call of a ``ProviderClient``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, str]] = []
+
+    def __call__(self, provider: str, source: str, target: str, reason: str) -> None:
+        self.calls.append((provider, source, target, reason))
+
+    def hops(self) -> list[tuple[str, str, str]]:
+        """(provider, from, to) of each fallback."""
+        return [c[:3] for c in self.calls]
 
 
 # -- events ----------------------------------------------------------------------------------
