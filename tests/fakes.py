@@ -9,6 +9,7 @@
 - ``PipelineEvents``: the pipeline's events that record quarantine reasons and stored uploads.
 - ``NotifySocket``: a bound unix datagram socket standing in for systemd's ``NOTIFY_SOCKET``.
 - ``Outcomes``: the daemon's observer, with an event per file and outcome kind to wait on.
+- ``LogEvent``: an event set when a logger emits a given line (for what only a log tells).
 - ``missing``: an SDK importer for which one module is not installed; ``Fallbacks``: a
   ``ProviderClient``'s fallback observer.
 
@@ -18,8 +19,10 @@ Nothing here sleeps on real time; every wait is bounded with ``anyio.fail_after`
 from __future__ import annotations
 
 import importlib
+import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +45,7 @@ __all__ = [
     "FakeClock",
     "Fallbacks",
     "Importer",
+    "LogEvent",
     "NotifySocket",
     "Outcomes",
     "PipelineEvents",
@@ -253,6 +257,34 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class LogEvent(logging.Handler):
+    """Set ``seen`` when ``logger`` emits a record whose message starts with ``prefix``.
+
+    Use ``with LogEvent.on(logger, prefix) as event: ... await event.seen.wait()``; records are
+    emitted in the event loop's thread by the async code that logs them.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.prefix = prefix
+        self.seen = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.prefix):
+            self.seen.set()
+
+    @classmethod
+    @contextmanager
+    def on(cls, logger: str, prefix: str) -> Iterator[LogEvent]:
+        """The handler attached to ``logger`` for the block."""
+        handler = cls(prefix)
+        logging.getLogger(logger).addHandler(handler)
+        try:
+            yield handler
+        finally:
+            logging.getLogger(logger).removeHandler(handler)
 
 
 FINAL = frozenset({"uploaded", "quarantined", "duplicate"})
