@@ -36,6 +36,7 @@ __all__ = [
     "OPEN",
     "STATES",
     "BreakerConfig",
+    "VsNow",
     "availability",
     "claim",
     "claim_decision",
