@@ -10,10 +10,11 @@
       (a rate-limit answer, Throttled, is neutral: the limiter paces it, the breaker never opens)
       any state ──AuthFailed──▶ FORCED_OPEN ──reset (reload, `inboxd breaker reset`)──▶ CLOSED
 
-HALF_OPEN is entered only through ``claim`` (the store's conditional UPDATE does the same),
-which grants exactly one probe lease; CLOSED never goes to HALF_OPEN directly. Within one open
-period ``open_until`` only moves forward. Permanent (validation) errors are neutral. Every
-time is WALL-clock unix seconds, as on disk; ``sanitize`` clamps what a clock jump made absurd.
+HALF_OPEN is entered only through ``claim`` (the store's conditional UPDATE does the same; both
+follow ``CLAIM_RULE``), which grants exactly one probe lease; CLOSED never goes to HALF_OPEN
+directly. Within one open period ``open_until`` only moves forward. Permanent (validation)
+errors are neutral. Every time is WALL-clock unix seconds, as on disk; ``sanitize`` clamps what
+a clock jump made absurd.
 """
 
 from __future__ import annotations
@@ -21,34 +22,30 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Final, Literal
 
-from providers.errors import (
-    AuthFailed,
-    Permanent,
-    ProviderError,
-    QuotaExhausted,
-    Throttled,
-    TransportUnavailable,
-)
+from providers.call_outcome import CallOutcome
 from providers.types import BreakerRecord
 
 __all__ = [
+    "ANY",
+    "CLAIM_RULE",
     "CLOSED",
     "FORCED_OPEN",
     "HALF_OPEN",
     "OPEN",
     "STATES",
     "BreakerConfig",
-    "Outcome",
-    "OutcomeKind",
+    "VsNow",
     "availability",
     "claim",
+    "claim_decision",
     "open_duration",
-    "outcome_of",
+    "probe_due",
     "record",
     "reset",
     "sanitize",
+    "vs_now",
 ]
 
 CLOSED = "closed"
@@ -56,8 +53,6 @@ OPEN = "open"
 HALF_OPEN = "half_open"
 FORCED_OPEN = "forced_open"
 STATES = (CLOSED, OPEN, HALF_OPEN, FORCED_OPEN)
-
-OutcomeKind = Literal["success", "failure", "neutral", "auth_failed", "quota", "throttled"]
 
 # Open durations are jittered by ±20 % so providers' probes do not synchronise.
 _JITTER = 0.2
@@ -83,47 +78,6 @@ class BreakerConfig:
     probe_lease: float = 600.0
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One call's result as the breaker counts it.
-
-    ``throttled`` is a 429 whose Retry-After is too long to wait for: the provider opens
-    until then. ``retry_after`` (seconds) also lengthens a failure's or quota's open period;
-    ``exact``: a quota park lasts exactly ``retry_after`` (the provider named its reset time),
-    not at least ``quota_park``.
-    """
-
-    kind: OutcomeKind
-    retry_after: float | None = None
-    exact: bool = False
-
-
-def outcome_of(error: ProviderError | None, *, now: float | None = None) -> Outcome:
-    """How the breaker counts a call that ended with ``error`` (None: it succeeded).
-
-    A rate-limit answer (``Throttled``) is neutral. A ``QuotaExhausted`` that names when the
-    cap resets (``until``, wall clock) parks the provider until then (``now`` needed).
-    """
-    if error is None:
-        return Outcome("success")
-    if isinstance(error, (Permanent, Throttled)):
-        return Outcome("neutral")
-    if isinstance(error, AuthFailed):
-        return Outcome("auth_failed")
-    if isinstance(error, QuotaExhausted):
-        return _quota(error, now)
-    if isinstance(error, TransportUnavailable):
-        # Every transport unusable (a bug or a broken install): the provider cannot be used.
-        return Outcome("failure")
-    return Outcome("failure", error.retry_after)
-
-
-def _quota(error: QuotaExhausted, now: float | None) -> Outcome:
-    if error.until is not None and now is not None and math.isfinite(error.until):
-        return Outcome("quota", max(0.0, error.until - now), exact=True)
-    return Outcome("quota", error.retry_after)
-
-
 def open_duration(config: BreakerConfig, opens: int, rand: Callable[[], float]) -> float:
     """How long the ``opens``-th consecutive open lasts: open_base·2ⁿ⁻¹, jittered, ≤ open_max."""
     exponent = min(max(opens - 1, 0), _MAX_OPENS)
@@ -137,13 +91,7 @@ def _finite(value: float | None) -> float | None:
 
 
 def _open(
-    config: BreakerConfig,
-    rec: BreakerRecord,
-    *,
-    now: float,
-    until: float,
-    reason: str,
-    opens: int,
+    rec: BreakerRecord, *, now: float, until: float, reason: str, opens: int
 ) -> BreakerRecord:
     if rec.state == OPEN and rec.open_until is not None:
         until = max(until, rec.open_until)  # never backwards within one open period
@@ -161,7 +109,7 @@ def _open(
 def _trip(
     config: BreakerConfig,
     rec: BreakerRecord,
-    outcome: Outcome,
+    outcome: CallOutcome,
     *,
     now: float,
     rand: Callable[[], float],
@@ -174,7 +122,7 @@ def _trip(
         reason = "retry_after"
     else:
         until = now + open_duration(config, opens, rand)
-    return _open(config, rec, now=now, until=until, reason=reason, opens=opens)
+    return _open(rec, now=now, until=until, reason=reason, opens=opens)
 
 
 def _should_trip(config: BreakerConfig, window: tuple[bool, ...], consecutive: int) -> str | None:
@@ -188,7 +136,7 @@ def _should_trip(config: BreakerConfig, window: tuple[bool, ...], consecutive: i
 def record(
     config: BreakerConfig,
     rec: BreakerRecord,
-    outcome: Outcome,
+    outcome: CallOutcome,
     *,
     now: float,
     rand: Callable[[], float],
@@ -229,7 +177,7 @@ def _neutral(rec: BreakerRecord, *, now: float) -> BreakerRecord:
 def _probe_answer(
     config: BreakerConfig,
     rec: BreakerRecord,
-    outcome: Outcome,
+    outcome: CallOutcome,
     *,
     now: float,
     rand: Callable[[], float],
@@ -241,7 +189,7 @@ def _probe_answer(
 
 
 def _park(
-    config: BreakerConfig, rec: BreakerRecord, outcome: Outcome, *, now: float
+    config: BreakerConfig, rec: BreakerRecord, outcome: CallOutcome, *, now: float
 ) -> BreakerRecord:
     wait = _finite(outcome.retry_after)
     if outcome.kind == "quota" and outcome.exact and wait is not None:
@@ -252,11 +200,11 @@ def _park(
         span, reason = (config.open_base if wait is None else wait), "retry_after"
     until = now + min(span, max(config.quota_park, config.open_max))
     # Counted apart: a park does not lengthen the next failure-driven open.
-    return _open(config, rec, now=now, until=until, reason=reason, opens=rec.consecutive_opens)
+    return _open(rec, now=now, until=until, reason=reason, opens=rec.consecutive_opens)
 
 
 def _late_answer(
-    config: BreakerConfig, rec: BreakerRecord, outcome: Outcome, *, now: float
+    config: BreakerConfig, rec: BreakerRecord, outcome: CallOutcome, *, now: float
 ) -> BreakerRecord:
     wait = _finite(outcome.retry_after)
     if outcome.kind == "failure" and wait is not None and rec.open_until is not None:
@@ -269,7 +217,7 @@ def _late_answer(
 def _record_closed(
     config: BreakerConfig,
     rec: BreakerRecord,
-    outcome: Outcome,
+    outcome: CallOutcome,
     *,
     now: float,
     rand: Callable[[], float],
@@ -288,38 +236,81 @@ def _record_closed(
     return replace(tripped, window=(), consecutive_failures=0)
 
 
+# (state, open_until vs now, probe_until vs now) -> may the one probe be claimed now? The first
+# matching row decides; ANY matches all; a state no row names is refused. Written once: ``claim``
+# and the tests' fake use it, the store's SQL (``_ledger_sql.CLAIM_PROBE``) implements it, and
+# tests/contracts/test_breaker_claim.py runs every row against all three.
+ANY: Final = "any"
+VsNow = Literal["unset", "passed", "now", "ahead"]
+CLAIM_RULE: tuple[tuple[str, VsNow | Literal["any"], VsNow | Literal["any"], bool], ...] = (
+    (CLOSED, ANY, ANY, False),  # only failures open a breaker; CLOSED never probes
+    (FORCED_OPEN, ANY, ANY, False),  # only a reset leaves it
+    (OPEN, "unset", ANY, False),  # no end chosen: not due (see probe_due)
+    (OPEN, "passed", ANY, True),
+    (OPEN, "now", ANY, True),  # open_until <= now
+    (OPEN, "ahead", ANY, False),
+    (HALF_OPEN, ANY, "unset", True),  # no probe in flight
+    (HALF_OPEN, ANY, "passed", True),  # the prober died without an answer: its lease ran out
+    (HALF_OPEN, ANY, "now", True),  # probe_until <= now
+    (HALF_OPEN, ANY, "ahead", False),  # a probe is in flight
+)
+
+
+def vs_now(value: float | None, now: float) -> VsNow:
+    """Where a deadline stands against ``now`` (None or NaN: unset, as SQLite stores NaN)."""
+    if value is None or math.isnan(value):
+        return "unset"
+    if value < now:
+        return "passed"
+    return "now" if value == now else "ahead"
+
+
+def claim_decision(state: str, opens: VsNow, probe: VsNow) -> bool:
+    """``CLAIM_RULE``'s answer: the first row matching the case decides; no row: refused."""
+    for rule_state, open_rule, probe_rule, granted in CLAIM_RULE:
+        if rule_state == state and open_rule in (ANY, opens) and probe_rule in (ANY, probe):
+            return granted
+    return False
+
+
+def probe_due(rec: BreakerRecord, *, now: float) -> bool:
+    """Whether the one half-open probe may be claimed now: ``CLAIM_RULE``'s answer for ``rec``.
+
+    An OPEN record without ``open_until`` is refused. ``record`` never writes one (every open
+    sets an end): it comes from an old or hand-edited state file, or a forced open spelled
+    "open". No one chose when to probe it, so it is not due (a restart never resumes blindly;
+    a probe does not undo a forced open); ``sanitize``, which every load runs, gives it an end
+    ``open_base`` from then, and the probe follows. The SQL agrees: ``NULL <= now`` is not true.
+    """
+    return claim_decision(rec.state, vs_now(rec.open_until, now), vs_now(rec.probe_until, now))
+
+
 def claim(
     config: BreakerConfig, rec: BreakerRecord, *, now: float, lease_until: float | None = None
 ) -> BreakerRecord | None:
     """The HALF_OPEN record granting the one probe, or None when no probe may start now.
 
-    The same condition as ``BreakerStore.claim_probe``: OPEN with ``open_until <= now``, or
-    HALF_OPEN without a live lease.
+    Granted where ``CLAIM_RULE`` grants it (as ``BreakerStore.claim_probe`` is).
     """
+    if not probe_due(rec, now=now):
+        return None
     lease = now + config.probe_lease if lease_until is None else lease_until
-    if rec.state == OPEN and (rec.open_until is None or rec.open_until <= now):
-        return replace(rec, state=HALF_OPEN, probe_until=lease, updated_at=now)
-    if rec.state == HALF_OPEN and (rec.probe_until is None or rec.probe_until <= now):
-        return replace(rec, probe_until=lease, updated_at=now)
-    return None
+    return replace(rec, state=HALF_OPEN, probe_until=lease, updated_at=now)
 
 
 def availability(rec: BreakerRecord, *, now: float) -> float | None:
     """None when a call may start now (CLOSED, or a probe can be claimed); else when it may.
 
-    FORCED_OPEN answers ``math.inf``: only a reset reopens it. A HALF_OPEN breaker whose
-    probe is in flight answers the lease's end (the probe usually answers sooner).
+    FORCED_OPEN answers ``math.inf``: only a reset reopens it; so does an OPEN record without
+    ``open_until`` (not yet sanitized, see ``CLAIM_RULE``). A HALF_OPEN breaker whose probe is
+    in flight answers the lease's end (the probe usually answers sooner).
     """
-    if rec.state == FORCED_OPEN:
-        return math.inf
+    if rec.state == CLOSED or probe_due(rec, now=now):
+        return None
     if rec.state == OPEN:
-        if rec.open_until is None or rec.open_until <= now:
-            return None
-        return rec.open_until
-    if rec.state == HALF_OPEN:
-        if rec.probe_until is None or rec.probe_until <= now:
-            return None
-        return rec.probe_until
+        return math.inf if vs_now(rec.open_until, now) == "unset" else rec.open_until
+    if rec.state in (HALF_OPEN, FORCED_OPEN):
+        return math.inf if rec.state == FORCED_OPEN else rec.probe_until
     return None
 
 

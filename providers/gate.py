@@ -22,13 +22,13 @@ from providers.breaker import (
     CLOSED,
     HALF_OPEN,
     BreakerConfig,
-    Outcome,
     availability,
     claim,
     sanitize,
 )
 from providers.breaker import record as breaker_record
 from providers.breaker import reset as breaker_reset
+from providers.call_outcome import CallOutcome
 from providers.events import ResilienceEvents
 from providers.types import BreakerRecord, BreakerStore
 
@@ -139,7 +139,7 @@ class BreakerGate:
             return min(until, now + self._probe_recheck)
         return until
 
-    async def record(self, provider: str, outcome: Outcome, *, probe: bool) -> BreakerRecord:
+    async def record(self, provider: str, outcome: CallOutcome, *, probe: bool) -> BreakerRecord:
         """Apply one call's outcome (read-modify-write under the provider's lock)."""
         async with self._lock(provider):
             now = self._clock()
@@ -171,7 +171,7 @@ class BreakerGate:
         # Cancelled (shutdown) or crashed mid-probe: free the lease now, not probe_lease later.
         # A probe already answered left HALF_OPEN, so this changes nothing then.
         with anyio.CancelScope(shield=True):
-            await self.record(provider, Outcome("neutral"), probe=True)
+            await self.record(provider, CallOutcome("neutral"), probe=True)
 
     def reason(self, provider: str) -> str:
         """Why the provider's breaker (as last seen) blocks calls."""

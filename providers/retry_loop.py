@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from providers.breaker import CLOSED, Outcome, outcome_of
+from providers.breaker import CLOSED
+from providers.call_outcome import CallOutcome, outcome_of
 from providers.errors import Permanent, ProviderError, QuotaExhausted, Retryable, Throttled
 from providers.events import ResilienceEvents
 from providers.gate import BreakerGate
@@ -163,7 +164,7 @@ class RetryLoop:
                 await self._wait(provider, decision, f"rate limited ({error})")
                 continue
             if decision.action == "park" and not throttled:
-                outcome = Outcome("throttled", error.retry_after)
+                outcome = CallOutcome("throttled", error.retry_after)
             else:
                 outcome = outcome_of(error, now=now)
             rec = await self._gate.record(provider, outcome, probe=probe)

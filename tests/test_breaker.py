@@ -14,17 +14,16 @@ from providers.breaker import (
     FORCED_OPEN,
     HALF_OPEN,
     OPEN,
+    STATES,
     BreakerConfig,
-    Outcome,
-    OutcomeKind,
     availability,
     claim,
     open_duration,
-    outcome_of,
     record,
     reset,
     sanitize,
 )
+from providers.call_outcome import CallOutcome, CallOutcomeKind, outcome_of
 from providers.errors import (
     AuthFailed,
     Permanent,
@@ -37,15 +36,15 @@ from providers.errors import (
 from providers.types import BreakerRecord
 
 CONFIG = BreakerConfig()
-FAIL = Outcome("failure")
-OK = Outcome("success")
+FAIL = CallOutcome("failure")
+OK = CallOutcome("success")
 
 
 def _mid() -> float:
     return 0.5  # jitter factor exactly 1.0
 
 
-def _run(rec: BreakerRecord, outcomes: list[Outcome], *, now: float = 1000.0) -> BreakerRecord:
+def _run(rec: BreakerRecord, outcomes: list[CallOutcome], *, now: float = 1000.0) -> BreakerRecord:
     for outcome in outcomes:
         rec = record(CONFIG, rec, outcome, now=now, rand=_mid)
     return rec
@@ -54,16 +53,16 @@ def _run(rec: BreakerRecord, outcomes: list[Outcome], *, now: float = 1000.0) ->
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (None, Outcome("success")),
-        (Retryable("x", status=503), Outcome("failure")),
-        (Retryable("x", status=429, retry_after=9.0), Outcome("failure", 9.0)),
-        (Permanent("x"), Outcome("neutral")),
-        (AuthFailed("x", status=401), Outcome("auth_failed")),
-        (QuotaExhausted("x", retry_after=5.0), Outcome("quota", 5.0)),
-        (TransportUnavailable("x"), Outcome("failure")),
+        (None, CallOutcome("success")),
+        (Retryable("x", status=503), CallOutcome("failure")),
+        (Retryable("x", status=429, retry_after=9.0), CallOutcome("failure", 9.0)),
+        (Permanent("x"), CallOutcome("neutral")),
+        (AuthFailed("x", status=401), CallOutcome("auth_failed")),
+        (QuotaExhausted("x", retry_after=5.0), CallOutcome("quota", 5.0)),
+        (TransportUnavailable("x"), CallOutcome("failure")),
     ],
 )
-def test_outcome_of_maps_the_error_tree(error: ProviderError | None, expected: Outcome) -> None:
+def test_outcome_of_maps_the_error_tree(error: ProviderError | None, expected: CallOutcome) -> None:
     """Each error class is counted as the breaker semantics say (Permanent is neutral)."""
     assert outcome_of(error) == expected
 
@@ -126,7 +125,7 @@ def test_window_keeps_only_the_last_calls() -> None:
 
 def test_neutral_is_neither_failure_nor_success() -> None:
     """A Permanent error leaves the window and the consecutive counter untouched."""
-    rec = _run(BreakerRecord(), [FAIL] * 4 + [Outcome("neutral")] * 3)
+    rec = _run(BreakerRecord(), [FAIL] * 4 + [CallOutcome("neutral")] * 3)
     assert (rec.window, rec.consecutive_failures) == ((True,) * 4, 4)
 
 
@@ -157,23 +156,23 @@ def test_probe_failure_reopens_for_longer() -> None:
 def test_probe_failure_with_retry_after_opens_until_then() -> None:
     """A failed probe whose 429 names a Retry-After opens exactly until then."""
     rec = BreakerRecord(state=HALF_OPEN, consecutive_opens=1, probe_until=70.0)
-    after = record(CONFIG, rec, Outcome("failure", 45.0), now=20.0, rand=_mid)
+    after = record(CONFIG, rec, CallOutcome("failure", 45.0), now=20.0, rand=_mid)
     assert (after.state, after.open_until, after.reason) == (OPEN, 65.0, "retry_after")
 
 
 def test_neutral_probe_frees_the_lease() -> None:
     """A probe answered by a validation error frees the lease for the next probe."""
     rec = BreakerRecord(state=HALF_OPEN, open_until=10.0, probe_until=70.0)
-    after = record(CONFIG, rec, Outcome("neutral"), now=20.0, rand=_mid)
+    after = record(CONFIG, rec, CallOutcome("neutral"), now=20.0, rand=_mid)
     assert (after.state, after.probe_until) == (HALF_OPEN, None)
     assert availability(after, now=20.0) is None
 
 
 def test_auth_failed_forces_open_until_reset() -> None:
     """AuthFailed forces the breaker open; nothing but reset leaves it."""
-    rec = _run(BreakerRecord(), [Outcome("auth_failed")])
+    rec = _run(BreakerRecord(), [CallOutcome("auth_failed")])
     assert (rec.state, rec.reason, rec.open_until) == (FORCED_OPEN, "auth_failed", None)
-    assert _run(rec, [OK, FAIL, Outcome("quota")]) == rec
+    assert _run(rec, [OK, FAIL, CallOutcome("quota")]) == rec
     assert claim(CONFIG, rec, now=1e12) is None
     assert availability(rec, now=1e12) == math.inf
     assert reset(now=5.0) == BreakerRecord(state=CLOSED, reason="reset", updated_at=5.0)
@@ -181,7 +180,7 @@ def test_auth_failed_forces_open_until_reset() -> None:
 
 def test_quota_parks_for_quota_park_counted_apart() -> None:
     """QuotaExhausted opens for quota_park, with its own reason, not growing consecutive_opens."""
-    rec = _run(BreakerRecord(consecutive_opens=2), [Outcome("quota")], now=100.0)
+    rec = _run(BreakerRecord(consecutive_opens=2), [CallOutcome("quota")], now=100.0)
     assert (rec.state, rec.open_until, rec.reason, rec.consecutive_opens) == (
         OPEN,
         3700.0,
@@ -192,7 +191,7 @@ def test_quota_parks_for_quota_park_counted_apart() -> None:
 
 def test_throttled_opens_until_retry_after() -> None:
     """A long Retry-After parks the provider exactly until then."""
-    rec = _run(BreakerRecord(), [Outcome("throttled", 300.0)], now=100.0)
+    rec = _run(BreakerRecord(), [CallOutcome("throttled", 300.0)], now=100.0)
     assert (rec.state, rec.open_until, rec.reason) == (OPEN, 400.0, "retry_after")
 
 
@@ -200,10 +199,10 @@ def test_open_ignores_late_answers_but_extends_for_retry_after() -> None:
     """In OPEN a late success changes nothing; a late 429 may only push open_until forward."""
     rec = BreakerRecord(state=OPEN, open_until=500.0, consecutive_opens=1)
     assert record(CONFIG, rec, OK, now=100.0, rand=_mid) == rec
-    assert record(CONFIG, rec, Outcome("failure", 10.0), now=100.0, rand=_mid) == rec
-    longer = record(CONFIG, rec, Outcome("failure", 600.0), now=100.0, rand=_mid)
+    assert record(CONFIG, rec, CallOutcome("failure", 10.0), now=100.0, rand=_mid) == rec
+    longer = record(CONFIG, rec, CallOutcome("failure", 600.0), now=100.0, rand=_mid)
     assert longer.open_until == 700.0
-    shorter_park = record(CONFIG, rec, Outcome("throttled", 1.0), now=100.0, rand=_mid)
+    shorter_park = record(CONFIG, rec, CallOutcome("throttled", 1.0), now=100.0, rand=_mid)
     assert shorter_park.open_until == 500.0
 
 
@@ -217,6 +216,7 @@ def test_open_ignores_late_answers_but_extends_for_retry_after() -> None:
         (BreakerRecord(state=HALF_OPEN, probe_until=70.0), 70.0, None),
         (BreakerRecord(state=HALF_OPEN, probe_until=None), 10.0, None),
         (BreakerRecord(state=FORCED_OPEN), 10.0, math.inf),
+        (BreakerRecord(state=OPEN, open_until=None), 10.0, math.inf),
     ],
 )
 def test_availability_table(rec: BreakerRecord, now: float, expected: float | None) -> None:
@@ -233,6 +233,7 @@ def test_availability_table(rec: BreakerRecord, now: float, expected: float | No
         (BreakerRecord(state=HALF_OPEN, probe_until=101.0), 100.0, False),
         (BreakerRecord(state=HALF_OPEN, probe_until=99.0), 100.0, True),
         (BreakerRecord(state=FORCED_OPEN), 100.0, False),
+        (BreakerRecord(state=OPEN, open_until=None), 100.0, False),  # no end chosen: not due
     ],
 )
 def test_claim_table(rec: BreakerRecord, now: float, granted: bool) -> None:
@@ -241,6 +242,19 @@ def test_claim_table(rec: BreakerRecord, now: float, granted: bool) -> None:
     assert (got is not None) == granted
     if got is not None:
         assert (got.state, got.probe_until) == (HALF_OPEN, now + CONFIG.probe_lease)
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("opens", [None, 99.0, 100.0, 101.0])
+@pytest.mark.parametrize("probe", [None, 99.0, 100.0, 101.0])
+def test_availability_agrees_with_the_claim_rule(
+    state: str, opens: float | None, probe: float | None
+) -> None:
+    """availability says "now" (None) exactly when the breaker is CLOSED or a probe may be
+    claimed, so a caller told "now" is never refused the probe."""
+    rec = BreakerRecord(state=state, open_until=opens, probe_until=probe)
+    now_ok = availability(rec, now=100.0) is None
+    assert now_ok == (state == CLOSED or claim(CONFIG, rec, now=100.0) is not None)
 
 
 NOW = 10_000.0
@@ -295,9 +309,16 @@ def test_sanitize_table(rec: BreakerRecord, expected: BreakerRecord) -> None:
 
 # --- hypothesis: the invariants over arbitrary sequences of events -------------------------
 
-_KINDS: list[OutcomeKind] = ["success", "failure", "neutral", "auth_failed", "quota", "throttled"]
+_KINDS: list[CallOutcomeKind] = [
+    "success",
+    "failure",
+    "neutral",
+    "auth_failed",
+    "quota",
+    "throttled",
+]
 _outcomes = st.builds(
-    Outcome,
+    CallOutcome,
     kind=st.sampled_from(_KINDS),
     retry_after=st.none()
     | st.sampled_from([0.0, 1.0, 45.0, 5000.0])
@@ -340,7 +361,7 @@ def test_breaker_invariants(events: list[tuple[str, object]], rand: float) -> No
             rec = reset(now=now)
             probe_live_until = None
         else:
-            assert isinstance(arg, Outcome)
+            assert isinstance(arg, CallOutcome)
             if rec.state == HALF_OPEN and probe_live_until is None:
                 continue  # only the probe may call in HALF_OPEN
             rec = record(CONFIG, rec, arg, now=now, rand=lambda: rand)
@@ -387,9 +408,9 @@ def test_sanitize_never_blind_closed_and_bounded(
 def test_throttled_is_neutral_and_a_named_quota_reset_parks_exactly() -> None:
     """A rate-limit answer never counts against the breaker; a quota naming its reset time
     parks the provider until exactly then, one without for at least quota_park."""
-    assert outcome_of(Throttled("rpm", retry_after=5.0)) == Outcome("neutral")
+    assert outcome_of(Throttled("rpm", retry_after=5.0)) == CallOutcome("neutral")
     exact = outcome_of(QuotaExhausted("cap", until=1500.0), now=1000.0)
-    assert exact == Outcome("quota", 500.0, exact=True)
+    assert exact == CallOutcome("quota", 500.0, exact=True)
     config = BreakerConfig()
     parked = record(config, BreakerRecord(), exact, now=1000.0, rand=lambda: 0.5)
     assert (parked.state, parked.open_until, parked.reason) == (OPEN, 1500.0, "quota")

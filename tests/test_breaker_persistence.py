@@ -16,13 +16,13 @@ from providers.errors import Parked, Retryable
 from providers.limits import LIMITS
 from providers.retry import RetryPolicy
 from providers.types import BreakerRecord, RemoteFile, UploadResult
-from tests.test_dispatch import Clock, Events, FakeClient
+from tests.fakes import FakeClient, FakeClock, ResilienceLog
 
 T0 = 1_000_000.0
 
 
 def _dispatcher(
-    store: Store, clock: Clock, kimi: FakeClient, glm: FakeClient | None = None
+    store: Store, clock: FakeClock, kimi: FakeClient, glm: FakeClient | None = None
 ) -> Dispatcher:
     clients = {"kimi": kimi, "glm": glm or FakeClient("glm")}
     return Dispatcher(
@@ -31,7 +31,7 @@ def _dispatcher(
         store,
         {name: RetryPolicy() for name in clients},
         {name: BreakerConfig(consecutive_failures=2) for name in clients},
-        Events(),
+        ResilienceLog(),
         clock=clock,
         sleep=clock.sleep,
         rand=lambda: 0.5,
@@ -62,7 +62,7 @@ async def _upload(dispatcher: Dispatcher, preference: list[str]) -> UploadResult
 async def test_restart_resumes_open_exactly(tmp_path: Path) -> None:
     """An OPEN breaker written by one Store reads back identically after a restart, never CLOSED."""
     path = tmp_path / "state.sqlite3"
-    clock = Clock(now=T0)
+    clock = FakeClock(now=T0)
     failing = FakeClient("kimi", [Retryable("down", status=503)] * 2)
     async with Store.open(path, clock=clock) as store:
         with pytest.raises(Parked) as info:
@@ -91,7 +91,7 @@ async def test_restart_resumes_open_exactly(tmp_path: Path) -> None:
 async def test_restart_resumes_half_open_with_its_lease(tmp_path: Path) -> None:
     """A HALF_OPEN breaker with a live probe lease survives a restart; nobody else probes."""
     path = tmp_path / "state.sqlite3"
-    clock = Clock(now=T0)
+    clock = FakeClock(now=T0)
     opened = BreakerRecord(
         state=OPEN, open_until=T0, consecutive_opens=3, reason="probe_failed", updated_at=T0 - 60
     )
@@ -122,7 +122,7 @@ async def test_restart_resumes_half_open_with_its_lease(tmp_path: Path) -> None:
 async def test_clock_jump_is_clamped_on_load_and_written_back(tmp_path: Path) -> None:
     """An open_until a day ahead (the clock jumped back) is clamped on load and persisted."""
     path = tmp_path / "state.sqlite3"
-    clock = Clock(now=T0)
+    clock = FakeClock(now=T0)
     async with Store.open(path, clock=clock) as store:
         await store.save_breaker("kimi", BreakerRecord(state=OPEN, open_until=T0 + 86_400))
         states = await _dispatcher(store, clock, FakeClient("kimi")).breaker_states()
@@ -135,7 +135,7 @@ async def test_clock_jump_is_clamped_on_load_and_written_back(tmp_path: Path) ->
 async def test_two_stores_never_both_claim_the_probe(tmp_path: Path) -> None:
     """Two connections racing claim_probe on one file get exactly one True, round after round."""
     path = tmp_path / "state.sqlite3"
-    clock = Clock(now=T0)
+    clock = FakeClock(now=T0)
     async with Store.open(path, clock=clock) as one, Store.open(path, clock=clock) as two:
         for round_ in range(20):
             now = T0 + round_ * 1000
@@ -155,7 +155,7 @@ async def test_two_stores_never_both_claim_the_probe(tmp_path: Path) -> None:
 async def test_two_dispatchers_on_one_file_probe_once(tmp_path: Path) -> None:
     """Two Dispatchers (two Store connections) on a due breaker: one probes kimi, one uses glm."""
     path = tmp_path / "state.sqlite3"
-    clock = Clock(now=T0)
+    clock = FakeClock(now=T0)
     gate = anyio.Event()
     kimi_a, kimi_b = FakeClient("kimi", gate=gate), FakeClient("kimi", gate=gate)
     results: list[str] = []

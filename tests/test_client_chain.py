@@ -6,7 +6,6 @@ import hashlib
 import importlib
 import io
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -29,39 +28,11 @@ from providers.errors import (
     TransportUnavailable,
 )
 from providers.factory import build_client
-from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
+from providers.transports import OpenAITransport
 from providers.types import RemoteFile, Transport
 from tests._harness import provider_section
-
-Importer = Callable[[str], ModuleType]
-PAYLOAD = b'{"row": 1}\n' * 100
-PURPOSE = {"kimi": "file-extract", "glm": "batch"}
-FILENAME = {"kimi": "doc.txt", "glm": "rows.jsonl"}
-
-
-class Fallbacks:
-    """Records every on_fallback call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str, str]] = []
-
-    def __call__(self, provider: str, source: str, target: str, reason: str) -> None:
-        self.calls.append((provider, source, target, reason))
-
-    def hops(self) -> list[tuple[str, str, str]]:
-        """(provider, from, to) of each fallback."""
-        return [c[:3] for c in self.calls]
-
-
-def missing(module: str) -> Importer:
-    """An importer for which ``module`` is not installed."""
-
-    def importer(name: str) -> ModuleType:
-        if name == module:
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return importlib.import_module(name)
-
-    return importer
+from tests.fakes import Importer, missing
+from tests.rigs import PAYLOAD, chain_client, make_transport, upload
 
 
 def incompatible(module: str, client_class: str) -> Importer:
@@ -118,55 +89,6 @@ def rejects_before_sending(module: str, client_class: str) -> Importer:
     return importer
 
 
-def sdk_transport(provider: str, name: str, emu: Emulator, importer: Importer) -> Transport:
-    """An SDK transport for the emulator, imported through ``importer``."""
-    kwargs: dict[str, Any] = {
-        "base_url": emu.base_url(provider),
-        "api_key": emu.key(provider),
-        "timeout": 10.0,
-        "connect_timeout": 10.0,
-        "importer": importer,
-    }
-    if name == "zhipuai":
-        return ZhipuAITransport(provider, **kwargs)
-    return OpenAITransport(provider, **kwargs)
-
-
-def http_transport(provider: str, emu: Emulator) -> HttpTransport:
-    """The raw transport for the emulator."""
-    return HttpTransport(
-        provider,
-        base_url=emu.base_url(provider),
-        api_key=emu.key(provider),
-        timeout=10.0,
-        connect_timeout=10.0,
-    )
-
-
-async def upload(client: ProviderClient, fileobj: BinaryIO | None = None) -> Any:
-    """Upload PAYLOAD (or ``fileobj``) with the provider's test purpose."""
-    return await client.upload(
-        filename=FILENAME[client.name],
-        fileobj=fileobj or io.BytesIO(PAYLOAD),
-        size=len(PAYLOAD),
-        purpose=PURPOSE[client.name],
-        content_type="application/octet-stream",
-    )
-
-
-@asynccontextmanager
-async def chain_client(
-    provider: str, *chain: Transport
-) -> AsyncIterator[tuple[ProviderClient, Fallbacks]]:
-    """A ProviderClient over ``chain`` that records its fallbacks; closed on exit."""
-    fallbacks = Fallbacks()
-    client = ProviderClient(provider, list(chain), on_fallback=fallbacks)
-    try:
-        yield client, fallbacks
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
     """A fresh emulator."""
@@ -208,7 +130,9 @@ async def test_never_sent_falls_back_to_the_next_transport(
     provider = head.provider
     importer = make_importer(head.module, head.client_class)
     async with chain_client(
-        provider, sdk_transport(provider, head.name, emu, importer), http_transport(provider, emu)
+        provider,
+        make_transport(provider, head.name, emu, importer=importer),
+        make_transport(provider, "http", emu),
     ) as (client, fallbacks):
         result = await upload(client)
         assert result.transport == "http"
@@ -226,9 +150,9 @@ async def test_glm_walks_the_whole_chain(emu: Emulator) -> None:
     """GLM with zhipuai missing and openai incompatible ends on raw httpx, reporting both hops."""
     async with chain_client(
         "glm",
-        sdk_transport("glm", "zhipuai", emu, missing("zhipuai")),
-        sdk_transport("glm", "openai", emu, incompatible("openai", "AsyncOpenAI")),
-        http_transport("glm", emu),
+        make_transport("glm", "zhipuai", emu, importer=missing("zhipuai")),
+        make_transport("glm", "openai", emu, importer=incompatible("openai", "AsyncOpenAI")),
+        make_transport("glm", "http", emu),
     ) as (client, fallbacks):
         result = await upload(client)
         assert result.transport == "http"
@@ -241,9 +165,9 @@ async def test_zhipuai_missing_lands_on_the_openai_sdk(emu: Emulator) -> None:
     """GLM's second link is the real openai SDK, used when zhipuai is not installed."""
     async with chain_client(
         "glm",
-        sdk_transport("glm", "zhipuai", emu, missing("zhipuai")),
-        sdk_transport("glm", "openai", emu, importlib.import_module),
-        http_transport("glm", emu),
+        make_transport("glm", "zhipuai", emu, importer=missing("zhipuai")),
+        make_transport("glm", "openai", emu, importer=importlib.import_module),
+        make_transport("glm", "http", emu),
     ) as (client, fallbacks):
         result = await upload(client)
         assert result.transport == "openai"
@@ -255,8 +179,8 @@ async def test_zhipuai_missing_lands_on_the_openai_sdk(emu: Emulator) -> None:
 async def test_every_transport_unusable_raises_transport_unavailable(emu: Emulator) -> None:
     """When no transport can send, the client says so and nothing reached the server."""
     chain = [
-        sdk_transport("kimi", "openai", emu, missing("openai")),
-        sdk_transport("kimi", "openai", emu, incompatible("openai", "AsyncOpenAI")),
+        make_transport("kimi", "openai", emu, importer=missing("openai")),
+        make_transport("kimi", "openai", emu, importer=incompatible("openai", "AsyncOpenAI")),
     ]
     client = ProviderClient("kimi", chain)
     try:
@@ -294,8 +218,8 @@ async def test_server_answers_and_ambiguous_failures_never_fall_back(
     emu.set_faults(provider, fault)
     async with chain_client(
         provider,
-        sdk_transport(provider, head.name, emu, importlib.import_module),
-        http_transport(provider, emu),
+        make_transport(provider, head.name, emu, importer=importlib.import_module),
+        make_transport(provider, "http", emu),
     ) as (client, fallbacks):
         with pytest.raises(kind) as caught:
             await upload(client)
@@ -330,8 +254,8 @@ async def test_failure_after_the_probe_is_ambiguous_not_a_fallback(
     provider = head.provider
     async with chain_client(
         provider,
-        sdk_transport(provider, head.name, emu, importlib.import_module),
-        http_transport(provider, emu),
+        make_transport(provider, head.name, emu, importer=importlib.import_module),
+        make_transport(provider, "http", emu),
     ) as (client, fallbacks):
         with pytest.raises(Retryable) as caught:
             await upload(client, FailsMidBody(b"x" * (1 << 20)))
@@ -384,7 +308,7 @@ class ReadsThenGivesUp(Lying):
 @pytest.mark.anyio
 async def test_size_mismatch_deletes_the_remote_copy(emu: Emulator) -> None:
     """A reported size other than ours deletes the stored copy and raises a plain Retryable."""
-    client = ProviderClient("kimi", [Lying(http_transport("kimi", emu))])
+    client = ProviderClient("kimi", [Lying(make_transport("kimi", "http", emu))])
     try:
         with pytest.raises(Retryable) as caught:
             await upload(client)
@@ -401,8 +325,8 @@ async def test_size_mismatch_deletes_the_remote_copy(emu: Emulator) -> None:
 @pytest.mark.anyio
 async def test_fallback_rewinds_the_file(emu: Emulator) -> None:
     """The next transport sends the whole file even if the previous one read part of it."""
-    inner = http_transport("kimi", emu)
-    client = ProviderClient("kimi", [ReadsThenGivesUp(inner), http_transport("kimi", emu)])
+    inner = make_transport("kimi", "http", emu)
+    client = ProviderClient("kimi", [ReadsThenGivesUp(inner), make_transport("kimi", "http", emu)])
     try:
         result = await upload(client)
         assert result.remote.bytes == len(PAYLOAD)

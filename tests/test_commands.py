@@ -21,7 +21,9 @@ from handlers.quarantine import quarantine
 from providers.emulator import Emulator
 from providers.errors import ConfigError, Reason
 from providers.types import BreakerRecord
-from tests.test_ops_daemon import Outcomes, drop, loader_for, running, write_config
+from tests.fakes import Outcomes
+from tests.rigs import drop, loader_for, write_config
+from tests.test_ops_daemon import running
 
 T = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 

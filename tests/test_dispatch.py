@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import anyio
@@ -26,6 +26,7 @@ from providers.errors import (
 from providers.limits import LIMITS, MIB
 from providers.retry import RetryPolicy
 from providers.types import BreakerRecord, RemoteFile, UploadResult
+from tests.fakes import FakeBreakerStore, FakeClient, FakeClock, ResilienceLog, Step
 
 T0 = 1_000_000.0
 
@@ -34,120 +35,15 @@ def _remote(provider: str, name: str = "a.pdf", size: int = 3) -> RemoteFile:
     return RemoteFile(provider, f"{provider}-id", name, size, T0, "file-extract")
 
 
-OK = "ok"
-Step = str | ProviderError
-
-
-@dataclass
-class FakeClient:
-    """An UploadClient that replays a script of results and errors, one per upload call."""
-
-    name: str
-    script: list[Step] = field(default_factory=list)
-    calls: list[tuple[str, str, bytes]] = field(default_factory=list)
-    gate: anyio.Event | None = None
-    entered: anyio.Event = field(default_factory=anyio.Event)
-    deleted: list[str] = field(default_factory=list)
-
-    async def upload(
-        self, *, filename: str, fileobj: BinaryIO, size: int, purpose: str, content_type: str
-    ) -> UploadResult:
-        self.calls.append((filename, purpose, fileobj.read()))
-        self.entered.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        step = self.script.pop(0) if self.script else OK
-        if isinstance(step, ProviderError):
-            raise step
-        return UploadResult(_remote(self.name, filename, size), transport="http")
-
-    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
-        return []
-
-    async def delete(self, file_id: str) -> None:
-        self.deleted.append(file_id)
-
-    async def aclose(self) -> None:
-        return None
-
-
-class FakeStore:
-    """An in-memory BreakerStore with the same conditional claim semantics as the SQLite one."""
-
-    def __init__(self, records: dict[str, BreakerRecord] | None = None) -> None:
-        self.records = dict(records or {})
-        self.saves: list[tuple[str, BreakerRecord]] = []
-        self.claims: list[tuple[str, bool]] = []
-
-    async def load_breaker(self, provider: str) -> BreakerRecord | None:
-        return self.records.get(provider)
-
-    async def save_breaker(self, provider: str, record: BreakerRecord) -> None:
-        self.records[provider] = record
-        self.saves.append((provider, record))
-
-    async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
-        rec = self.records.get(provider)
-        ok = rec is not None and (
-            (rec.state == OPEN and rec.open_until is not None and rec.open_until <= now)
-            or (rec.state == HALF_OPEN and (rec.probe_until is None or rec.probe_until <= now))
-        )
-        if ok:
-            assert rec is not None
-            self.records[provider] = replace(rec, state=HALF_OPEN, probe_until=lease_until)
-        self.claims.append((provider, ok))
-        return ok
-
-
-@dataclass
-class Events:
-    """Records every instrumentation hook call."""
-
-    log: list[tuple[str, ...]] = field(default_factory=list)
-
-    def retry(self, provider: str, reason: str) -> None:
-        self.log.append(("retry", provider, reason))
-
-    def breaker_transition(self, provider: str, to_state: str) -> None:
-        self.log.append(("transition", provider, to_state))
-
-    def breaker_state(self, provider: str, state: str) -> None:
-        self.log.append(("state", provider, state))
-
-    def upload_outcome(self, provider: str, transport: str, outcome: str) -> None:
-        self.log.append(("outcome", provider, transport, outcome))
-
-    def give_up(self, provider: str, reason: str) -> None:
-        self.log.append(("give_up", provider, reason))
-
-    def of(self, kind: str) -> list[tuple[str, ...]]:
-        return [entry for entry in self.log if entry[0] == kind]
-
-
-@dataclass
-class Clock:
-    """A wall clock that only moves when the fake sleep is awaited (or a test moves it)."""
-
-    now: float = T0
-    slept: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.slept.append(delay)
-        self.now += delay
-
-
 @dataclass
 class Rig:
     """One Dispatcher with its fakes."""
 
     kimi: FakeClient
     glm: FakeClient
-    store: FakeStore
-    events: Events
-    clock: Clock
+    store: FakeBreakerStore
+    events: ResilienceLog
+    clock: FakeClock
     dispatcher: Dispatcher
     reconciled: list[tuple[str, str]] = field(default_factory=list)
     found: RemoteFile | None = None
@@ -196,10 +92,10 @@ def _rig(
     records: dict[str, BreakerRecord] | None = None,
     policy: RetryPolicy | None = None,
     config: BreakerConfig | None = None,
-    store: FakeStore | None = None,
+    store: FakeBreakerStore | None = None,
 ) -> Rig:
     clients = {"kimi": FakeClient("kimi", kimi or []), "glm": FakeClient("glm", glm or [])}
-    store, events, clock = store or FakeStore(records), Events(), Clock()
+    store, events, clock = store or FakeBreakerStore(records), ResilienceLog(), FakeClock(T0)
     dispatcher = Dispatcher(
         clients,
         LIMITS,
@@ -545,7 +441,7 @@ async def test_two_workers_never_both_probe() -> None:
     assert rig.store.records["kimi"].state == CLOSED
 
 
-class StaleStore(FakeStore):
+class StaleStore(FakeBreakerStore):
     """A store whose first loads answer an old row: the window in which two workers race."""
 
     def __init__(self, stale: BreakerRecord, records: dict[str, BreakerRecord]) -> None:
@@ -609,8 +505,8 @@ async def test_absurd_record_is_clamped_and_saved_on_load() -> None:
 @pytest.mark.anyio
 async def test_null_events_satisfies_the_protocol() -> None:
     """A Dispatcher wired with NullEvents retries, trips and uploads without any hook failing."""
-    clock = Clock()
-    store = FakeStore()
+    clock = FakeClock(T0)
+    store = FakeBreakerStore()
     dispatcher = Dispatcher(
         {"kimi": FakeClient("kimi", [_err503(), _err503()])},
         LIMITS,
@@ -665,10 +561,17 @@ async def test_cancelled_probe_frees_its_lease() -> None:
 @pytest.mark.anyio
 async def test_provider_without_client_is_excluded_not_crashed() -> None:
     """A provider with limits but no client (not configured) is skipped; kimi takes the file."""
-    clock = Clock()
+    clock = FakeClock(T0)
     kimi = FakeClient("kimi")
     dispatcher = Dispatcher(
-        {"kimi": kimi}, LIMITS, FakeStore(), {}, {}, Events(), clock=clock, sleep=clock.sleep
+        {"kimi": kimi},
+        LIMITS,
+        FakeBreakerStore(),
+        {},
+        {},
+        ResilienceLog(),
+        clock=clock,
+        sleep=clock.sleep,
     )
     result = await dispatcher.upload(
         preference=["glm", "kimi"],
@@ -683,8 +586,8 @@ async def test_provider_without_client_is_excluded_not_crashed() -> None:
     assert len(kimi.calls) == 1
 
 
-class CountingStore(FakeStore):
-    """A FakeStore that records every load, by provider."""
+class CountingStore(FakeBreakerStore):
+    """A FakeBreakerStore that records every load, by provider."""
 
     def __init__(self, records: dict[str, BreakerRecord] | None = None) -> None:
         super().__init__(records)

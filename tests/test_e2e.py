@@ -16,6 +16,7 @@ import pytest
 from daemon.state.store import Store
 from providers.limits import LIMITS, MIB, PurposeLimits
 from tests._harness import RewriteDuringSend, Run, provider_section, read_sidecar, running, sha
+from tests.fakes import FakeClock, LogEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -509,18 +510,18 @@ async def test_finished_rows_past_the_retention_are_pruned_at_start(tmp_path: Pa
     """With ledger_retention_days = 1, a row finished 3 days ago is gone soon after start;
     a row finished an hour ago and an active row stay."""
     now = time.time()
-    clock = [now - 3 * 86400]
+    clock = FakeClock(now - 3 * 86400)
     (tmp_path / "state").mkdir()
-    async with Store.open(tmp_path / "state" / "inboxd.sqlite3", clock=lambda: clock[0]) as store:
+    async with Store.open(tmp_path / "state" / "inboxd.sqlite3", clock=clock) as store:
         old = await store.begin("in", "old.txt", size=1, mtime_ns=1)
         await store.transition(old.id, "quarantined", reason="empty")
-        clock[0] = now - 3600
+        clock.now = now - 3600
         recent = await store.begin("in", "recent.txt", size=1, mtime_ns=1)
         await store.transition(recent.id, "quarantined", reason="empty")
         active = await store.begin("in", "gone-from-inbox.txt", size=1, mtime_ns=1)
-    async with running(tmp_path, ledger_retention_days=1) as run:
-        for _ in range(200):  # the start-up prune runs beside the first files, not before READY
-            if old.id not in {r.id for r in await run.rows()}:
-                break
-            await anyio.sleep(0.05)
-        assert {r.id for r in await run.rows()} == {recent.id, active.id}
+    # The start-up prune runs beside the first files, not before READY: wait for its log line.
+    with LogEvent.on("daemon.state.retention", "ledger: pruned 1 ") as pruned:
+        async with running(tmp_path, ledger_retention_days=1) as run:
+            with anyio.fail_after(60):
+                await pruned.seen.wait()
+            assert {r.id for r in await run.rows()} == {recent.id, active.id}

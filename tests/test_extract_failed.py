@@ -17,6 +17,7 @@ from providers.emulator import Emulator
 from providers.errors import Permanent
 from providers.types import RemoteFile, UploadClient, UploadResult
 from tests._harness import provider_section, read_sidecar
+from tests.fakes import PipelineEvents
 
 pytestmark = pytest.mark.anyio
 
@@ -55,20 +56,6 @@ class ExtractFails:
         await self.inner.aclose()
 
 
-class _Events:
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def quarantined(self, reason: str) -> None:
-        self.reasons.append(reason)
-
-    def duplicate(self) -> None: ...
-
-    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None: ...
-
-    def inflight_bytes(self, n: int) -> None: ...
-
-
 async def test_extract_failed_is_quarantined_and_leaves_no_remote_copy(tmp_path: Path) -> None:
     """Kimi stores the file but cannot extract it, twice: the file is quarantined as
     extract_failed after one more try, and both copies it left are deleted."""
@@ -86,7 +73,7 @@ async def test_extract_failed_is_quarantined_and_leaves_no_remote_copy(tmp_path:
         kimi = ExtractFails(build_clients(settings)["kimi"])
         clients: dict[str, UploadClient] = {"kimi": kimi}
         limits = {"kimi": settings.providers.kimi.effective_limits("kimi")}
-        events = _Events()
+        events = PipelineEvents()
         pipeline = Pipeline(
             ledger=store,
             uploader=build_dispatcher(settings, clients, limits, store, NullEvents()),

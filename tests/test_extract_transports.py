@@ -19,8 +19,8 @@ from providers.errors import Permanent, Retryable, TransportUnavailable
 from providers.extract import ExtractPolicy
 from providers.limited import LimitedClient
 from providers.types import Extracted, ParserTransport, RemoteFile, UploadResult
-from tests.test_transports import TRANSPORTS
-from tests.test_transports import make_transport as transport
+from tests.rigs import TRANSPORTS
+from tests.rigs import make_transport as transport
 
 GLM_TRANSPORTS = [name for provider, name in TRANSPORTS if provider == "glm"]
 # Waits are recorded, never slept: the emulator answers each poll at once.

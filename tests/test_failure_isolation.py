@@ -28,6 +28,7 @@ from daemon.runtime.failures import FileErrors
 from providers.emulator import Emulator
 from tests._harness import Run, read_sidecar, running
 from tests._tools import need_tool
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -36,15 +37,10 @@ GOOD = [f"good-{i}.txt" for i in range(2)]
 BACKOFF = 3600.0  # never passed by real time in a test: only by moving the fake clock
 
 
-class FakeClock:
-    """A wall clock that moves only when told (starts at the real time: the park loop's
-    wake-ups stay far in the future instead of firing at once)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+def _clock() -> FakeClock:
+    """A fake wall clock starting at the real time: the park loop's wake-ups stay far in the
+    future instead of firing at once."""
+    return FakeClock(time.time())
 
 
 def _run(*cmd: str) -> None:
@@ -186,7 +182,7 @@ async def test_unwritable_done_dir_fails_its_files_only_until_fixed(
     """With one inbox's done_dir unwritable the daemon keeps serving: the other inbox is
     archived, the bad files wait uploaded in their inbox (counted, logged once, /readyz 503
     naming the stage) and are archived with their receipts once the fault is removed."""
-    clock, log = FakeClock(), io.StringIO()
+    clock, log = _clock(), io.StringIO()
     async with running(tmp_path, **_options(clock, log)) as run:
         fault.on()
         for name in BAD:
@@ -236,13 +232,13 @@ async def test_restart_with_the_fault_still_present_starts_and_serves(
     immutable or read-only done_dir is refused by check-config at start instead: exit 2, no
     restart loop.)"""
     async with Emulator() as emu:
-        clock, log = FakeClock(), io.StringIO()
+        clock, log = _clock(), io.StringIO()
         async with running(tmp_path, emulator=emu, **_options(clock, log)) as run:
             fault.on()
             for name in BAD:
                 (run.inbox("bad") / name).write_bytes(f"bad {name}".encode())
             await _until(run, {(n, "failed") for n in BAD})
-        clock2, log2 = FakeClock(), io.StringIO()
+        clock2, log2 = _clock(), io.StringIO()
         async with running(tmp_path, emulator=emu, **_options(clock2, log2)) as again:
             await _check_restart(again, clock2, fault)
 
@@ -271,7 +267,7 @@ async def test_unwritable_quarantine_dir_is_counted_and_retried(tmp_path: Path) 
     qdir = tmp_path / "bad.quarantine"
     qdir.mkdir()
     made = Fault(qdir, "chattr")
-    clock, log = FakeClock(), io.StringIO()
+    clock, log = _clock(), io.StringIO()
     try:
         async with running(tmp_path, **_options(clock, log)) as run:
             try:

@@ -11,14 +11,7 @@ from daemon.runtime.failures import FileErrors, backoff, daemon_fault
 from daemon.runtime.workers import is_fatal
 from handlers.stages import stage, stage_of
 from providers.errors import MoveError, StateError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -33,7 +26,7 @@ def test_backoff_doubles_from_base_to_cap(failures: int, expected: float) -> Non
 def test_a_failing_file_is_held_loud_once_per_stage_and_released_by_success() -> None:
     """A file is held for its backoff, loud only on its first failure at a stage, and a
     success forgets it."""
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     errors = FileErrors(clock=clock, base=5.0, cap=900.0)
     first = errors.failed("in:a", "in", "archive")
     assert (first.loud, first.failures, first.until) == (True, 1, clock.now + 5.0)
@@ -52,7 +45,7 @@ def test_a_failing_file_is_held_loud_once_per_stage_and_released_by_success() ->
 def test_readiness_names_a_stage_failing_for_three_files_until_one_passes() -> None:
     """Three distinct files failing at one stage of an inbox make a reason; two do not,
     nor does another inbox's success; a file of that inbox passing the stage clears it."""
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     errors = FileErrors(clock=clock, threshold=3)
     errors.failed("in:a", "in", "archive")
     errors.failed("in:a", "in", "archive")

@@ -23,7 +23,8 @@ from handlers.quarantine import quarantine
 from providers.errors import FileChanged
 from providers.types import RemoteFile, UploadResult
 from tests._harness import read_sidecar, sha
-from tests.test_pipeline import _Events, _rig
+from tests.fakes import PipelineEvents
+from tests.rigs import pipeline_rig
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +71,7 @@ class _AfterUpload:
         return result
 
 
-class _StoredHook(_Events):
+class _StoredHook(PipelineEvents):
     """Events that run ``action`` once when the upload is recorded (after the ``uploaded`` row
     is written, before the file is archived)."""
 
@@ -130,7 +131,7 @@ async def test_atomic_save_after_upload_is_not_archived_under_the_old_receipt(
     def wrap(inner: Uploader) -> Uploader:
         return _AfterUpload(inner, lambda: _atomic_save(path, V2))
 
-    async with _rig(tmp_path, wrap=wrap) as rig:
+    async with pipeline_rig(tmp_path, wrap=wrap) as rig:
         path.write_bytes(V1)
         first = await rig.pipeline.process(rig.plan, path, "doc.txt")
         assert first.outcome == "changed"
@@ -170,7 +171,7 @@ async def test_atomic_save_after_upload_is_never_deleted(tmp_path: Path) -> None
     def wrap(inner: Uploader) -> Uploader:
         return _AfterUpload(inner, lambda: _atomic_save(path, V2))
 
-    async with _rig(tmp_path, wrap=wrap) as rig:
+    async with pipeline_rig(tmp_path, wrap=wrap) as rig:
         plan = replace(rig.plan, on_success="delete")
         path.write_bytes(V1)
         first = await rig.pipeline.process(plan, path, "keep.txt")
@@ -197,7 +198,7 @@ async def test_file_grown_after_upload_is_uploaded_whole_and_the_truncated_copy_
             f.write(b" and the rest")
 
     events.action = append
-    async with _rig(tmp_path, events=events) as rig:
+    async with pipeline_rig(tmp_path, events=events) as rig:
         path.write_bytes(V1)
         first = await rig.pipeline.process(rig.plan, path, "log.txt")
         assert first.outcome == "changed"
@@ -230,7 +231,7 @@ async def test_symlink_renamed_over_after_upload_is_never_archived(tmp_path: Pat
     def wrap(inner: Uploader) -> Uploader:
         return _AfterUpload(inner, lambda: _symlink_over(path))
 
-    async with _rig(tmp_path, wrap=wrap) as rig:
+    async with pipeline_rig(tmp_path, wrap=wrap) as rig:
         path.write_bytes(V1)
         first = await rig.pipeline.process(rig.plan, path, "s.txt")
         assert first.outcome == "changed"
@@ -261,7 +262,7 @@ async def test_replaced_upload_whose_bytes_changed_is_recorded_without_a_receipt
         _atomic_save(path, V2)
 
     events.action = overwrite_then_replace
-    async with _rig(tmp_path, events=events) as rig:
+    async with pipeline_rig(tmp_path, events=events) as rig:
         path.write_bytes(V1)
         first = await rig.pipeline.process(rig.plan, path, "w.txt")
         assert first.outcome == "changed"
@@ -291,7 +292,7 @@ async def test_file_replaced_after_validation_is_not_quarantined_under_its_reaso
             _atomic_save(path, V2)  # after open, before the quarantine move
         return fd
 
-    async with _rig(tmp_path, opener=opener) as rig:
+    async with pipeline_rig(tmp_path, opener=opener) as rig:
         path.write_bytes(b"")
         first = await rig.pipeline.process(rig.plan, path, "e.txt")
         assert first.outcome == "changed"
@@ -315,7 +316,7 @@ async def test_duplicate_replaced_before_its_archive_is_not_filed_under_the_orig
             _atomic_save(path, V2)  # after the open: the fd holds V1, the name V2
         return fd
 
-    async with _rig(tmp_path, opener=opener) as rig:
+    async with pipeline_rig(tmp_path, opener=opener) as rig:
         original = rig.plan.path / "original.txt"
         original.write_bytes(V1)
         assert (await rig.pipeline.process(rig.plan, original, "original.txt")).outcome == (
@@ -349,7 +350,7 @@ async def _uploaded_row(
 async def test_recover_checks_content_not_only_size_and_mtime(tmp_path: Path) -> None:
     """An ``uploaded`` row whose name now holds other bytes of the same size and mtime: the row
     is closed without archiving them under its receipt; they are uploaded on their own."""
-    async with _rig(tmp_path) as rig:
+    async with pipeline_rig(tmp_path) as rig:
         path = rig.plan.path / "same.txt"
         path.write_bytes(b"uploaded bytes")
         st = path.stat()
@@ -371,7 +372,7 @@ async def test_recover_checks_content_not_only_size_and_mtime(tmp_path: Path) ->
 async def test_resume_deletes_the_truncated_copy_of_a_file_that_grew(tmp_path: Path) -> None:
     """An ``uploaded`` row (crash before the archive) whose file has grown since: its remote
     copy (a truncated file) is deleted and the whole file is uploaded and archived."""
-    async with _rig(tmp_path) as rig:
+    async with pipeline_rig(tmp_path) as rig:
         path = rig.plan.path / "grew.txt"
         path.write_bytes(V1)
         with path.open("rb") as f:

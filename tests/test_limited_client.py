@@ -21,22 +21,7 @@ from providers.factory import build_client
 from providers.limited import LimitedClient
 from providers.pacing import PacingConfig
 from providers.types import RemoteFile, UploadResult
-
-
-class Clock:
-    """Monotonic seconds that only the fake sleep moves."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
+from tests.fakes import FakeClock
 
 
 class FakeProvider:
@@ -44,7 +29,7 @@ class FakeProvider:
 
     name = "kimi"
 
-    def __init__(self, clock: Clock, script: list[Exception | None] | None = None) -> None:
+    def __init__(self, clock: FakeClock, script: list[Exception | None] | None = None) -> None:
         self.clock = clock
         self.script = list(script or [])
         self.times: list[float] = []
@@ -101,7 +86,7 @@ class Events:
 
 
 def _limited(
-    fake: FakeProvider, clock: Clock, concurrency: int = 4, rpm: float | None = None
+    fake: FakeProvider, clock: FakeClock, concurrency: int = 4, rpm: float | None = None
 ) -> tuple[LimitedClient, Events]:
     events = Events()
     config = PacingConfig(concurrency=concurrency, rpm=rpm, margin=0.5)
@@ -127,21 +112,21 @@ def _throttle(
 async def test_throttle_pauses_the_next_call_of_any_file() -> None:
     """After a Throttled naming 5 s (re-raised to the dispatcher), the next upload, of another
     file, reaches the provider only 5 s later."""
-    clock = Clock()
+    clock = FakeClock()
     fake = FakeProvider(clock, [_throttle(5.0)])
     client, _ = _limited(fake, clock)
     with pytest.raises(Throttled):
         await _send(client, "a.txt")
     await _send(client, "b.txt")
     assert fake.times == [0.0, 5.0]
-    assert clock.sleeps == [5.0]
+    assert clock.slept == [5.0]
 
 
 @pytest.mark.anyio
 async def test_named_rpm_waits_for_the_window_not_one_second() -> None:
     """Kimi's "max RPM: 2 ... after 1 seconds": the next call goes when the first send leaves
     the 60 s window (60.5 s with the margin), not after 1 s."""
-    clock = Clock()
+    clock = FakeClock()
     fake = FakeProvider(clock, [None, None, _throttle(1.0, limit=2)])
     client, events = _limited(fake, clock)
     await _send(client)
@@ -158,7 +143,7 @@ async def test_named_rpm_waits_for_the_window_not_one_second() -> None:
 async def test_one_concurrency_limit_shared_by_all_workers() -> None:
     """Ten workers through one client with concurrency 3: exactly 3 reach the provider at
     once, and all ten finish."""
-    clock = Clock()
+    clock = FakeClock()
     fake = FakeProvider(clock)
     fake.hold = anyio.Event()
     client, _ = _limited(fake, clock, concurrency=3)
@@ -180,7 +165,7 @@ async def test_one_concurrency_limit_shared_by_all_workers() -> None:
 @pytest.mark.anyio
 async def test_cancelled_waiter_takes_no_slot() -> None:
     """A call cancelled while it waits for a slot leaves none taken: later calls still pass."""
-    clock = Clock()
+    clock = FakeClock()
     fake = FakeProvider(clock)
     fake.hold = anyio.Event()
     client, _ = _limited(fake, clock, concurrency=1)
@@ -198,7 +183,7 @@ async def test_cancelled_waiter_takes_no_slot() -> None:
 @pytest.mark.anyio
 async def test_concurrency_throttle_lowers_the_shared_limit() -> None:
     """A concurrency Throttled with 2 others in flight lowers the limit to 2 for everyone."""
-    clock = Clock()
+    clock = FakeClock()
     fake = FakeProvider(clock, [None, None, _throttle(0.0, scope="concurrency")])
     fake.hold = anyio.Event()
     client, events = _limited(fake, clock, concurrency=4)
@@ -223,7 +208,7 @@ async def test_concurrency_throttle_lowers_the_shared_limit() -> None:
 @pytest.mark.anyio
 async def test_other_failures_change_no_limit() -> None:
     """A 503 is re-raised and neither pauses the provider nor changes a limit."""
-    clock = Clock()
+    clock = FakeClock()
     fake = FakeProvider(clock, [Retryable("busy", status=503)])
     client, events = _limited(fake, clock, concurrency=4, rpm=10)
     with pytest.raises(Retryable):
@@ -238,7 +223,7 @@ async def test_other_failures_change_no_limit() -> None:
 async def test_kimis_real_concurrency_answer_sets_the_limit_and_pause() -> None:
     """Kimi's real 429 body, as the classifier reads it, sets the concurrency limit it names
     and pauses the provider for the wait in its text."""
-    clock = Clock()
+    clock = FakeClock()
     text = (
         "Your account org-x<ak-y> request reached organization max concurrency: 2, "
         "please try again after 3 seconds"
@@ -266,7 +251,7 @@ async def test_real_kimi_client_learns_the_emulators_limits(tmp_path: Path) -> N
     """Against ``kimi:rpm=5,concurrency=2`` (emulator and limiter on one fake clock), twelve
     workers calling again after each rate-limit answer store each of 20 files exactly once,
     and the limiter takes the ceilings the 429s name."""
-    clock = Clock()
+    clock = FakeClock()
     async with Emulator(faults="kimi:rpm=5,concurrency=2", clock=clock) as emu:
         inner = build_client(
             "kimi",

@@ -19,19 +19,9 @@ from handlers.pipeline import Pipeline
 from providers.dispatch import NullEvents
 from providers.emulator import Emulator
 from tests._harness import provider_section, read_sidecar, sha
+from tests.fakes import PipelineEvents
 
 pytestmark = pytest.mark.anyio
-
-
-class _Events:
-    def quarantined(self, reason: str) -> None:
-        raise AssertionError(f"quarantined: {reason}")
-
-    def duplicate(self) -> None: ...
-
-    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None: ...
-
-    def inflight_bytes(self, n: int) -> None: ...
 
 
 async def test_unsure_attempt_waits_for_its_listing_instead_of_failing_over(
@@ -63,7 +53,7 @@ async def test_unsure_attempt_waits_for_its_listing_instead_of_failing_over(
             clients=clients,
             limits=limits,
             budget=ByteBudget(1 << 20),
-            events=_Events(),
+            events=PipelineEvents(forbid_quarantine=True),
             relist_delay=7.0,
         )
         plan = build_plans(settings)["in"]

@@ -1,7 +1,7 @@
 """The running daemon as operators see it: real scrapes and Prometheus, readiness, notify, secrets.
 
-The daemon runs in-process against the in-process emulator; the helpers here (config file,
-outcome observer, running daemon) are shared by tests/test_reload.py and tests/test_commands.py.
+The daemon runs in-process against the in-process emulator; the config file and the outcome
+observer come from tests/rigs.py and tests/fakes.py.
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,75 +18,14 @@ import anyio
 import httpx
 import pytest
 
-from daemon.config.settings import Settings, load_settings
 from daemon.ops.notify import Notifier
-from daemon.runtime.daemon import Daemon, with_emulator
-from daemon.runtime.watcher import Candidate
-from handlers.pipeline import Result
+from daemon.runtime.daemon import Daemon
 from providers.emulator import Emulator
 from tests._tools import query_until, run_prometheus
+from tests.fakes import NotifySocket, Outcomes
+from tests.rigs import drop, loader_for, until_in_flight, write_config
 
 KEYS = {"kimi": "sk-test-kimi-S3CRETkimi0001", "glm": "glmid0001.S3CRETglmSecret0001"}
-FINAL = frozenset({"uploaded", "quarantined", "duplicate"})
-
-
-def write_config(
-    path: Path,
-    root: Path,
-    inboxes: Sequence[tuple[str, Sequence[str]]],
-    *,
-    extra: str = "",
-) -> None:
-    """A TOML config: one ``[[inbox]]`` per (name, providers), folders under ``root``."""
-    lines = [
-        f'state_dir = "{root / "state"}"',
-        "settle_seconds = 0.05",
-        "shutdown_grace = 30",
-        extra,
-        "[metrics]",
-        'listen = "127.0.0.1:0"',
-    ]
-    for name, providers in inboxes:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        lines += [
-            "[[inbox]]",
-            f'name = "{name}"',
-            f'path = "{root / name}"',
-            "providers = [" + ", ".join(f'"{p}"' for p in providers) + "]",
-        ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def loader_for(config: Path, emu: Emulator) -> Callable[[], Settings]:
-    """Load ``config`` pointed at ``emu`` (what ``run --emulator`` does on every reload)."""
-    urls = {p: emu.base_url(p) for p in ("kimi", "glm")}
-    keys = {p: emu.key(p) for p in ("kimi", "glm")}
-    return lambda: with_emulator(load_settings(config), urls, keys)
-
-
-class Outcomes:
-    """The daemon's observer: every result, and an event per (inbox, relpath, outcome kind)."""
-
-    def __init__(self) -> None:
-        self.results: list[tuple[str, str, Result]] = []
-        self._events: dict[tuple[str, str, bool], anyio.Event] = {}
-
-    def _event(self, inbox: str, relpath: str, final: bool) -> anyio.Event:
-        return self._events.setdefault((inbox, relpath, final), anyio.Event())
-
-    def __call__(self, candidate: Candidate, result: Result) -> None:
-        self.results.append((candidate.inbox, candidate.relpath, result))
-        self._event(candidate.inbox, candidate.relpath, result.outcome in FINAL).set()
-
-    async def wait(self, inbox: str, relpath: str, *, final: bool = True) -> Result:
-        """The first final (or, ``final=False``, non-final) result for the file."""
-        with anyio.fail_after(30):
-            await self._event(inbox, relpath, final).wait()
-        return next(
-            r
-            for i, p, r in self.results
-            if (i, p) == (inbox, relpath) and (r.outcome in FINAL) == final
-        )
 
 
 @asynccontextmanager
@@ -99,13 +37,6 @@ async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
             await daemon.ready.wait()
         yield daemon
         daemon.stop()
-
-
-def drop(folder: Path, name: str, data: bytes) -> Path:
-    """Write a file beside ``folder`` and rename it in, so it appears whole."""
-    tmp = folder.parent / f".{name}.tmp"
-    tmp.write_bytes(data)
-    return tmp.rename(folder / name)
 
 
 @pytest.fixture
@@ -174,14 +105,6 @@ async def test_real_prometheus_scrapes_the_daemons_upload(
     assert result[0]["value"][1] == "1"  # type: ignore[index]
 
 
-async def until_in_flight(daemon: Daemon) -> None:
-    """Return once a file's upload intent is committed (the emulator then holds the upload)."""
-    assert daemon.store is not None
-    with anyio.fail_after(30):
-        while not await daemon.store.rows_in_state("uploading"):
-            await anyio.wait_all_tasks_blocked()
-
-
 @pytest.mark.anyio
 async def test_readyz_answers_200_running_and_503_with_reasons_while_stopping(
     tmp_path: Path, emu: Emulator
@@ -201,29 +124,12 @@ async def test_readyz_answers_200_running_and_503_with_reasons_while_stopping(
     assert result.outcome == "uploaded"  # the stop let the in-flight upload finish
 
 
-class _Systemd:
-    """A bound unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.path = path
-
-    async def next(self) -> str:
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    return self.sock.recv(4096, socket.MSG_DONTWAIT).decode()
-                except BlockingIOError:
-                    await anyio.wait_readable(self.sock)
-
-
 @pytest.mark.anyio
 async def test_notify_ready_after_store_watchers_http_then_status_then_stopping(
     tmp_path: Path, emu: Emulator
 ) -> None:
     """READY=1 comes when /readyz is already 200; STATUS= follows; STOPPING=1 at stop."""
-    systemd = _Systemd(tmp_path / "notify.sock")
+    systemd = NotifySocket(tmp_path / "notify.sock")
     outcomes = Outcomes()
     daemon = _daemon(tmp_path, emu, outcomes, notifier=Notifier(str(systemd.path)))
     try:

@@ -8,99 +8,18 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon.config.settings import InboxSettings, Settings
-from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
-from daemon.state.store import Store
-from handlers.budget import ByteBudget
 from handlers.ledger import PENDING, UPLOADING
-from handlers.pipeline import InboxPlan, Pipeline, Uploader
-from providers.dispatch import NullEvents
-from providers.emulator import Emulator
+from handlers.pipeline import Uploader
 from providers.types import BreakerRecord
-from tests._harness import RewriteDuringSend, provider_section, read_sidecar, sha
+from tests._harness import RewriteDuringSend, read_sidecar, sha
+from tests.rigs import PipelineRig, pipeline_rig
 
 pytestmark = pytest.mark.anyio
-
-
-class _Events:
-    """PipelineEvents that remember what they were told."""
-
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-        self.stored: list[str] = []
-
-    def quarantined(self, reason: str) -> None:
-        self.reasons.append(reason)
-
-    def duplicate(self) -> None: ...
-
-    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None:
-        self.stored.append(provider)
-
-    def inflight_bytes(self, n: int) -> None: ...
-
-
-@dataclass
-class _Rig:
-    emu: Emulator
-    store: Store
-    pipeline: Pipeline
-    plan: InboxPlan
-    events: _Events
-    uploader: Uploader
-
-
-@asynccontextmanager
-async def _rig(
-    tmp_path: Path,
-    *,
-    faults: str | None = None,
-    attempts: int = 3,
-    opener: Callable[[Path, int], int] = os.open,
-    wrap: Callable[[Uploader], Uploader] | None = None,
-    events: _Events | None = None,
-) -> AsyncIterator[_Rig]:
-    inbox = tmp_path / "in"
-    inbox.mkdir()
-    async with Emulator(faults=faults) as emu, Store.open(tmp_path / "state.sqlite3") as store:
-        section = provider_section("kimi", retry={"attempts": attempts})
-        settings = Settings(
-            state_dir=tmp_path,
-            inbox=[InboxSettings(name="in", path=inbox, providers=["kimi"])],
-            providers={
-                "kimi": section.model_copy(
-                    update={"base_url": emu.base_url("kimi"), "api_key": emu.key("kimi")}
-                )
-            },
-        )
-        clients = build_clients(settings)
-        limits = {"kimi": settings.providers.kimi.effective_limits("kimi")}
-        dispatcher = build_dispatcher(settings, clients, limits, store, NullEvents())
-        uploader: Uploader = dispatcher if wrap is None else wrap(dispatcher)
-        events = _Events() if events is None else events
-        pipeline = Pipeline(
-            ledger=store,
-            uploader=uploader,
-            clients=clients,
-            limits=limits,
-            budget=ByteBudget(1 << 20),
-            events=events,
-            relist_delay=7.0,
-            opener=opener,
-        )
-        try:
-            yield _Rig(emu, store, pipeline, build_plans(settings)["in"], events, uploader)
-        finally:
-            for client in clients.values():
-                await client.aclose()
 
 
 async def test_unreadable_file_is_quarantined(tmp_path: Path) -> None:
@@ -111,7 +30,7 @@ async def test_unreadable_file_is_quarantined(tmp_path: Path) -> None:
             return os.open(path, flags)
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    async with _rig(tmp_path, opener=opener) as rig:
+    async with pipeline_rig(tmp_path, opener=opener) as rig:
         path = rig.plan.path / "locked.txt"
         path.write_bytes(b"locked")
         result = await rig.pipeline.process(rig.plan, path, "locked.txt")
@@ -145,7 +64,7 @@ async def test_file_changed_during_upload(tmp_path: Path, new: bytes) -> None:
         holder["w"] = RewriteDuringSend(inner, path, new)
         return holder["w"]
 
-    async with _rig(tmp_path, wrap=wrap) as rig:
+    async with pipeline_rig(tmp_path, wrap=wrap) as rig:
         path.write_bytes(b"first version")
         first = await rig.pipeline.process(rig.plan, path, "doc.txt")
         assert first.outcome == "changed"
@@ -164,7 +83,7 @@ async def test_file_changed_during_upload(tmp_path: Path, new: bytes) -> None:
         assert holder["w"].rewrites == 1
 
 
-async def _interrupted(rig: _Rig, name: str, data: bytes) -> tuple[Path, int]:
+async def _interrupted(rig: PipelineRig, name: str, data: bytes) -> tuple[Path, int]:
     """A file with an ``uploading`` row as a crash right after a stored upload leaves it."""
     path = rig.plan.path / name
     path.write_bytes(data)
@@ -187,7 +106,7 @@ async def _interrupted(rig: _Rig, name: str, data: bytes) -> tuple[Path, int]:
 async def test_recover_survives_a_failing_listing(tmp_path: Path) -> None:
     """Recovery at start with the listing failing: no crash, the row stays uploading, the file
     is parked for relist_delay, and once listing works it is finished with no second copy."""
-    async with _rig(tmp_path) as rig:
+    async with pipeline_rig(tmp_path) as rig:
         path, row_id = await _interrupted(rig, "a.txt", b"stored before the crash")
         rig.emu.set_faults("kimi", "503")
         await rig.pipeline.recover({"in": rig.plan})
@@ -210,7 +129,7 @@ async def test_recover_survives_a_failing_listing(tmp_path: Path) -> None:
 async def test_ambiguous_last_attempt_is_never_quarantined_when_stored(tmp_path: Path) -> None:
     """Accept-then-drop on the only attempt and a reset on the listing after it: the last-chance
     listing finds the stored copy, so the file is uploaded once and not quarantined."""
-    async with _rig(tmp_path, faults="kimi:seq=drop/reset", attempts=1) as rig:
+    async with pipeline_rig(tmp_path, faults="kimi:seq=drop/reset", attempts=1) as rig:
         path = rig.plan.path / "b.txt"
         path.write_bytes(b"dropped but stored")
         result = await rig.pipeline.process(rig.plan, path, "b.txt")
@@ -228,7 +147,7 @@ async def test_parked_after_an_unsettled_ambiguous_attempt_keeps_the_intent(
 ) -> None:
     """Accept-then-drop, then the listings fail until the breaker parks the file: a last
     listing finds the stored copy, so the file is never sent a second time."""
-    async with _rig(tmp_path, faults="kimi:seq=drop/503/quota") as rig:
+    async with pipeline_rig(tmp_path, faults="kimi:seq=drop/503/quota") as rig:
         path = rig.plan.path / "c.txt"
         path.write_bytes(b"stored, then the provider went quiet")
         result = await rig.pipeline.process(rig.plan, path, "c.txt")
@@ -248,7 +167,7 @@ async def test_parked_after_an_unsettled_ambiguous_attempt_keeps_the_intent(
 async def test_recover_never_archives_a_new_file_with_an_old_receipt(tmp_path: Path) -> None:
     """A row left ``uploaded`` whose name now holds a different file of the same size: the row
     is closed, and the new file stays in the inbox to be uploaded on its own."""
-    async with _rig(tmp_path) as rig:
+    async with pipeline_rig(tmp_path) as rig:
         path = rig.plan.path / "same.txt"
         path.write_bytes(b"old bytes")
         st = path.stat()
@@ -271,7 +190,7 @@ async def test_recover_never_archives_a_new_file_with_an_old_receipt(tmp_path: P
 
 async def test_recover_finishes_an_uploaded_file_left_in_the_inbox(tmp_path: Path) -> None:
     """A row left ``uploaded`` with its file still in the inbox is archived at start, unsent."""
-    async with _rig(tmp_path) as rig:
+    async with pipeline_rig(tmp_path) as rig:
         path = rig.plan.path / "kept.txt"
         path.write_bytes(b"uploaded bytes")
         st = path.stat()
@@ -290,7 +209,7 @@ async def test_recover_finishes_an_uploaded_file_left_in_the_inbox(tmp_path: Pat
 async def test_interrupted_upload_of_an_earlier_file_at_the_same_name(tmp_path: Path) -> None:
     """An ``uploading`` row whose copy is found, while the name now holds other bytes: the
     row is closed with that copy, and the new bytes are uploaded with a receipt of their own."""
-    async with _rig(tmp_path) as rig:
+    async with pipeline_rig(tmp_path) as rig:
         path, row_id = await _interrupted(rig, "n.txt", b"before the crash")
         path.write_bytes(b"rewritten after the crash, longer")
         result = await rig.pipeline.process(rig.plan, path, "n.txt")
@@ -313,7 +232,7 @@ async def test_interrupted_upload_of_an_earlier_file_at_the_same_name(tmp_path: 
 
 async def test_uploaded_row_records_the_hash_written_with_the_intent(tmp_path: Path) -> None:
     """A plain upload leaves its content hash on the done row (written with the intent)."""
-    async with _rig(tmp_path) as rig:
+    async with pipeline_rig(tmp_path) as rig:
         path = rig.plan.path / "h.txt"
         path.write_bytes(b"hash me once")
         result = await rig.pipeline.process(rig.plan, path, "h.txt")
@@ -325,7 +244,7 @@ async def test_uploaded_row_records_the_hash_written_with_the_intent(tmp_path: P
 
 async def test_file_parked_before_any_attempt_keeps_its_hash(tmp_path: Path) -> None:
     """A forced-open breaker parks the file without an intent; its pending row keeps the hash."""
-    async with _rig(tmp_path) as rig:
+    async with pipeline_rig(tmp_path) as rig:
         await rig.store.save_breaker("kimi", BreakerRecord(state="forced_open", reason="auth"))
         path = rig.plan.path / "p.txt"
         path.write_bytes(b"waits for a reset")

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from providers.emulator import Emulator
-from tests.test_client_chain import chain_client, missing, sdk_transport, upload
+from tests.fakes import missing
+from tests.rigs import chain_client, make_transport, upload
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,8 +78,8 @@ async def test_prepare_with_a_missing_sdk_leaves_the_fallback_to_the_first_call(
     upload falls back to the next transport, exactly as if it had not been prepared."""
     async with chain_client(
         "glm",
-        sdk_transport("glm", "zhipuai", emu, missing("zhipuai")),
-        sdk_transport("glm", "openai", emu, importlib.import_module),
+        make_transport("glm", "zhipuai", emu, importer=missing("zhipuai")),
+        make_transport("glm", "openai", emu, importer=importlib.import_module),
     ) as (client, fallbacks):
         client.prepare()
         assert fallbacks.hops() == []

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,9 @@ from daemon.ops.notify import Notifier
 from daemon.runtime.daemon import Daemon
 from daemon.runtime.wiring import LimitedClient
 from providers.emulator import Emulator
-from tests.test_ops_daemon import (
-    Outcomes,
-    drop,
-    loader_for,
-    running,
-    until_in_flight,
-    write_config,
-)
+from tests.fakes import NotifySocket, Outcomes
+from tests.rigs import drop, loader_for, until_in_flight, write_config
+from tests.test_ops_daemon import running
 
 ROOT = Path("/srv/in")
 
@@ -311,32 +305,12 @@ async def test_reload_lifts_a_breaker_forced_open_by_a_refused_key(
 # -- a real process receiving SIGHUP --------------------------------------------------------
 
 
-class _Systemd:
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-
-    async def next(self) -> str:
-        with anyio.fail_after(60):
-            while True:
-                try:
-                    return self.sock.recv(4096, socket.MSG_DONTWAIT).decode()
-                except BlockingIOError:
-                    await anyio.wait_readable(self.sock)
-
-    async def until(self, prefix: str) -> list[str]:
-        seen = [await self.next()]
-        while not seen[-1].startswith(prefix):
-            seen.append(await self.next())
-        return seen
-
-
 @pytest.mark.anyio
 async def test_sighup_to_a_real_process_picks_up_a_new_inbox(tmp_path: Path) -> None:
     """``inboxd run --emulator`` on SIGHUP: RELOADING=1, MONOTONIC_USEC, READY=1; new inbox used."""
     config = tmp_path / "config.toml"
     write_config(config, tmp_path, [("docs", ["kimi"])])
-    systemd = _Systemd(tmp_path / "notify.sock")
+    systemd = NotifySocket(tmp_path / "notify.sock", limit=60)
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
     argv = [sys.executable, "-m", "daemon", "run", "--emulator", "--config", str(config)]
     try:

@@ -28,7 +28,9 @@ from daemon.state.store import Store
 from providers.classify import redact
 from providers.errors import Permanent
 from providers.redaction import add_secret, clear_secrets, scrub
-from tests.test_ops_daemon import Outcomes, drop, running
+from tests.fakes import Outcomes
+from tests.rigs import drop
+from tests.test_ops_daemon import running
 
 # Not "<32 hex>.<secret>", not "sk-...": only removal by value can catch it.
 KEY_ID, KEY_SECRET = "inboxd-test-id", "Zz9-unusual-Secret"

@@ -14,6 +14,7 @@ from daemon.state.store import Store
 from handlers.ledger import ACTIVE_STATES, STATES, Ledger
 from providers.errors import ConfigError, InvalidTransition, StateError
 from providers.types import BreakerRecord, BreakerStore
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -60,16 +61,6 @@ def _drop(path: Path | str) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-class Clock:
-    """A settable wall clock."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def _done_as_duplicate(store: Store, row_id: int, *, of: int) -> None:
     """Finish ``row_id`` as a duplicate of row ``of`` (Kimi file-extract, file id f-1)."""
     await store.transition(
@@ -109,7 +100,7 @@ async def test_v1_file_is_migrated_keeping_its_rows(state: Path) -> None:
     state.parent.mkdir()
     with sqlite3.connect(state) as raw:
         raw.executescript(V1_DDL)
-    async with Store.open(state, clock=Clock(50.0)) as store:
+    async with Store.open(state, clock=FakeClock(50.0)) as store:
         assert (await store.pragmas())["user_version"] == 3
         old = await store.get(1)
         assert (old.relpath, old.state, old.file_id) == ("old.pdf", "done", "f-1")
@@ -143,7 +134,7 @@ async def test_corrupt_file_is_moved_aside_and_rebuilt(
     _put(state, garbage)
     _put(Path(f"{state}-wal"), b"stale wal")
     _put(Path(f"{state}-shm"), b"stale shm")
-    clock = Clock(1_764_103_500.0)  # 2025-11-25T20:45:00Z
+    clock = FakeClock(1_764_103_500.0)  # 2025-11-25T20:45:00Z
     async with Store.open(state, clock=clock) as store:
         row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
         assert (row.id, row.state) == (1, "pending")
@@ -179,10 +170,10 @@ def _damage_a_page(path: Path) -> bytes:
 
 async def test_damaged_page_fails_quick_check_and_is_moved_aside(state: Path) -> None:
     """A valid file with one damaged page fails quick_check and is moved aside byte for byte."""
-    async with Store.open(state, clock=Clock(1_764_103_500.0)):
+    async with Store.open(state, clock=FakeClock(1_764_103_500.0)):
         pass
     damaged = _damage_a_page(state)
-    async with Store.open(state, clock=Clock(1_764_103_500.0)) as store:
+    async with Store.open(state, clock=FakeClock(1_764_103_500.0)) as store:
         assert await store.counts_by_state() == dict.fromkeys(STATES, 0)
     assert _get(state.parent / "inboxd.sqlite3.corrupt-20251125T204500Z") == damaged
 
@@ -190,7 +181,7 @@ async def test_damaged_page_fails_quick_check_and_is_moved_aside(state: Path) ->
 async def test_second_corruption_in_same_second_gets_its_own_name(state: Path) -> None:
     """Moving aside never overwrites an earlier corrupt copy."""
     state.parent.mkdir()
-    clock = Clock(1_764_103_500.0)
+    clock = FakeClock(1_764_103_500.0)
     for content in (b"first garbage " * 100, b"second garbage " * 100):
         _put(state, content)
         _drop(f"{state}-wal")
@@ -271,7 +262,7 @@ async def test_claim_probe_conditions(
     state: Path, record: BreakerRecord, now: float, claimed: bool
 ) -> None:
     """claim_probe succeeds only for an expired open or an unleased half-open breaker."""
-    async with Store.open(state, clock=Clock(7.0)) as store:
+    async with Store.open(state, clock=FakeClock(7.0)) as store:
         await store.save_breaker("kimi", record)
         assert await store.claim_probe("kimi", now=now, lease_until=now + 30) is claimed
         after = await store.load_breaker("kimi")
@@ -314,7 +305,7 @@ async def test_two_stores_racing_claim_exactly_one_probe(state: Path) -> None:
 
 async def test_reset_breaker_closes_and_lists(state: Path) -> None:
     """reset_breaker leaves a closed, clean record; all_breakers lists every provider."""
-    async with Store.open(state, clock=Clock(77.0)) as store:
+    async with Store.open(state, clock=FakeClock(77.0)) as store:
         await store.save_breaker("kimi", BreakerRecord(state="forced_open", reason="HTTP 401"))
         await store.save_breaker("glm", BreakerRecord(state="open", open_until=5.0))
         await store.reset_breaker("kimi")
@@ -329,7 +320,7 @@ async def test_reset_breaker_closes_and_lists(state: Path) -> None:
 
 async def test_begin_creates_then_returns_the_active_row(state: Path) -> None:
     """begin makes and returns one pending row per file; a changed pending file drops its hash."""
-    clock = Clock(10.0)
+    clock = FakeClock(10.0)
     async with Store.open(state, clock=clock) as store:
         row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
         assert (row.id, row.state, row.size, row.mtime_ns, row.attempts) == (1, "pending", 3, 1, 0)
@@ -348,7 +339,7 @@ async def test_begin_creates_then_returns_the_active_row(state: Path) -> None:
 
 async def test_begin_leaves_an_uploading_row_alone(state: Path) -> None:
     """An uploading row is returned unchanged by begin, even if the stat differs."""
-    async with Store.open(state, clock=Clock(10.0)) as store:
+    async with Store.open(state, clock=FakeClock(10.0)) as store:
         row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
         uploading = await store.transition(row.id, "uploading", provider="kimi", attempts=1)
         assert await store.begin("docs", "a.pdf", size=9, mtime_ns=9) == uploading
@@ -356,7 +347,7 @@ async def test_begin_leaves_an_uploading_row_alone(state: Path) -> None:
 
 async def test_full_lifecycle_and_new_row_after_done(state: Path) -> None:
     """A full lifecycle records every field; the same path then starts a new row."""
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     async with Store.open(state, clock=clock) as store:
         row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
         clock.now = 101.0
@@ -394,7 +385,7 @@ async def test_full_lifecycle_and_new_row_after_done(state: Path) -> None:
 
 async def test_invalid_transition_raises_and_changes_nothing(state: Path) -> None:
     """A transition outside the table raises InvalidTransition and leaves the row as it was."""
-    async with Store.open(state, clock=Clock(5.0)) as store:
+    async with Store.open(state, clock=FakeClock(5.0)) as store:
         row = await store.begin("docs", "a.pdf", size=3, mtime_ns=1)
         with pytest.raises(InvalidTransition, match="pending → uploaded"):
             await store.transition(row.id, "uploaded", file_id="f-1")
@@ -452,7 +443,7 @@ async def test_dedupe_finds_the_original_upload_only(state: Path) -> None:
 
 async def test_counts_failures_and_outcomes(state: Path) -> None:
     """counts_by_state, rows_in_state, recent_failures and outcome_counts report the rows."""
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     async with Store.open(state, clock=clock) as store:
         assert await store.counts_by_state() == dict.fromkeys(
             ["pending", "uploading", "uploaded", "done", "quarantined", "requeued"], 0
@@ -561,7 +552,7 @@ async def test_lock_held_too_long_is_a_state_error_naming_the_file(state: Path) 
 async def test_prune_deletes_old_finished_rows_only(state: Path) -> None:
     """Finished rows older than the cutoff go, a chunk at a time; active rows, newer rows and
     an original that a kept duplicate points at stay (the original goes once it is alone)."""
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     async with Store.open(state, clock=clock) as store:
         old_done = await store.begin("docs", "old.txt", size=1, mtime_ns=1)
         await store.transition(old_done.id, "quarantined", reason="empty")
@@ -592,7 +583,7 @@ async def test_oldest_waiting_is_the_first_take_up_of_each_inboxs_unfinished_fil
 ) -> None:
     """oldest_waiting answers, per inbox, the created_at of its oldest pending, uploading or
     uploaded row; finished rows and inboxes with nothing waiting are left out."""
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     async with Store.open(state, clock=clock) as store:
         finished = await store.begin("a", "old.txt", size=1, mtime_ns=1)
         await store.transition(finished.id, "quarantined", reason="empty")

@@ -15,15 +15,8 @@ from providers.emulator import Emulator
 from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
 from providers.limits import GLM_LIMITS, KIMI_LIMITS, PurposeOverride
 from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
-from providers.types import Transport
+from tests.rigs import TRANSPORTS, make_transport
 
-TRANSPORTS = [
-    ("kimi", "openai"),
-    ("kimi", "http"),
-    ("glm", "zhipuai"),
-    ("glm", "openai"),
-    ("glm", "http"),
-]
 # A purpose whose content the provider serves back, and a file name it accepts for it.
 PURPOSE = {"kimi": "file-extract", "glm": "batch"}
 FILENAME = {"kimi": "note.txt", "glm": "rows.jsonl"}
@@ -39,27 +32,6 @@ SMALL_LIMITS = {
         max_files=1,
     ),
 }
-
-
-def make_transport(
-    provider: str,
-    name: str,
-    emu: Emulator,
-    *,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    timeout: float = 10.0,
-) -> Transport:
-    """The named transport for one provider, pointed at the emulator."""
-    cls = {"openai": OpenAITransport, "zhipuai": ZhipuAITransport, "http": HttpTransport}[name]
-    transport: Transport = cls(
-        provider,
-        base_url=base_url or emu.base_url(provider),
-        api_key=api_key or emu.key(provider),
-        timeout=timeout,
-        connect_timeout=timeout,
-    )
-    return transport
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from providers.emulator import Emulator
 from providers.transports import ZhipuAITransport
 from providers.transports._common import sum_pages
 from providers.types import RemoteFile
-from tests.test_transports import TRANSPORTS, make_transport
+from tests.rigs import TRANSPORTS, make_transport
 
 # GLM: more than two 100-file pages; Kimi sends one page whatever its length.
 SEEDED = {"kimi": 7, "glm": 205}

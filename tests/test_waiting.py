@@ -21,21 +21,11 @@ from providers.breaker import BreakerConfig
 from providers.dispatch import Dispatcher, NullEvents
 from providers.emulator import Emulator
 from providers.retry import RetryPolicy
+from tests.fakes import PipelineEvents
 
 pytestmark = pytest.mark.anyio
 
 T = 2_000_000_000.0
-
-
-class _Events:
-    def quarantined(self, reason: str) -> None:
-        raise AssertionError(f"quarantined: {reason}")
-
-    def duplicate(self) -> None: ...
-
-    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None: ...
-
-    def inflight_bytes(self, n: int) -> None: ...
 
 
 async def test_each_pass_waits_twice_as_long_and_the_file_stays(tmp_path: Path) -> None:
@@ -75,7 +65,7 @@ async def test_each_pass_waits_twice_as_long_and_the_file_stays(tmp_path: Path) 
             clients=clients,
             limits=limits,
             budget=ByteBudget(1 << 20),
-            events=_Events(),
+            events=PipelineEvents(forbid_quarantine=True),
         )
         plan = build_plans(settings)["in"]
         path = inbox / "a.txt"

@@ -78,7 +78,9 @@ SAVE_BREAKER = """
         updated_at = excluded.updated_at
 """
 
-# One statement, so the check and the claim are atomic across connections and processes.
+# One statement, so the check and the claim are atomic across connections and processes. The
+# condition is ``providers.breaker.CLAIM_RULE`` in SQL (a NULL open_until is never due);
+# tests/contracts/test_breaker_claim.py runs every row of the table against it.
 CLAIM_PROBE = """
     UPDATE breakers SET state = 'half_open', probe_until = ?, updated_at = ?
     WHERE provider = ?
