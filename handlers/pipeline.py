@@ -3,7 +3,9 @@
 Every ledger transition is committed before the next side effect (design.md, "the path of
 one file"): the intent (``uploading``) before any byte is sent, ``uploaded`` before the file
 is moved, so a crash at any point leaves a row that ``recover`` can finish without sending a
-file twice. How a file ends (archived, deleted, quarantined, parked) is ``handlers.outcomes``.
+file twice. How a file ends (archived, deleted, quarantined, parked) is ``handlers.outcomes``;
+its text and remote copy after the upload, ``handlers.extract``; recovery at start,
+``handlers.recovery``.
 """
 
 from __future__ import annotations
@@ -12,19 +14,21 @@ import logging
 import mimetypes
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
 
 import anyio
 
 from handlers.budget import ByteBudget
+from handlers.extract import ExtractLater, Extractor, RemoteDeleter, RemoteSide, remote_of
 from handlers.finishing import Finisher
 from handlers.hashing import sha256_file
 from handlers.ledger import PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
+from handlers.ports import PipelineEvents, Uploader
 from handlers.reconcile import Reconciler
+from handlers.recovery import RecoverErrors, recover
 from handlers.stages import stage, staged
 from handlers.validate import FileBusy, FileVanished, OpenedFile, Opener, Refused, open_for_upload
 from providers.dispatch import Parked
@@ -46,38 +50,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class Uploader(Protocol):
-    """The resilience layer as the pipeline sees it (``providers.dispatch.Dispatcher``)."""
-
-    async def upload(
-        self,
-        *,
-        preference: Sequence[str],
-        purposes: Mapping[str, str],
-        filename: str,
-        size: int,
-        content_type: str,
-        open_file: Callable[[], BinaryIO],
-        before_attempt: Callable[[str, str], Awaitable[None]],
-        reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
-        first_tried: float | None = None,
-        attempts: int = 0,
-    ) -> UploadResult: ...
-
-
-class PipelineEvents(Protocol):
-    """What the pipeline reports (``daemon.ops.metrics.Metrics`` is the real one)."""
-
-    def quarantined(self, reason: str) -> None: ...
-
-    def duplicate(self) -> None: ...
-
-    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None:
-        """A file is stored remotely (the dispatcher counts the calls themselves)."""
-
-    def inflight_bytes(self, n: int) -> None: ...
-
-
 class Pipeline:
     """Takes one settled file all the way; stateless between files."""
 
@@ -95,10 +67,16 @@ class Pipeline:
         relist_delay: float = 5.0,
         busy_delay: float = 5.0,
         opener: Opener = os.open,
+        extractors: Mapping[str, Extractor] | None = None,
+        deleter: RemoteDeleter | None = None,
+        extract_delay: float = 60.0,
     ) -> None:
         """``relist_delay``: seconds before a file whose provider could not be listed is
         tried again; ``busy_delay``: before a file that could not be opened for now (out of
-        file descriptors, EAGAIN) is; ``opener`` opens inbox files (tests inject failures)."""
+        file descriptors, EAGAIN) is; ``opener`` opens inbox files (tests inject failures).
+        ``extractors`` fetch each provider's text (inboxes with ``extract``), ``deleter``
+        deletes remote copies (``keep_remote = false``); ``extract_delay``: seconds before a
+        text that could not be fetched is tried again (or the provider's longer wait)."""
         self.ledger = ledger
         self.uploader = uploader
         self.clients = clients
@@ -113,10 +91,19 @@ class Pipeline:
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
         self.outcomes = Outcomes(ledger=ledger, events=events, clock=clock)
+        self.remote = RemoteSide(
+            ledger=ledger,
+            extractors=extractors or {},
+            deleter=deleter,
+            events=events,
+            clock=clock,
+            delay=extract_delay,
+        )
         self.finisher = Finisher(
             ledger=ledger,
             outcomes=self.outcomes,
             clients=clients,
+            remote=self.remote,
             clock=clock,
             relist_delay=relist_delay,
         )
@@ -162,6 +149,8 @@ class Pipeline:
         row = await self.ledger.begin(
             plan.name, relpath, size=opened.size, mtime_ns=opened.mtime_ns
         )
+        if row.state == UPLOADED and row.not_before is not None and row.not_before > self.clock():
+            return Result("parked", park_until=row.not_before)  # uploaded, its text due then
         if row.state in {UPLOADING, UPLOADED}:
             resumed = await self._resume(plan, opened, row)
             if isinstance(resumed, Result):
@@ -228,6 +217,12 @@ class Pipeline:
             if original is None or original.id == row.id:
                 continue
             row = await self._keep_sha256(row, sha256)
+            extraction = None
+            if plan.extract:  # the text of the copy this file shares
+                got = await self.remote.text(plan.name, row, remote_of(original), opened.rewind())
+                if isinstance(got, ExtractLater):
+                    return Result("parked", park_until=await self.remote.later(row, got))
+                extraction = got
             return await self.outcomes.duplicate(
                 plan,
                 opened.path,
@@ -238,6 +233,7 @@ class Pipeline:
                 sha256=sha256,
                 size=opened.size,
                 expect=opened.identity,
+                extraction=extraction,
             )
         return None
 
@@ -400,45 +396,17 @@ class Pipeline:
     async def recover(
         self, plans: Mapping[str, InboxPlan], *, on_error: RecoverErrors | None = None
     ) -> None:
-        """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``.
-
-        A row whose provider cannot be listed now stays ``uploading``: processing the file
-        settles it later (never a second copy, never a crash at start). An unexpected error
-        of one row (or of settling the interrupted batch: row None) goes to ``on_error``,
-        and recovery goes on with the next; ``on_error`` raises to stop (default: raise).
-        """
-        settle = []
-        for row in await self.ledger.rows_in_state(UPLOADING):
-            if row.inbox in plans and row.provider in self.clients:
-                settle.append(row)
-                continue
-            logger.warning(
-                "interrupted upload of %s in inbox %s: its inbox or provider is no longer "
-                "configured; left as it is",
-                row.relpath,
-                row.inbox,
-            )
-        try:
-            await self.reconciler.settle_interrupted(settle)
-        except Exception as exc:
-            _recover_failed(on_error, None, exc)
-        for row in await self.ledger.rows_in_state(UPLOADED):
-            plan = plans.get(row.inbox)
-            if plan is None:
-                continue
-            try:
-                await self.finisher.recover(plan, row)  # the same check as a live finish
-            except Exception as exc:
-                _recover_failed(on_error, row, exc)
-
-
-RecoverErrors = Callable[[LedgerRow | None, Exception], None]
-
-
-def _recover_failed(on_error: RecoverErrors | None, row: LedgerRow | None, exc: Exception) -> None:
-    if on_error is None:
-        raise exc
-    on_error(row, exc)
+        """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``
+        (``handlers.recovery``)."""
+        await recover(
+            self.ledger,
+            self.reconciler,
+            self.finisher,
+            clients=self.clients,
+            plans=plans,
+            now=self.clock(),
+            on_error=on_error,
+        )
 
 
 def _same_inode(opened: OpenedFile) -> bool:

@@ -68,6 +68,8 @@ class _Events:
 
     def inflight_bytes(self, n: int) -> None: ...
 
+    def extraction(self, provider: str, outcome: str) -> None: ...
+
 
 async def test_extract_failed_is_quarantined_and_leaves_no_remote_copy(tmp_path: Path) -> None:
     """Kimi stores the file but cannot extract it, twice: the file is quarantined as

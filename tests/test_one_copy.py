@@ -33,6 +33,8 @@ class _Events:
 
     def inflight_bytes(self, n: int) -> None: ...
 
+    def extraction(self, provider: str, outcome: str) -> None: ...
+
 
 async def test_unsure_attempt_waits_for_its_listing_instead_of_failing_over(
     tmp_path: Path,

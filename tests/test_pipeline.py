@@ -47,6 +47,8 @@ class _Events:
 
     def inflight_bytes(self, n: int) -> None: ...
 
+    def extraction(self, provider: str, outcome: str) -> None: ...
+
 
 @dataclass
 class _Rig:

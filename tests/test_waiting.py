@@ -37,6 +37,8 @@ class _Events:
 
     def inflight_bytes(self, n: int) -> None: ...
 
+    def extraction(self, provider: str, outcome: str) -> None: ...
+
 
 async def test_each_pass_waits_twice_as_long_and_the_file_stays(tmp_path: Path) -> None:
     """Persistent 503s: after the first pass (3 sends) the file waits 30 s, after the second
