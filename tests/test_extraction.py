@@ -398,6 +398,18 @@ async def test_recovery_leaves_a_file_whose_text_waits(tmp_path: Path) -> None:
         assert [r.state for r in await rig.store.rows_in_state(UPLOADED)] == [UPLOADED]
 
 
+def _record(data: bytes) -> dict[str, object]:
+    return {
+        "provider": "kimi",
+        "purpose": "file-extract",
+        "file_id": "f1",
+        "bytes": len(data),
+        "sha256": sha(data),
+        "uploaded_at": None,
+        "transport": "httpx",
+    }
+
+
 def test_extracted_receipt_names_length_hash_and_time() -> None:
     """The receipt's ``extracted`` counts characters (not bytes) and hashes the UTF-8 text."""
     assert extracted_receipt("ä€", at=0.0) == {
@@ -410,17 +422,8 @@ def test_a_long_name_gets_a_shortened_text_name(tmp_path: Path) -> None:
     name = "x" * 251 + ".txt"
     src = tmp_path / name
     src.write_bytes(b"long")
-    record = {
-        "provider": "kimi",
-        "purpose": "file-extract",
-        "file_id": "f1",
-        "bytes": 4,
-        "sha256": sha(b"long"),
-        "uploaded_at": None,
-        "transport": "httpx",
-    }
     done = tmp_path / "done"
-    final = finish(src, on_success="archive", done_dir=done, record=record, text="words")
+    final = finish(src, on_success="archive", done_dir=done, record=_record(b"long"), text="words")
     assert final == done / name
     [text_file] = [p for p in done.iterdir() if p.name.endswith(".extracted.txt")]
     assert len(text_file.name.encode()) == NAME_MAX
@@ -446,3 +449,56 @@ def test_extractions_are_counted_per_provider_and_outcome() -> None:
     metrics.extraction("kimi", "retry")
     labels = {"provider": "kimi", "outcome": "retry"}
     assert registry.get_sample_value("inboxd_extractions_total", labels) == 1
+
+
+def test_a_foreign_text_file_takes_the_name_and_the_archive_moves_on(tmp_path: Path) -> None:
+    """A <name>.extracted.txt already in done_dir holding other text is never overwritten: the
+    file and its text take the next free name."""
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "a.txt.extracted.txt").write_text("someone else's text")
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"mine")
+    final = finish(src, on_success="archive", done_dir=done, record=_record(b"mine"), text="new")
+    assert final == done / "a~1.txt"
+    assert (done / "a.txt.extracted.txt").read_text() == "someone else's text"
+    assert (done / "a~1.txt.extracted.txt").read_text() == "new"
+
+
+def test_a_crash_left_text_of_this_upload_is_adopted(tmp_path: Path) -> None:
+    """A crash after the text and receipt were written but before the move leaves them; the
+    next finish of the same upload writes over them under the same name, nothing twice."""
+    done = tmp_path / "done"
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"mine")
+    record = _record(b"mine")
+    done.mkdir()
+    (done / "a.txt.extracted.txt").write_text("first fetch")
+    (done / "a.txt.upload.json").write_text(json.dumps(record | {"name": "a.txt"}))
+    final = finish(src, on_success="archive", done_dir=done, record=record, text="second fetch")
+    assert final == done / "a.txt"
+    assert (done / "a.txt.extracted.txt").read_text() == "second fetch"
+    assert sorted(p.name for p in done.iterdir()) == [
+        "a.txt",
+        "a.txt.extracted.txt",
+        "a.txt.upload.json",
+    ]
+
+
+async def test_a_duplicate_whose_text_waits_is_parked_unsent(tmp_path: Path) -> None:
+    """A dedupe hit whose shared copy's text cannot be fetched now waits (pending, not_before)
+    and is never uploaded; later it is archived as a duplicate with the text."""
+    async with _rig(tmp_path) as rig:
+        first = rig.plan.path / "one.txt"
+        first.write_bytes(b"same")
+        assert (await rig.pipeline().process(rig.plan, first, "one.txt")).outcome == "uploaded"
+        extractor = _Scripted(Retryable("busy", provider="kimi", status=502), text="same")
+        pipeline = rig.pipeline(extractor)
+        second = rig.plan.path / "two.txt"
+        second.write_bytes(b"same")
+        parked = await pipeline.process(rig.plan, second, "two.txt")
+        assert (parked.outcome, parked.park_until) == ("parked", rig.clock.now + 30.0)
+        rig.clock.now += 30.0
+        assert (await pipeline.process(rig.plan, second, "two.txt")).outcome == "duplicate"
+        assert _uploads(rig.emu) == 1
+        assert (rig.plan.done_dir / "two.txt.extracted.txt").read_text() == "same"
