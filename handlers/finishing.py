@@ -15,6 +15,10 @@ what is at the name now is a new version, settled and uploaded on its own (``cha
 After a crash (``resume``, ``recover``) no inode was kept: the file now at the name is
 finished only when its size, mtime and sha256 are the upload's; it "grew" when it starts with
 exactly the uploaded bytes, and was replaced otherwise.
+
+With ``extract`` the file's text is fetched first (``handlers.extract``): when it cannot be
+now, the row stays ``uploaded`` and the file waits in its inbox. Once the row is ``done``, a
+``keep_remote = false`` inbox has the remote copy deleted.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from functools import partial
 import anyio
 
 from handlers.archive import archive_open_file
+from handlers.extract import Extraction, ExtractLater, RemoteSide, remote_of
 from handlers.hashing import sha256_fd
 from handlers.ledger import DONE, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result, upload_record
@@ -55,37 +60,57 @@ class Finisher:
         ledger: Ledger,
         outcomes: Outcomes,
         clients: Mapping[str, UploadClient],
+        remote: RemoteSide,
         clock: Callable[[], float],
         relist_delay: float,
     ) -> None:
         self.ledger = ledger
         self.outcomes = outcomes
         self.clients = clients
+        self.remote = remote
         self.clock = clock
         self.relist_delay = relist_delay
 
     async def finish(
         self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, outcome: Outcome = "finished"
     ) -> Result:
-        """Archive or delete ``opened`` if its name still holds it, unchanged; else close the
-        row (archiving the uploaded bytes from the open file when they were replaced)."""
+        """Archive or delete ``opened`` (with its text, if the inbox extracts) if its name
+        still holds it, unchanged; else close the row (archiving the uploaded bytes from the
+        open file when they were replaced). The text not fetchable now: the file waits."""
+        extraction = None
+        if plan.extract:
+            got = await self.remote.text(plan.name, row, remote_of(row), opened.rewind())
+            if isinstance(got, ExtractLater):
+                return Result("parked", park_until=await self.remote.later(row, got))
+            extraction = got
         try:
-            return await self.outcomes.finish(
-                plan, opened.path, row, outcome, expect=opened.identity
+            result = await self.outcomes.finish(
+                plan, opened.path, row, outcome, expect=opened.identity, extraction=extraction
             )
         except FileChanged as changed:
             if changed.kind == "replaced" and plan.on_success == "archive":
-                kept = await self._archive_open_file(plan, opened, row)
+                kept = await self._archive_open_file(plan, opened, row, extraction)
                 if kept is not None:
                     return kept
             return await self.supersede(plan, row, truncated=changed.kind == "changed")
+        await self._release(plan, result)
+        return result
+
+    async def _release(self, plan: InboxPlan, result: Result) -> None:
+        """The file is done: delete its remote copy if the inbox does not keep it."""
+        if result.row is not None:
+            await self.remote.release(plan.name, result.row, keep_remote=plan.keep_remote)
 
     async def _archive_open_file(
-        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow
+        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, extraction: Extraction | None
     ) -> Result | None:
         """Archive a copy of the replaced, uploaded file from its open fd with its receipt (the
         copy must hash to the upload's sha256); None when that cannot be done."""
         record = upload_record(row, row.sha256)
+        text = None
+        if extraction is not None:
+            record |= extraction.receipt
+            text = extraction.text
         try:
             final = await anyio.to_thread.run_sync(
                 lambda: archive_open_file(
@@ -94,6 +119,7 @@ class Finisher:
                     done_dir=plan.done_dir,
                     record=record,
                     size=opened.size,
+                    text=text,
                 )
             )
         except (ValueError, MoveError) as exc:
@@ -107,7 +133,9 @@ class Finisher:
         logger.warning(
             "%s", detail, extra={"inbox": plan.name, "file": row.relpath, "provider": row.provider}
         )
-        return Result("changed", row=done)
+        result = Result("changed", row=done)
+        await self._release(plan, result)
+        return result
 
     async def resume(self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow) -> Result | None:
         """Finish ``row`` with ``opened`` (the file at its name now) if that holds the uploaded
@@ -134,7 +162,8 @@ class Finisher:
             )
         except FileVanished:  # moved away after the upload (by us before a crash, or by
             # someone else): the upload stands
-            await self.ledger.transition(row.id, DONE, final_path=None)
+            done = await self.ledger.transition(row.id, DONE, final_path=None)
+            await self._release(plan, Result("finished", row=done))
             return
         except RejectedFile:  # a symlink or the like is at the name now: not what was sent
             await self.supersede(plan, row, truncated=False)

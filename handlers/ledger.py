@@ -11,7 +11,9 @@ One row per attempt to bring one file (``inbox``, ``relpath``) through the pipel
 ``pending``, ``uploading`` and ``uploaded`` are ACTIVE: at most one active row exists per
 (inbox, relpath). ``done``, ``quarantined`` and ``requeued`` are history; a file that shows up
 again at the same path starts a new row. ``uploading`` is the durable INTENT: it is committed
-before any byte is sent, so a crash leaves a row that recovery must reconcile.
+before any byte is sent, so a crash leaves a row that recovery must reconcile. An
+``uploaded`` row whose extracted text cannot be fetched yet stays ``uploaded`` (uploaded →
+uploaded, with ``not_before``): it remembers the upload, so the file is never sent again.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     # uploading → uploading: a new attempt, or failover to the next provider.
     # uploading → pending: retry later, file changed, or reconcile found no remote copy.
     UPLOADING: frozenset({UPLOADING, UPLOADED, PENDING, QUARANTINED}),
+    # uploaded → uploaded: its extracted text could not be fetched yet (waits for not_before).
     # uploaded → quarantined: finishing (move/delete) failed for good; the remote copy exists.
-    UPLOADED: frozenset({DONE, QUARANTINED}),
+    UPLOADED: frozenset({UPLOADED, DONE, QUARANTINED}),
     DONE: frozenset(),
     QUARANTINED: frozenset({REQUEUED}),
     REQUEUED: frozenset(),

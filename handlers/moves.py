@@ -36,6 +36,7 @@ __all__ = [
     "move_file",
     "move_unique",
     "unique_destination",
+    "write_bytes_atomic",
     "write_json_atomic",
 ]
 
@@ -227,7 +228,7 @@ def copy_fd_noreplace(fd: int, dst: Path, *, size: int, sha256: str) -> Path:
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
-    """Write ``obj`` as indented UTF-8 JSON: temp file, fsync, rename, folder fsync.
+    """Write ``obj`` as indented UTF-8 JSON atomically (``write_bytes_atomic``).
 
     Raises ``MoveError`` naming the path when it cannot be written.
     """
@@ -237,6 +238,14 @@ def write_json_atomic(path: Path, obj: object) -> None:
         # An undecodable file name (lone surrogates): \u escapes keep the JSON valid UTF-8
         # and json.loads gives the exact name back.
         data = (json.dumps(obj, indent=2) + "\n").encode()
+    write_bytes_atomic(path, data)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``: temp file, fsync, rename, folder fsync.
+
+    Raises ``MoveError`` naming the path when it cannot be written.
+    """
     tmp = path.with_name(temp_name(path.name, secrets.token_hex(4)))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import anyio
 
 from handlers.archive import finish
+from handlers.extract import Extraction
 from handlers.identity import Identity
 from handlers.ledger import DONE, PENDING, QUARANTINED, Ledger, LedgerRow
 from handlers.quarantine import iso_utc, quarantine
@@ -55,6 +56,8 @@ class InboxPlan:
     dedupe: bool = True
     on_quota: Literal["wait", "quarantine"] = "wait"
     recursive: bool = False
+    extract: bool = False  # fetch the provider's text: <name>.extracted.txt beside the archive
+    keep_remote: bool = True  # False: delete the remote copy once the file is done
 
 
 @dataclass
@@ -94,14 +97,17 @@ class Outcomes:
         outcome: Outcome = "finished",
         *,
         expect: Identity | None = None,
+        extraction: Extraction | None = None,
     ) -> Result:
-        """Archive (with the upload's receipt) or delete the file of an ``uploaded`` row.
+        """Archive (with the upload's receipt and ``extraction``) or delete the file of an
+        ``uploaded`` row.
 
         Raises ``FileChanged`` (nothing moved, the row unchanged) when ``path`` no longer names
         the ``expect``ed file unchanged: the caller decides what became of the upload.
         """
+        record = upload_record(row, row.sha256)
         try:
-            final = await _finish_file(plan, path, upload_record(row, row.sha256), expect)
+            final = await _finish_file(plan, path, record, expect, extraction)
         except FileVanished:
             final = None  # moved away by someone else after the upload: the upload stands
         done = await self.ledger.transition(
@@ -122,14 +128,16 @@ class Outcomes:
         sha256: str,
         size: int,
         expect: Identity | None = None,
+        extraction: Extraction | None = None,
     ) -> Result:
-        """Finish ``row`` as a copy of ``original``'s upload (its receipt names the original).
+        """Finish ``row`` as a copy of ``original``'s upload (its receipt names the original;
+        ``extraction`` is the text of that copy).
 
         A file no longer the ``expect``ed one, unchanged, is left to be settled again.
         """
         record = upload_record(original, sha256) | {"dedupe_of": original.id}
         try:
-            final = await _finish_file(plan, path, record, expect)
+            final = await _finish_file(plan, path, record, expect, extraction)
         except FileChanged as changed:
             logger.info("%s; it will be checked again", changed)
             await self.ledger.transition(row.id, PENDING, sha256=None)
@@ -240,9 +248,16 @@ class Outcomes:
 
 
 async def _finish_file(
-    plan: InboxPlan, path: Path, record: dict[str, object], expect: Identity | None
+    plan: InboxPlan,
+    path: Path,
+    record: dict[str, object],
+    expect: Identity | None,
+    extraction: Extraction | None,
 ) -> Path | None:
-    """Archive (with the receipt beside it) or delete, per inbox, in a worker thread."""
+    """Archive (with the receipt and text beside it) or delete, per inbox, in a worker thread."""
+    text = None if extraction is None else extraction.text
+    if extraction is not None:
+        record = record | dict(extraction.receipt)
     return await anyio.to_thread.run_sync(
         lambda: finish(
             path,
@@ -250,6 +265,7 @@ async def _finish_file(
             done_dir=plan.done_dir,
             record=record,
             expect=expect,
+            text=text,
         )
     )
 

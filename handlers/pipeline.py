@@ -3,41 +3,44 @@
 Every ledger transition is committed before the next side effect (design.md, "the path of
 one file"): the intent (``uploading``) before any byte is sent, ``uploaded`` before the file
 is moved, so a crash at any point leaves a row that ``recover`` can finish without sending a
-file twice. How a file ends (archived, deleted, quarantined, parked) is ``handlers.outcomes``.
+file twice. The upload step is ``handlers.sending``; how a file ends (archived, deleted,
+quarantined, parked), ``handlers.outcomes``; its text and remote copy after the upload,
+``handlers.extract``; recovery at start, ``handlers.recovery``.
 """
 
 from __future__ import annotations
 
 import logging
-import mimetypes
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
 
 import anyio
 
 from handlers.budget import ByteBudget
+from handlers.extract import ExtractLater, Extractor, RemoteDeleter, RemoteSide, remote_of
 from handlers.finishing import Finisher
 from handlers.hashing import sha256_file
-from handlers.ledger import PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
+from handlers.ledger import UPLOADED, UPLOADING, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
+from handlers.ports import PipelineEvents, Uploader
 from handlers.reconcile import Reconciler
+from handlers.recovery import RecoverErrors, recover
+from handlers.sending import Sender
 from handlers.stages import stage, staged
 from handlers.validate import OpenedFile, Opener, Refused, open_for_upload
 from providers.errors import (
     FileBusy,
     FileVanished,
-    Parked,
     ProviderError,
     Refusal,
     RejectedFile,
 )
 from providers.limits import ProviderLimits
 from providers.router import route
-from providers.types import RemoteFile, UploadClient, UploadResult
+from providers.types import UploadClient
 
 __all__ = [
     "InboxPlan",
@@ -50,38 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class Uploader(Protocol):
-    """The resilience layer as the pipeline sees it (``providers.dispatch.Dispatcher``)."""
-
-    async def upload(
-        self,
-        *,
-        preference: Sequence[str],
-        purposes: Mapping[str, str],
-        filename: str,
-        size: int,
-        content_type: str,
-        open_file: Callable[[], BinaryIO],
-        before_attempt: Callable[[str, str], Awaitable[None]],
-        reconcile: Callable[[str, str], Awaitable[RemoteFile | None]],
-        first_tried: float | None = None,
-        attempts: int = 0,
-    ) -> UploadResult: ...
-
-
-class PipelineEvents(Protocol):
-    """What the pipeline reports (``daemon.ops.metrics.Metrics`` is the real one)."""
-
-    def quarantined(self, reason: str) -> None: ...
-
-    def duplicate(self) -> None: ...
-
-    def upload_stored(self, provider: str, nbytes: int, seconds: float) -> None:
-        """A file is stored remotely (the dispatcher counts the calls themselves)."""
-
-    def inflight_bytes(self, n: int) -> None: ...
 
 
 class Pipeline:
@@ -101,10 +72,16 @@ class Pipeline:
         relist_delay: float = 5.0,
         busy_delay: float = 5.0,
         opener: Opener = os.open,
+        extractors: Mapping[str, Extractor] | None = None,
+        deleter: RemoteDeleter | None = None,
+        extract_delay: float = 60.0,
     ) -> None:
         """``relist_delay``: seconds before a file whose provider could not be listed is
         tried again; ``busy_delay``: before a file that could not be opened for now (out of
-        file descriptors, EAGAIN) is; ``opener`` opens inbox files (tests inject failures)."""
+        file descriptors, EAGAIN) is; ``opener`` opens inbox files (tests inject failures).
+        ``extractors`` fetch each provider's text (inboxes with ``extract``), ``deleter``
+        deletes remote copies (``keep_remote = false``); ``extract_delay``: seconds before a
+        text that could not be fetched is tried again (or the provider's longer wait)."""
         self.ledger = ledger
         self.uploader = uploader
         self.clients = clients
@@ -119,10 +96,30 @@ class Pipeline:
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
         self.outcomes = Outcomes(ledger=ledger, events=events, clock=clock)
+        self.remote = RemoteSide(
+            ledger=ledger,
+            extractors=extractors or {},
+            deleter=deleter,
+            events=events,
+            clock=clock,
+            delay=extract_delay,
+        )
         self.finisher = Finisher(
             ledger=ledger,
             outcomes=self.outcomes,
             clients=clients,
+            remote=self.remote,
+            clock=clock,
+            relist_delay=relist_delay,
+        )
+        self.sender = Sender(
+            ledger=ledger,
+            clients=clients,
+            budget=budget,
+            events=events,
+            reconciler=self.reconciler,
+            outcomes=self.outcomes,
+            finisher=self.finisher,
             clock=clock,
             relist_delay=relist_delay,
         )
@@ -168,6 +165,8 @@ class Pipeline:
         row = await self.ledger.begin(
             plan.name, relpath, size=opened.size, mtime_ns=opened.mtime_ns
         )
+        if row.state == UPLOADED and row.not_before is not None and row.not_before > self.clock():
+            return Result("parked", park_until=row.not_before)  # uploaded, its text due then
         if row.state in {UPLOADING, UPLOADED}:
             resumed = await self._resume(plan, opened, row)
             if isinstance(resumed, Result):
@@ -181,14 +180,14 @@ class Pipeline:
         if not opened.unchanged():
             return Result("changed")
         # A new hash is written with the upload's intent (one transaction, not two); every
-        # path that ends without an intent writes it first (``_keep_sha256``). Until then it
+        # path that ends without an intent writes it first (``Sender.keep_sha256``). Until then it
         # is only a cache: dedupe reads the hashes of uploaded/done rows alone.
         async with self._content_lock(sha256):  # same content: one upload, then duplicates
             if plan.dedupe:
                 duplicate = await self._dedupe(plan, opened, row, sha256)
                 if duplicate is not None:
                     return duplicate
-            return await self._upload(plan, opened, row, sha256)
+            return await self.sender.send(self.uploader, plan, opened, row, sha256)
 
     async def _resume(
         self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow
@@ -202,7 +201,7 @@ class Pipeline:
             try:
                 row = await self.reconciler.settle(row)
             except ProviderError as exc:
-                return self._relist_later(plan, row, exc)
+                return self.sender.relist_later(plan, row, exc)
         if row.state == UPLOADED:
             ended = await self.finisher.resume(plan, opened, row)
             if ended is not None:
@@ -233,7 +232,13 @@ class Pipeline:
             original = await self.ledger.find_uploaded(sha256, provider, purpose)
             if original is None or original.id == row.id:
                 continue
-            row = await self._keep_sha256(row, sha256)
+            row = await self.sender.keep_sha256(row, sha256)
+            extraction = None
+            if plan.extract:  # the text of the copy this file shares
+                got = await self.remote.text(plan.name, row, remote_of(original), opened.rewind())
+                if isinstance(got, ExtractLater):
+                    return Result("parked", park_until=await self.remote.later(row, got))
+                extraction = got
             return await self.outcomes.duplicate(
                 plan,
                 opened.path,
@@ -244,218 +249,21 @@ class Pipeline:
                 sha256=sha256,
                 size=opened.size,
                 expect=opened.identity,
+                extraction=extraction,
             )
         return None
-
-    @staged("upload")
-    async def _upload(
-        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, sha256: str
-    ) -> Result:
-        current = row
-
-        async def before_attempt(provider: str, purpose: str) -> None:
-            nonlocal current
-            fresh = {} if current.sha256 == sha256 else {"sha256": sha256}
-            current = await self.ledger.transition(
-                current.id,
-                UPLOADING,
-                provider=provider,
-                purpose=purpose,
-                attempts=current.attempts + 1,
-                intent_at=self.clock(),
-                **fresh,
-            )
-
-        # (provider, purpose) whose last ambiguous attempt no listing could settle yet.
-        unsure: set[tuple[str, str]] = set()
-
-        async def reconcile(provider: str, purpose: str) -> RemoteFile | None:
-            unsure.add((provider, purpose))
-            found = await self.reconciler.find_remote(provider, purpose, current)
-            unsure.discard((provider, purpose))
-            return found
-
-        started = anyio.current_time()
-        async with self.budget.hold(opened.size):
-            self.events.inflight_bytes(self.budget.in_use)
-            try:
-                result = await self.uploader.upload(
-                    preference=plan.providers,
-                    purposes=plan.purposes,
-                    filename=opened.path.name,
-                    size=opened.size,
-                    content_type=_content_type(opened.path.name),
-                    open_file=opened.rewind,
-                    before_attempt=before_attempt,
-                    reconcile=reconcile,
-                    # The file's history: backoff grows with its sends, give_up_after counts
-                    # from when inboxd first took it up.
-                    first_tried=row.created_at,
-                    attempts=row.attempts,
-                )
-            except (RejectedFile, Parked) as failure:
-                current = await self._keep_sha256(current, sha256)  # when no attempt was made
-                return await self._not_sent(
-                    plan, opened, current, failure, sha256=sha256, unsure=unsure
-                )
-            finally:
-                self.events.inflight_bytes(self.budget.in_use - opened.size)
-        elapsed = anyio.current_time() - started
-        return await self._uploaded(plan, opened, current, result, elapsed)
-
-    async def _keep_sha256(self, row: LedgerRow, sha256: str) -> LedgerRow:
-        """``row`` with ``sha256`` recorded (written only when the row lacks it)."""
-        if row.sha256 == sha256:
-            return row
-        return await self.ledger.set_sha256(row.id, sha256)
-
-    async def _not_sent(
-        self,
-        plan: InboxPlan,
-        opened: OpenedFile,
-        current: LedgerRow,
-        failure: RejectedFile | Parked,
-        *,
-        sha256: str,
-        unsure: set[tuple[str, str]],
-    ) -> Result:
-        """The dispatcher gave up (quarantine) or parked the file; unless it changed meanwhile,
-        or an ambiguous attempt may have stored it after all.
-
-        A parked file (every transient failure, an attempt that no listing settled yet) stays
-        in its inbox, ``pending`` with ``not_before``; only a rejection quarantines.
-        """
-        if not _same_inode(opened) or not opened.unchanged():
-            # Changed while being sent (the client's size check fails every attempt, or the
-            # name now holds another file): back to settle, never a quarantine.
-            await self.ledger.transition(current.id, PENDING)
-            return Result("changed")
-        # An attempt ended ambiguously (a reset after the body was sent) and no listing settled
-        # it: never quarantine, nor send again later, a file the provider may hold. (A failed
-        # extraction's copy is no upload: the dispatcher deleted what it could list.)
-        if isinstance(failure, RejectedFile) and failure.reason == "extract_failed":
-            unsure = set()
-        try:
-            found = await self.reconciler.find_any(current, unsure)
-        except ProviderError as exc:
-            return self._relist_later(plan, current, exc)  # the row stays ``uploading``
-        if found is not None:
-            result = UploadResult(remote=found, transport="reconcile")
-            return await self._uploaded(plan, opened, current, result, 0.0)
-        if isinstance(failure, Parked):
-            return await self.outcomes.park(plan, opened.path, current, failure, sha256)
-        return await self.outcomes.reject(
-            plan,
-            opened.path,
-            current.relpath,
-            failure,
-            row=current,
-            sha256=sha256,
-            expect=opened.identity,
-        )
-
-    async def _uploaded(
-        self,
-        plan: InboxPlan,
-        opened: OpenedFile,
-        current: LedgerRow,
-        result: UploadResult,
-        elapsed: float,
-    ) -> Result:
-        remote = result.remote
-        if not opened.unchanged():
-            # Changed while being sent: the remote copy is not what is on disk now.
-            await self.clients[remote.provider].delete(remote.id)
-            await self.ledger.transition(current.id, PENDING, file_id=None)
-            return Result("changed")
-        uploaded = await self.ledger.transition(
-            current.id,
-            UPLOADED,
-            provider=remote.provider,
-            purpose=remote.purpose,
-            file_id=remote.id,
-            remote_bytes=remote.bytes,
-            transport=result.transport,
-        )
-        self.events.upload_stored(remote.provider, remote.bytes, elapsed)
-        logger.info(
-            "uploaded",
-            extra={
-                "inbox": plan.name,
-                "file": uploaded.relpath,
-                "provider": remote.provider,
-                "file_id": remote.id,
-                "size": remote.bytes,
-                "duration": round(elapsed, 3),
-                "transport": result.transport,
-            },
-        )
-        return await self.finisher.finish(plan, opened, uploaded, "uploaded")
-
-    def _relist_later(self, plan: InboxPlan, row: LedgerRow, exc: ProviderError) -> Result:
-        """The provider's listing failed: the row stays ``uploading`` until it can be listed."""
-        logger.warning(
-            "cannot list the provider's files to settle an interrupted upload (%s); "
-            "trying again in %.0f s",
-            exc,
-            self.relist_delay,
-            extra={"inbox": plan.name, "file": row.relpath, "provider": row.provider},
-        )
-        return Result("parked", park_until=self.clock() + self.relist_delay)
 
     async def recover(
         self, plans: Mapping[str, InboxPlan], *, on_error: RecoverErrors | None = None
     ) -> None:
-        """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``.
-
-        A row whose provider cannot be listed now stays ``uploading``: processing the file
-        settles it later (never a second copy, never a crash at start). An unexpected error
-        of one row (or of settling the interrupted batch: row None) goes to ``on_error``,
-        and recovery goes on with the next; ``on_error`` raises to stop (default: raise).
-        """
-        settle = []
-        for row in await self.ledger.rows_in_state(UPLOADING):
-            if row.inbox in plans and row.provider in self.clients:
-                settle.append(row)
-                continue
-            logger.warning(
-                "interrupted upload of %s in inbox %s: its inbox or provider is no longer "
-                "configured; left as it is",
-                row.relpath,
-                row.inbox,
-            )
-        try:
-            await self.reconciler.settle_interrupted(settle)
-        except Exception as exc:
-            _recover_failed(on_error, None, exc)
-        for row in await self.ledger.rows_in_state(UPLOADED):
-            plan = plans.get(row.inbox)
-            if plan is None:
-                continue
-            try:
-                await self.finisher.recover(plan, row)  # the same check as a live finish
-            except Exception as exc:
-                _recover_failed(on_error, row, exc)
-
-
-RecoverErrors = Callable[[LedgerRow | None, Exception], None]
-
-
-def _recover_failed(on_error: RecoverErrors | None, row: LedgerRow | None, exc: Exception) -> None:
-    if on_error is None:
-        raise exc
-    on_error(row, exc)
-
-
-def _same_inode(opened: OpenedFile) -> bool:
-    """The path still names the file we opened (quarantine moves by path)."""
-    try:
-        st = opened.path.lstat()
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == (opened.dev, opened.ino)
-
-
-def _content_type(name: str) -> str:
-    guessed, _ = mimetypes.guess_type(name, strict=False)
-    return guessed or "application/octet-stream"
+        """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``
+        (``handlers.recovery``)."""
+        await recover(
+            self.ledger,
+            self.reconciler,
+            self.finisher,
+            clients=self.clients,
+            plans=plans,
+            now=self.clock(),
+            on_error=on_error,
+        )

@@ -213,6 +213,7 @@ class PipelineEvents:
         self.forbid_quarantine = forbid_quarantine
         self.reasons: list[str] = []
         self.stored: list[str] = []
+        self.extractions: list[tuple[str, str]] = []
 
     def quarantined(self, reason: str) -> None:
         if self.forbid_quarantine:
@@ -225,6 +226,9 @@ class PipelineEvents:
         self.stored.append(provider)
 
     def inflight_bytes(self, n: int) -> None: ...
+
+    def extraction(self, provider: str, outcome: str) -> None:
+        self.extractions.append((provider, outcome))
 
 
 # -- the daemon's surroundings ---------------------------------------------------------------

@@ -25,6 +25,7 @@ ALLOWED = {
     ("uploading", "uploaded"),
     ("uploading", "pending"),
     ("uploading", "quarantined"),
+    ("uploaded", "uploaded"),  # its extracted text waits (not_before)
     ("uploaded", "done"),
     ("uploaded", "quarantined"),
     ("quarantined", "requeued"),

@@ -108,6 +108,10 @@ def expected_zero_series() -> list[tuple[str, frozenset[tuple[str, str]]]]:
             key("inboxd_upload_duration_seconds_bucket", provider=provider, le=str(b))
             for b in (*DURATION_BUCKETS, "+Inf")
         ]
+        out += [
+            key("inboxd_extractions_total", provider=provider, outcome=o)
+            for o in ("ok", "retry", "failed")
+        ]
     return out
 
 

@@ -27,6 +27,7 @@ from prometheus_client import (
 )
 
 from daemon.runtime.failures import STAGES as FILE_ERROR_STAGES
+from handlers.extract import EXTRACT_OUTCOMES
 from providers.errors import REASONS, Reason
 from providers.redaction import scrub
 
@@ -210,6 +211,12 @@ class Metrics:
         )
         for stage in FILE_ERROR_STAGES:
             self._file_errors.labels(stage)
+        self._extractions = Counter(
+            "inboxd_extractions",
+            "Tries to fetch a file's extracted text: ok, retry (later), failed (for good).",
+            ["provider", "outcome"],
+            registry=r,
+        )
         self._states: dict[str, str] = {}
         self._retry_reasons = tuple(retry_reasons)
 
@@ -244,6 +251,8 @@ class Metrics:
         self._rate_limit.labels(p)
         self._concurrency_limit.labels(p)
         self._throttled.labels(p)
+        for outcome in EXTRACT_OUTCOMES:
+            self._extractions.labels(p, outcome)
 
     # -- the pipeline's calls ---------------------------------------------------------------
 
@@ -359,3 +368,7 @@ class Metrics:
     def file_error(self, stage: str) -> None:
         """Count one unexpected error of one file at ``stage`` (``runtime.failures.STAGES``)."""
         self._file_errors.labels(_label(stage)).inc()
+
+    def extraction(self, provider: str, outcome: str) -> None:
+        """Count one try to fetch a file's text (``handlers.extract.EXTRACT_OUTCOMES``)."""
+        self._extractions.labels(_label(provider), _label(outcome)).inc()
