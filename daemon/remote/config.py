@@ -1,0 +1,83 @@
+"""The remote side's settings as plain values, and the ``check-config`` (and start-up)
+warnings about it: an account that will fill up, a limit above the account's own cap."""
+
+from __future__ import annotations
+
+from daemon.config.settings import Settings
+from daemon.remote.plan import RetentionLimits
+
+__all__ = ["retention_limits", "retention_warnings"]
+
+_GIB = 1024**3
+
+
+def _cap(files: int | None, nbytes: int | None) -> str:
+    parts = []
+    if files is not None:
+        parts.append(f"{files:,} files")
+    if nbytes is not None:
+        parts.append(f"{nbytes / _GIB:g} GB" if nbytes % _GIB == 0 else f"{nbytes:,} bytes")
+    return " / ".join(parts)
+
+
+def retention_warnings(settings: Settings) -> list[str]:
+    """One line per provider in use whose account will fill up, or whose retention limit is
+    above the account's own cap (uploads would hit the cap before retention acts)."""
+    lines: list[str] = []
+    for name in settings.providers_in_use():
+        section = settings.providers.get(name)
+        limits = section.effective_limits(name)
+        retention = section.retention
+        cap = _cap(limits.max_files, limits.max_total_bytes)
+        if not retention.configured:
+            held = f"holds at most {cap}" if cap else "has per-purpose file caps"
+            lines.append(
+                f"providers.{name}.retention: not set; the {name} account {held} and inboxd "
+                "only adds files, so it will fill up and uploads will stop; set "
+                f"[providers.{name}.retention] max_files, max_bytes or max_age_days"
+            )
+            continue
+        if (
+            retention.max_files is not None
+            and limits.max_files is not None
+            and retention.max_files >= limits.max_files
+        ):
+            lines.append(
+                f"providers.{name}.retention.max_files: {retention.max_files} is not below "
+                f"the account's cap of {limits.max_files:,} files; uploads hit the cap first "
+                f"(files wait until a pass makes room); set it lower, e.g. "
+                f"{limits.max_files * 9 // 10}"
+            )
+        if (
+            retention.max_bytes is not None
+            and limits.max_total_bytes is not None
+            and retention.max_bytes >= limits.max_total_bytes
+        ):
+            lines.append(
+                f"providers.{name}.retention.max_bytes: {retention.max_bytes} is not below "
+                f"the account's cap of {limits.max_total_bytes:,} bytes; set it lower, e.g. "
+                f"{limits.max_total_bytes * 9 // 10}"
+            )
+    return lines
+
+
+def retention_limits(settings: Settings) -> dict[str, RetentionLimits]:
+    """``[providers.<name>.retention]`` of every provider in use; ``max_files`` at most one
+    under the account's file cap (``max_files = 1000`` on Kimi keeps 999)."""
+    out: dict[str, RetentionLimits] = {}
+    for name in settings.providers_in_use():
+        section = settings.providers.get(name)
+        retention = section.retention
+        out[name] = RetentionLimits(
+            _below(retention.max_files, section.effective_limits(name).max_files),
+            retention.max_bytes,
+            retention.max_age_days,
+        )
+    return out
+
+
+def _below(limit: int | None, cap: int | None) -> int | None:
+    """A count limit kept one under the account's cap: the next upload must find room."""
+    if limit is None or cap is None:
+        return limit
+    return min(limit, cap - 1)
