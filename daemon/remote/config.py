@@ -6,7 +6,7 @@ from __future__ import annotations
 from daemon.config.settings import Settings
 from daemon.remote.plan import RetentionLimits
 
-__all__ = ["retention_limits", "retention_warnings"]
+__all__ = ["limits_for", "retention_limits", "retention_warnings"]
 
 _GIB = 1024**3
 
@@ -64,16 +64,18 @@ def retention_warnings(settings: Settings) -> list[str]:
 def retention_limits(settings: Settings) -> dict[str, RetentionLimits]:
     """``[providers.<name>.retention]`` of every provider in use; ``max_files`` at most one
     under the account's file cap (``max_files = 1000`` on Kimi keeps 999)."""
-    out: dict[str, RetentionLimits] = {}
-    for name in settings.providers_in_use():
-        section = settings.providers.get(name)
-        retention = section.retention
-        out[name] = RetentionLimits(
-            _below(retention.max_files, section.effective_limits(name).max_files),
-            retention.max_bytes,
-            retention.max_age_days,
-        )
-    return out
+    return {name: limits_for(settings, name) for name in settings.providers_in_use()}
+
+
+def limits_for(settings: Settings, provider: str) -> RetentionLimits:
+    """``[providers.<provider>.retention]`` as a pass applies it."""
+    section = settings.providers.get(provider)
+    retention = section.retention
+    return RetentionLimits(
+        _below(retention.max_files, section.effective_limits(provider).max_files),
+        retention.max_bytes,
+        retention.max_age_days,
+    )
 
 
 def _below(limit: int | None, cap: int | None) -> int | None:
