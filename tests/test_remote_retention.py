@@ -9,6 +9,7 @@ import io
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from daemon.config.settings import RetentionSettings
@@ -109,3 +110,22 @@ async def test_a_quota_answer_waits_only_until_a_pass_makes_room(tmp_path: Path)
                 "f2.txt",
                 "f3.txt",
             }
+
+
+async def test_an_upload_that_crosses_max_files_starts_a_pass(tmp_path: Path) -> None:
+    """With max_files = 2, each upload that takes the account to 3 files starts a pass on its
+    own, which brings it back to the 2 newest (no pass is called by the test)."""
+    kimi = provider_section("kimi", retention=RetentionSettings(max_files=2))
+    async with running(tmp_path, providers={"kimi": kimi}) as run:
+        side = run.daemon.remote
+        while "kimi" not in side.usage:  # the start pass has counted the account
+            await side.passed.wait()
+        for n in range(4):
+            (run.inbox() / f"f{n}.txt").write_bytes(f"file {n}".encode())
+            [seen] = await run.wait_for(1)
+            assert seen.result.outcome == "uploaded"
+        with anyio.fail_after(20):
+            while {f.filename for f in run.emu.files()} != {"f2.txt", "f3.txt"}:
+                await side.passed.wait()
+        marked = {n: "remote_deleted_at" in _receipt(run, f"f{n}.txt") for n in range(4)}
+        assert marked == {0: True, 1: True, 2: False, 3: False}

@@ -55,7 +55,7 @@ class Pruner:
         *,
         store: Store,
         clients: Mapping[str, UploadClient],
-        limits: Mapping[str, RetentionLimits],
+        limits: Mapping[str, RetentionLimits],  # read at each pass: a reload may change it
         skew: float,
         events: DeletionEvents | None = None,
         clock: Callable[[], float] = time.time,

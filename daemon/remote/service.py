@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+import anyio
 from anyio.abc import TaskGroup
 from prometheus_client import CollectorRegistry
 
@@ -58,7 +59,7 @@ class RemoteSide:
         self,
         pruner: Pruner,
         *,
-        limits: Mapping[str, RetentionLimits],
+        limits: dict[str, RetentionLimits],
         breakers: BreakerStore,
         on_room: Callable[[str], Awaitable[None]],
     ) -> None:
@@ -69,8 +70,19 @@ class RemoteSide:
         self.usage: dict[str, Usage] = {}
         # Bumped after each ``on_room``: a file parked by a read from before it goes again.
         self.rooms = 0
+        # Set (and replaced) after each pass: tests and benchmarks wait on it, never on time.
+        self.passed = anyio.Event()
         self._queued: set[str] = set()
         self._tasks: TaskGroup | None = None
+
+    def configure(self, settings: Settings) -> None:
+        """Take the retention limits of reloaded ``settings`` (the next pass applies them)."""
+        fresh = retention_limits(settings)
+        self.limits.clear()
+        self.limits.update(fresh)
+        if isinstance(self.pruner.events, RemoteMetrics):
+            for provider in fresh:
+                self.pruner.events.add_provider(provider)
 
     def start(self, tasks: TaskGroup) -> None:
         """Run passes in ``tasks`` from now on (before this, requests are dropped)."""
@@ -133,6 +145,9 @@ class RemoteSide:
         except ProviderError as exc:
             logger.warning("%s: retention pass skipped, cannot list the account: %s", provider, exc)
             return None
+        finally:
+            self.passed.set()
+            self.passed = anyio.Event()
         self.usage[provider] = Usage(report.files, report.bytes)
         if report.done and await self._quota_parked(provider):
             await self.on_room(provider)
@@ -175,4 +190,5 @@ def build_remote_side(
         skew=settings.reconcile_skew,
         events=RemoteMetrics(registry, providers=settings.providers_in_use()),
     )
+    # One dict shared by both: ``configure`` updates it in place on a reload.
     return RemoteSide(pruner, limits=limits, breakers=store, on_room=on_room)
