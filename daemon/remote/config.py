@@ -37,28 +37,19 @@ def retention_warnings(settings: Settings) -> list[str]:
                 f"[providers.{name}.retention] max_files, max_bytes or max_age_days"
             )
             continue
-        if (
-            retention.max_files is not None
-            and limits.max_files is not None
-            and retention.max_files >= limits.max_files
-        ):
-            lines.append(
-                f"providers.{name}.retention.max_files: {retention.max_files} is not below "
-                f"the account's cap of {limits.max_files:,} files; uploads hit the cap first "
-                f"(files wait until a pass makes room); set it lower, e.g. "
-                f"{limits.max_files * 9 // 10}"
-            )
-        if (
-            retention.max_bytes is not None
-            and limits.max_total_bytes is not None
-            and retention.max_bytes >= limits.max_total_bytes
-        ):
-            lines.append(
-                f"providers.{name}.retention.max_bytes: {retention.max_bytes} is not below "
-                f"the account's cap of {limits.max_total_bytes:,} bytes; set it lower, e.g. "
-                f"{limits.max_total_bytes * 9 // 10}"
-            )
+        lines += _not_below(name, "max_files", retention.max_files, limits.max_files, "files")
+        lines += _not_below(name, "max_bytes", retention.max_bytes, limits.max_total_bytes, "bytes")
     return lines
+
+
+def _not_below(name: str, key: str, limit: int | None, cap: int | None, unit: str) -> list[str]:
+    if limit is None or cap is None or limit < cap:
+        return []
+    return [
+        f"providers.{name}.retention.{key}: {limit} is not below the account's cap of "
+        f"{cap:,} {unit}; uploads hit the cap first (files wait until a pass makes room); "
+        f"set it lower, e.g. {cap * 9 // 10}"
+    ]
 
 
 def retention_limits(settings: Settings) -> dict[str, RetentionLimits]:

@@ -63,6 +63,17 @@ def _path(value: str | bytes | None) -> str | None:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+def _attempt(row: sqlite3.Row, finished_at: float) -> Attempt:
+    return Attempt(
+        ledger_id=row["id"],
+        relpath=_path(row["relpath"]) or "",
+        size=row["size"],
+        purpose=row["purpose"],
+        intent_at=row["intent_at"],
+        finished_at=finished_at,
+    )
+
+
 class RemoteLedger:
     """``remote_deletions`` and the ledger queries the remote side needs, over one Store."""
 
@@ -169,17 +180,7 @@ class RemoteLedger:
             " AND purpose IS NOT NULL AND dedupe_of IS NULL ORDER BY id",
             (provider, since),
         )
-        return [
-            Attempt(
-                ledger_id=row["id"],
-                relpath=_path(row["relpath"]) or "",
-                size=row["size"],
-                purpose=row["purpose"],
-                intent_at=row["intent_at"],
-                finished_at=row["finished_at"],
-            )
-            for row in rows
-        ]
+        return [_attempt(row, row["finished_at"]) for row in rows]
 
     async def active_attempts(self, provider: str) -> list[Attempt]:
         """Active rows' last attempts on ``provider`` (their copies are never orphans)."""
@@ -189,17 +190,7 @@ class RemoteLedger:
             " AND intent_at IS NOT NULL AND purpose IS NOT NULL ORDER BY id",
             (provider,),
         )
-        return [
-            Attempt(
-                ledger_id=row["id"],
-                relpath=_path(row["relpath"]) or "",
-                size=row["size"],
-                purpose=row["purpose"],
-                intent_at=row["intent_at"],
-                finished_at=float("inf"),
-            )
-            for row in rows
-        ]
+        return [_attempt(row, float("inf")) for row in rows]
 
     async def release_parked(self, provider: str) -> int:
         """Let every file parked after trying ``provider`` go at once; how many."""

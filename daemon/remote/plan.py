@@ -91,6 +91,20 @@ class Deletion:
     ledger_id: int | None = None
 
 
+def _match(
+    files: list[RemoteFile], attempt: Attempt, *, skew: float, taken: Collection[str]
+) -> RemoteFile | None:
+    return match_remote(
+        files,
+        filename=PurePath(attempt.relpath).name,
+        size=attempt.size,
+        purpose=attempt.purpose,
+        intent_at=attempt.intent_at,
+        skew=skew,
+        claimed=taken,
+    )
+
+
 def find_orphans(
     files: Iterable[RemoteFile],
     attempts: Iterable[Attempt],
@@ -110,29 +124,13 @@ def find_orphans(
     listed = list(files)
     taken = set(claimed)
     for attempt in protect:
-        match = match_remote(
-            listed,
-            filename=PurePath(attempt.relpath).name,
-            size=attempt.size,
-            purpose=attempt.purpose,
-            intent_at=attempt.intent_at,
-            skew=skew,
-            claimed=taken,
-        )
+        match = _match(listed, attempt, skew=skew, taken=taken)
         if match is not None:
             taken.add(match.id)
     found: list[Deletion] = []
     for attempt in sorted(attempts, key=lambda a: (a.intent_at, a.ledger_id)):
         window = [f for f in listed if f.created_at <= attempt.finished_at + skew]
-        match = match_remote(
-            window,
-            filename=PurePath(attempt.relpath).name,
-            size=attempt.size,
-            purpose=attempt.purpose,
-            intent_at=attempt.intent_at,
-            skew=skew,
-            claimed=taken,
-        )
+        match = _match(window, attempt, skew=skew, taken=taken)
         if match is not None:
             taken.add(match.id)
             found.append(Deletion(match, "orphan", ledger_id=attempt.ledger_id))
