@@ -12,6 +12,7 @@ leaves them parked, so an account full of files inboxd did not upload never loop
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from daemon.remote.plan import RetentionLimits
 from daemon.remote.prune import PassReport, Pruner
 from daemon.state.store import Store
 from handlers.ledger import LedgerRow
-from providers.errors import ProviderError
+from providers.errors import ConfigError, ProviderError, StateError
 from providers.types import BreakerStore, UploadClient
 
 __all__ = ["RemoteSide", "Usage", "build_remote_side", "crosses"]
@@ -144,6 +145,11 @@ class RemoteSide:
             report = await self.pruner.run(provider)
         except ProviderError as exc:
             logger.warning("%s: retention pass skipped, cannot list the account: %s", provider, exc)
+            return None
+        except (StateError, ConfigError, sqlite3.Error):
+            raise  # the state file failed: a fault of the daemon itself
+        except Exception:  # a bug in a pass must not stop the uploads: the next pass tries again
+            logger.exception("%s: retention pass failed; the next one tries again", provider)
             return None
         finally:
             self.passed.set()
