@@ -11,10 +11,11 @@ import pytest
 
 from daemon.cli import main
 from daemon.commands import run_status
-from daemon.config.settings import RetentionSettings, Settings
+from daemon.config.settings import RetentionSettings, Settings, load_settings
 from daemon.remote.commands import NOT_OURS, run_remote_list, run_remote_prune
 from handlers.archive import receipt_path
 from providers.emulator import Emulator
+from providers.errors import ConfigError
 from tests._harness import read_sidecar, running
 
 T = 1_800_000_000.0
@@ -145,4 +146,28 @@ async def test_status_remote_shows_the_retention_limits(tmp_path: Path) -> None:
         "remote usage:",
         "  kimi: 4 files of 1000, 25 B of 10.0 GiB",
         "    retention: at most 900 files, any size, none older than 30 days",
+    ]
+
+
+def test_retention_extract_and_keep_remote_keys_parse_and_validate(
+    inbox: Path, write: Callable[[str], Path]
+) -> None:
+    """The retention keys and the per-inbox extract/keep_remote keys load with their values;
+    a negative limit is refused naming the key."""
+    body = (
+        f'[[inbox]]\nname = "a"\npath = "{inbox}"\nproviders = ["kimi"]\n'
+        "extract = true\nkeep_remote = false\n"
+        "[providers.kimi.retention]\nmax_files = 900\nmax_bytes = 9000000000\n"
+        "max_age_days = 30\n"
+    )
+    settings = load_settings(write(body), environ={})
+    assert (settings.inbox[0].extract, settings.inbox[0].keep_remote) == (True, False)
+    assert settings.providers.kimi.retention == RetentionSettings(
+        max_files=900, max_bytes=9_000_000_000, max_age_days=30
+    )
+    assert (Settings().inbox, Settings().providers.glm.retention.configured) == ([], False)
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(body.replace("max_files = 900", "max_files = -1")), environ={})
+    assert info.value.problems == [
+        "providers.kimi.retention.max_files: Input should be greater than 0 (got -1); fix its value"
     ]
