@@ -13,7 +13,7 @@ import mimetypes
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -204,6 +204,12 @@ class Pipeline:
         return await self.ledger.begin(
             plan.name, row.relpath, size=opened.size, mtime_ns=opened.mtime_ns
         )
+
+    def content_lock(self, sha256: str) -> AbstractAsyncContextManager[None]:
+        """Held while this content is deduped or uploaded; ``daemon.remote`` holds it to
+        record the deletion of its remote copy, so no duplicate is archived pointing at a
+        copy deleted behind its back."""
+        return self._content_lock(sha256)
 
     @asynccontextmanager
     async def _content_lock(self, sha256: str) -> AsyncIterator[None]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -14,10 +16,13 @@ import pytest
 
 from daemon.config.settings import RetentionSettings
 from daemon.remote.deletions import delete_recorded
+from daemon.remote.ledger import RemoteLedger
+from daemon.remote.plan import RetentionLimits
+from daemon.remote.prune import Pruner
 from handlers.archive import receipt_path
 from providers.emulator import Emulator
 from providers.limits import KIMI_LIMITS
-from tests._harness import Run, provider_section, read_sidecar, running
+from tests._harness import Run, provider_section, read_sidecar, running, sha
 
 pytestmark = pytest.mark.anyio
 
@@ -129,3 +134,42 @@ async def test_an_upload_that_crosses_max_files_starts_a_pass(tmp_path: Path) ->
                 await side.passed.wait()
         marked = {n: "remote_deleted_at" in _receipt(run, f"f{n}.txt") for n in range(4)}
         assert marked == {0: True, 1: True, 2: False, 3: False}
+
+
+async def test_a_deletion_waits_while_its_content_is_being_deduped(tmp_path: Path) -> None:
+    """While the pipeline holds a file's content (deduping or uploading it), a pass records
+    no deletion of that content's copy (a duplicate archived meanwhile never points at a copy
+    deleted behind its back); once released, the pass deletes it."""
+    async with running(tmp_path) as run:
+        for n in range(2):
+            (run.inbox() / f"f{n}.txt").write_bytes(f"file {n}".encode())
+            [seen] = await run.wait_for(1)
+            assert seen.result.outcome == "uploaded"
+        oldest = next(f for f in run.emu.files() if f.filename == "f0.txt")
+        assert run.daemon.store is not None
+        pipeline = run.daemon.pipeline
+        assert run.daemon.remote.pruner.content_lock == pipeline.content_lock
+        reached = anyio.Event()
+
+        @asynccontextmanager
+        async def watched(sha256: str) -> AsyncIterator[None]:
+            reached.set()
+            async with pipeline.content_lock(sha256):
+                yield
+
+        pruner = Pruner(
+            store=run.daemon.store,
+            clients=run.daemon.clients,
+            limits={"kimi": RetentionLimits(max_files=1)},
+            skew=run.settings.reconcile_skew,
+            content_lock=watched,
+        )
+        with anyio.fail_after(20):
+            async with pipeline.content_lock(sha(b"file 0")), anyio.create_task_group() as tg:
+                tg.start_soon(pruner.run, "kimi")
+                await reached.wait()
+                await anyio.wait_all_tasks_blocked()
+                assert await RemoteLedger(run.daemon.store).deletions("kimi") == {}
+                tg.cancel_scope.cancel()
+        report = await pruner.run("kimi")
+        assert [d.file.id for d in report.done] == [oldest.id]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -104,17 +105,21 @@ async def delete_recorded(
     remote: RemoteFile | None = None,
     events: DeletionEvents | None = None,
     checkpoint: Checkpoint = no_checkpoint,
+    hold: AbstractAsyncContextManager[None] | None = None,
 ) -> str | None:
     """Delete ``file_id`` from ``client``'s account through the ledger; the outcome
     (``deleted``/``gone``), or None when its deletion was finished before.
 
+    ``hold`` is held while the intent is recorded (the pipeline's lock on the copy's
+    content: a dedupe in progress finishes first, and every later one sees the intent).
     Raises ProviderError when the DELETE fails otherwise: the intent stays open and the next
     pass (or start) settles it.
     """
     ledger = RemoteLedger(store)
-    row = await ledger.record_intent(
-        client.name, file_id, reason, now=now, ledger_id=ledger_id, remote=remote
-    )
+    async with hold or nullcontext():
+        row = await ledger.record_intent(
+            client.name, file_id, reason, now=now, ledger_id=ledger_id, remote=remote
+        )
     if row.outcome is not None:
         return None
     await checkpoint("intent")

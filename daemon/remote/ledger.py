@@ -157,6 +157,7 @@ class RemoteLedger:
                     receipt,
                     settled=not row.active,
                     uploaded_at=row.uploaded_at or 0.0,
+                    sha256=row.sha256,
                 )
         return owned
 

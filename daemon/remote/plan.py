@@ -57,7 +57,8 @@ class Owned:
     ``settled`` is False while the row that uploaded it is still active (the file is being
     finished, and dedupe may be pointing a duplicate at it right now): such a file is never
     chosen. ``receipt`` is the path of its ``.upload.json`` (None: deleted on success).
-    ``uploaded_at`` orders files the provider dates to the same second (its clock is coarse).
+    ``uploaded_at`` orders files the provider dates to the same second (its clock is coarse);
+    ``sha256`` is the content (the pipeline's content lock is held to record its deletion).
     """
 
     file_id: str
@@ -67,6 +68,7 @@ class Owned:
     receipt: str | None
     settled: bool = True
     uploaded_at: float = 0.0
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import anyio
@@ -28,7 +29,9 @@ from daemon.state.store import Store
 from providers.errors import ProviderError
 from providers.types import RemoteFile, UploadClient
 
-__all__ = ["PassReport", "Pruner"]
+__all__ = ["ContentLock", "PassReport", "Pruner"]
+
+ContentLock = Callable[[str], AbstractAsyncContextManager[None]]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,10 @@ class Pruner:
         events: DeletionEvents | None = None,
         clock: Callable[[], float] = time.time,
         checkpoint: Checkpoint = no_checkpoint,
+        content_lock: ContentLock | None = None,
     ) -> None:
+        """``content_lock(sha256)``: the pipeline's lock on a content (``delete_recorded``'s
+        ``hold``); None where no pipeline runs (``inboxd remote prune``)."""
         self.store = store
         self.clients = clients
         self.limits = limits
@@ -68,6 +74,7 @@ class Pruner:
         self.events = events
         self.clock = clock
         self.checkpoint = checkpoint
+        self.content_lock = content_lock
         self.ledger = RemoteLedger(store)
         self._locks: dict[str, anyio.Lock] = {}
 
@@ -142,6 +149,10 @@ class Pruner:
             )
 
     async def _delete(self, client: UploadClient, deletion: Deletion) -> None:
+        sha256 = None if deletion.owner is None else deletion.owner.sha256
+        hold = None
+        if self.content_lock is not None and sha256 is not None:
+            hold = self.content_lock(sha256)
         await delete_recorded(
             self.store,
             client,
@@ -152,4 +163,5 @@ class Pruner:
             remote=deletion.file,
             events=self.events,
             checkpoint=self.checkpoint,
+            hold=hold,
         )

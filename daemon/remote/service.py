@@ -24,7 +24,7 @@ from daemon.config.settings import Settings
 from daemon.remote.config import retention_limits
 from daemon.remote.metrics import RemoteMetrics
 from daemon.remote.plan import RetentionLimits
-from daemon.remote.prune import PassReport, Pruner
+from daemon.remote.prune import ContentLock, PassReport, Pruner
 from daemon.state.store import Store
 from handlers.ledger import LedgerRow
 from providers.errors import ConfigError, ProviderError, StateError
@@ -186,6 +186,7 @@ def build_remote_side(
     clients: Mapping[str, UploadClient],
     registry: CollectorRegistry,
     on_room: Callable[[str], Awaitable[None]],
+    content_lock: ContentLock | None = None,
 ) -> RemoteSide:
     """The daemon's RemoteSide (``clients`` is the daemon's own dict: a reload updates it)."""
     limits = retention_limits(settings)
@@ -195,6 +196,7 @@ def build_remote_side(
         limits=limits,
         skew=settings.reconcile_skew,
         events=RemoteMetrics(registry, providers=settings.providers_in_use()),
+        content_lock=content_lock,
     )
     # One dict shared by both: ``configure`` updates it in place on a reload.
     return RemoteSide(pruner, limits=limits, breakers=store, on_room=on_room)

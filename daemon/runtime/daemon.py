@@ -262,6 +262,7 @@ class Daemon:
                 clients=self.clients,
                 registry=self.registry,
                 on_room=self.room_on,
+                content_lock=self.pipeline.content_lock,
             )
             await self.pipeline.recover(self.plans, on_error=partial(recover_failed, self))
             await self._serve()
