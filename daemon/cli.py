@@ -90,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
     breaker = with_config(sub.add_parser("breaker", help="circuit breaker operations"))
     breaker.add_argument("action", choices=["reset"], help="reset: close the breaker now")
     breaker.add_argument("provider", choices=["kimi", "glm"], metavar="PROVIDER")
+    remote = with_config(
+        sub.add_parser("remote", help="the provider accounts: list files, apply retention now")
+    )
+    remote.add_argument(
+        "action",
+        choices=["prune", "list"],
+        help="prune: delete what [providers.NAME.retention] calls for now (and orphans); "
+        "list: every file on the account with the ledger's view of it",
+    )
+    remote.add_argument("provider", choices=["kimi", "glm"], metavar="PROVIDER")
+    remote.add_argument(
+        "--dry-run", action="store_true", help="prune: print what would be deleted, delete none"
+    )
     sub.add_parser(
         "demo",
         help="run the daemon against the bundled emulator on a temporary workspace with "
@@ -176,6 +189,18 @@ def _cmd_ops(args: argparse.Namespace) -> int:
         return anyio.run(
             lambda: commands.run_status(
                 settings, as_json=args.json, remote=args.remote, out=sys.stdout, now=time.time()
+            )
+        )
+    if args.command == "remote":
+        from daemon.remote import commands as remote
+
+        if args.action == "list":
+            return anyio.run(
+                lambda: remote.run_remote_list(settings, args.provider, out=sys.stdout)
+            )
+        return anyio.run(
+            lambda: remote.run_remote_prune(
+                settings, args.provider, dry_run=args.dry_run, out=sys.stdout
             )
         )
     if args.command == "requeue":

@@ -19,6 +19,8 @@ import anyio
 
 from daemon.config.folders import mixed_folders
 from daemon.config.settings import InboxSettings, LogSettings, MetricsSettings, Settings
+from daemon.remote.config import limits_for
+from daemon.remote.plan import RetentionLimits
 from daemon.runtime.wiring import build_clients, build_plans
 from daemon.state.store import Store
 from handlers.archive import UPLOAD_SUFFIX
@@ -66,6 +68,8 @@ class Usage:
     bytes: int
     max_files: int | None
     max_total_bytes: int | None
+    # [providers.<name>.retention] as a pass applies it (None: not set, nothing deleted).
+    retention: RetentionLimits | None = None
 
 
 def _rate(counts: Mapping[str, int]) -> dict[str, Any]:
@@ -126,6 +130,13 @@ def status_report(
                 "bytes": u.bytes,
                 "max_files": u.max_files,
                 "max_total_bytes": u.max_total_bytes,
+                "retention": None
+                if u.retention is None
+                else {
+                    "max_files": u.retention.max_files,
+                    "max_bytes": u.retention.max_bytes,
+                    "max_age_days": u.retention.max_age_days,
+                },
             }
             for name, u in sorted(usage.items())
         },
@@ -148,6 +159,13 @@ def _size(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def _retention(r: Mapping[str, Any]) -> str:
+    files = "any number of files" if r["max_files"] is None else f"at most {r['max_files']} files"
+    size = "any size" if r["max_bytes"] is None else f"at most {_size(r['max_bytes'])}"
+    age = f", none older than {r['max_age_days']:g} days" if r["max_age_days"] else ""
+    return f"{files}, {size}{age}"
 
 
 def render_status(report: Mapping[str, Any]) -> str:
@@ -174,6 +192,8 @@ def render_status(report: Mapping[str, Any]) -> str:
                 f"  {name}: {u['files']} files of {files}, "
                 f"{_size(u['bytes'])} of {_size(u['max_total_bytes'])}"
             )
+            if u.get("retention") is not None:
+                lines.append(f"    retention: {_retention(u['retention'])}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -184,7 +204,9 @@ async def _remote_usage(settings: Settings) -> dict[str, Usage]:
         for name, client in clients.items():
             limits = settings.providers.get(name).effective_limits(name)
             count, nbytes = await client.usage()  # page by page: no whole listing held
-            usage[name] = Usage(count, nbytes, limits.max_files, limits.max_total_bytes)
+            keep = settings.providers.get(name).retention
+            retention = limits_for(settings, name) if keep.configured else None
+            usage[name] = Usage(count, nbytes, limits.max_files, limits.max_total_bytes, retention)
     finally:
         for client in clients.values():
             await client.aclose()

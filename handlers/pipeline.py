@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -209,6 +209,12 @@ class Pipeline:
         return await self.ledger.begin(
             plan.name, row.relpath, size=opened.size, mtime_ns=opened.mtime_ns
         )
+
+    def content_lock(self, sha256: str) -> AbstractAsyncContextManager[None]:
+        """Held while this content is deduped or uploaded; ``daemon.remote`` holds it to
+        record the deletion of its remote copy, so no duplicate is archived pointing at a
+        copy deleted behind its back."""
+        return self._content_lock(sha256)
 
     @asynccontextmanager
     async def _content_lock(self, sha256: str) -> AsyncIterator[None]:

@@ -91,6 +91,7 @@ async def test_open_sets_wal_full_busy_timeout_and_version(state: Path) -> None:
         (1, "ledger"),
         (2, "circuit breakers"),
         (3, "index of the originals duplicates point at (ledger pruning)"),
+        (4, "remote deletions (retention, keep_remote, orphans)"),
     ]
 
 
@@ -101,7 +102,7 @@ async def test_v1_file_is_migrated_keeping_its_rows(state: Path) -> None:
     with sqlite3.connect(state) as raw:
         raw.executescript(V1_DDL)
     async with Store.open(state, clock=FakeClock(50.0)) as store:
-        assert (await store.pragmas())["user_version"] == 3
+        assert (await store.pragmas())["user_version"] == 4
         old = await store.get(1)
         assert (old.relpath, old.state, old.file_id) == ("old.pdf", "done", "f-1")
         assert await store.find_uploaded("abc", "kimi", "file-extract") == old
@@ -109,7 +110,7 @@ async def test_v1_file_is_migrated_keeping_its_rows(state: Path) -> None:
         assert await store.all_breakers() == {"kimi": BreakerRecord(state="open", open_until=9.0)}
     with sqlite3.connect(state) as raw:
         history = raw.execute("SELECT version, applied_at FROM schema_history").fetchall()
-    assert history == [(1, 1.0), (2, 50.0), (3, 50.0)]
+    assert history == [(1, 1.0), (2, 50.0), (3, 50.0), (4, 50.0)]
 
 
 async def test_newer_schema_is_refused_untouched(state: Path) -> None:
@@ -529,7 +530,12 @@ async def test_two_processes_opening_a_new_file_migrate_once(state: Path) -> Non
         tg.start_soon(open_one)
     assert opened == [SCHEMA_VERSION, SCHEMA_VERSION]
     with sqlite3.connect(state) as raw:
-        assert raw.execute("SELECT version FROM schema_history").fetchall() == [(1,), (2,), (3,)]
+        assert raw.execute("SELECT version FROM schema_history").fetchall() == [
+            (1,),
+            (2,),
+            (3,),
+            (4,),
+        ]
 
 
 async def test_lock_held_too_long_is_a_state_error_naming_the_file(state: Path) -> None:

@@ -19,6 +19,7 @@ from daemon.config.folders import (
 )
 from daemon.config.keys import KEY_CREDENTIAL, KEY_ENV
 from daemon.config.settings import InboxSettings, Settings
+from daemon.remote.config import retention_warnings
 
 __all__ = ["Report", "check"]
 
@@ -62,6 +63,7 @@ def check(settings: Settings, *, need_keys: bool = True) -> Report:
         report.problems.append(state)
     if (listen := metrics_warning(settings.metrics)) is not None:
         report.warnings.append(listen)
+    report.warnings.extend(retention_warnings(settings))
     return report
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "ProviderSettings",
     "ProvidersSettings",
     "PurposeLimitSettings",
+    "RetentionSettings",
     "RetrySettings",
     "Settings",
     "load_settings",
@@ -117,6 +118,20 @@ class BreakerSettings(_Section):
     quota_park: float = Field(default=3600.0, ge=0)
 
 
+class RetentionSettings(_Section):
+    """``[providers.<name>.retention]``: how many of inboxd's files the account keeps
+    (``daemon.remote``); unset keys keep everything."""
+
+    max_files: int | None = Field(default=None, gt=0)
+    max_bytes: int | None = Field(default=None, gt=0)
+    max_age_days: float = Field(default=0.0, ge=0)
+
+    @property
+    def configured(self) -> bool:
+        """True when any limit is set (a retention pass has something to enforce)."""
+        return self.max_files is not None or self.max_bytes is not None or self.max_age_days > 0
+
+
 class PurposeLimitSettings(_Section):
     """``[providers.<name>.limits.<purpose>]``: override a documented limit."""
 
@@ -144,6 +159,7 @@ class ProviderSettings(_Section):
     limits: dict[str, PurposeLimitSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("transports")
     @classmethod
@@ -207,6 +223,8 @@ class InboxSettings(_Section):
     recursive: bool = False
     dedupe: bool = True
     on_quota: Literal["wait", "quarantine"] = "wait"
+    extract: bool = False
+    keep_remote: bool = True
 
     @field_validator("providers")
     @classmethod

@@ -33,6 +33,8 @@ from daemon.ops.http import serve_http
 from daemon.ops.logs import setup_logging
 from daemon.ops.metrics import Metrics
 from daemon.ops.notify import Notifier, watchdog_loop
+from daemon.remote.ledger import RemoteLedger
+from daemon.remote.service import build_remote_side
 from daemon.runtime.failures import FileErrors, daemon_fault
 from daemon.runtime.intake import Intake
 from daemon.runtime.periodic import every
@@ -47,6 +49,7 @@ from daemon.runtime.workers import (
     park_loop,
     recover_failed,
     start_watcher,
+    wake_at,
     worker,
 )
 from daemon.state.retention import PRUNE_INTERVAL, prune_ledger
@@ -237,6 +240,14 @@ class Daemon:
                 events=self.metrics,
                 skew=settings.reconcile_skew,
             )
+            self.remote = build_remote_side(
+                settings,
+                store=store,
+                clients=self.clients,
+                registry=self.registry,
+                on_room=self.room_on,
+                content_lock=self.pipeline.content_lock,
+            )
             await self.pipeline.recover(self.plans, on_error=partial(recover_failed, self))
             await self._serve()
 
@@ -260,6 +271,8 @@ class Daemon:
                 root.start_soon(every, REMOTE_USAGE_INTERVAL, self.refresh_remote_usage)
                 root.start_soon(every, PRUNE_INTERVAL, self.prune_ledger)
                 root.start_soon(every, settings.rescan_interval, self.close_vanished)
+                self.remote.start(root)  # retention passes: now, every rescan_interval, on demand
+                root.start_soon(every, settings.rescan_interval, self.remote.run_all)
                 logger.info(
                     "inboxd %s running: %d inbox(es), providers %s",
                     package_version(),
@@ -432,6 +445,15 @@ class Daemon:
         """Set ``inboxd_oldest_pending_seconds`` from the ledger (the status loop's tick)."""
         assert self.store is not None
         self.metrics.oldest_pending(await self.store.oldest_waiting(), now=time.time())
+
+    async def room_on(self, provider: str) -> None:
+        """A retention pass asked for by a quota answer made room on ``provider``: close its
+        breaker and let the files parked behind it go now (``daemon.remote.service``)."""
+        assert self.store is not None
+        await self.dispatcher.reset_breaker(provider)
+        released = await RemoteLedger(self.store).release_parked(provider)
+        logger.info("%s: room made on the account; %d parked file(s) go again", provider, released)
+        wake_at(self, time.time())
 
     async def close_vanished(self) -> int:
         """Close waiting rows whose file left its inbox (``daemon.runtime.vanished``)."""

@@ -88,6 +88,7 @@ async def _apply(
     for key in plan.restart_needed:
         logger.warning("reload: %s changed; it takes effect at the next restart", key)
     await _apply_providers(daemon, plan, new)
+    daemon.remote.configure(new)  # retention limits: the next pass applies them
     for name in plan.added_inboxes:
         daemon.metrics.add_inbox(name)
     daemon.plans.clear()

@@ -139,6 +139,7 @@ async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidat
                 daemon.intake.done(candidate.key)
                 continue
             generation = daemon.work.enter()
+            rooms = daemon.remote.rooms
             try:
                 result = await _process(daemon, plan, candidate)
             finally:
@@ -150,6 +151,8 @@ async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidat
                 daemon.intake.offer_nowait(candidate)
             if result.park_until is not None:
                 wake_at(daemon, result.park_until)
+            if await daemon.remote.after_file(result.outcome, result.row, rooms=rooms):
+                wake_at(daemon, time.time())  # room was made while it was being parked
             if daemon.observer is not None:
                 daemon.observer(candidate, result)
 

@@ -44,10 +44,14 @@ RESET_PENDING = (
     " RETURNING *"
 )
 
+# A copy whose deletion is recorded (even one not yet confirmed) is never pointed at again:
+# that content is uploaded anew (daemon.remote).
 FIND_UPLOADED = """
     SELECT * FROM ledger
     WHERE sha256 = ? AND provider = ? AND purpose = ?
       AND state IN ('uploaded', 'done') AND file_id IS NOT NULL AND dedupe_of IS NULL
+      AND NOT EXISTS (SELECT 1 FROM remote_deletions AS d
+                      WHERE d.provider = ledger.provider AND d.file_id = ledger.file_id)
     ORDER BY id LIMIT 1
 """
 

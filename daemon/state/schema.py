@@ -3,7 +3,7 @@
 The version lives in ``PRAGMA user_version``; ``schema_history`` records when each migration
 ran. Migrations are append-only: a released migration's SQL never changes, a new one is added
 at the end. Version 1 was the ledger alone; version 2 added the circuit breakers; version 3
-an index for pruning old rows.
+an index for pruning old rows; version 4 the recorded remote deletions.
 """
 
 from __future__ import annotations
@@ -110,7 +110,35 @@ _V3 = Migration(
     ("CREATE INDEX ledger_dedupe_of ON ledger (dedupe_of) WHERE dedupe_of IS NOT NULL",),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+# One row per remote file inboxd deletes (daemon.remote): the intent is committed before the
+# DELETE, the outcome after it; (provider, file_id) is unique, so no file is deleted twice.
+# ``ledger_id`` is no foreign key: ledger pruning may delete the row that uploaded the file.
+_V4 = Migration(
+    4,
+    "remote deletions (retention, keep_remote, orphans)",
+    (
+        """
+        CREATE TABLE remote_deletions (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            provider   TEXT NOT NULL,
+            file_id    TEXT NOT NULL,
+            reason     TEXT NOT NULL CHECK (reason IN ('max_files', 'max_bytes', 'max_age',
+                                                       'keep_remote', 'orphan')),
+            ledger_id  INTEGER,
+            filename   TEXT,
+            bytes      INTEGER,
+            created_at REAL,
+            intent_at  REAL NOT NULL,
+            outcome    TEXT CHECK (outcome IN ('deleted', 'gone')),
+            outcome_at REAL
+        )
+        """,
+        "CREATE UNIQUE INDEX remote_deletions_file ON remote_deletions (provider, file_id)",
+        "CREATE INDEX remote_deletions_open ON remote_deletions (provider) WHERE outcome IS NULL",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

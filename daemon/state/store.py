@@ -313,6 +313,16 @@ class Store:
         rows = await self._fetch(sql.ACTIVE_ROW, (inbox, sql.encode_path(relpath)))
         return sql.ledger_from_row(rows[0]) if rows else None
 
+    # -- tables other packages keep in this file (daemon.remote) ----------------------------
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one committed write transaction (as every method here does)."""
+        return await self._write(fn)
+
+    async def fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """The rows of one read-only query."""
+        return await self._fetch(query, params)
+
     # -- breakers ---------------------------------------------------------------------------
 
     async def load_breaker(self, provider: str) -> BreakerRecord | None:

@@ -1,0 +1,202 @@
+"""When retention passes run in a daemon: at start, every ``rescan_interval``, after an
+upload that crosses a limit, and on a quota answer from a provider with retention set.
+
+Passes are requested, not awaited: ``request(provider)`` starts one in the background,
+unless one is already waiting to run (at most one running and one queued per provider, so a
+burst of uploads or quota answers costs one extra pass). When any pass deleted something
+while the provider's breaker is open for ``quota``, ``on_room(provider)`` lets the parked
+files go again (the daemon closes the breaker and rescans); a pass that freed nothing
+leaves them parked, so an account full of files inboxd did not upload never loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup
+from prometheus_client import CollectorRegistry
+
+from daemon.config.settings import Settings
+from daemon.remote.config import retention_limits
+from daemon.remote.metrics import RemoteMetrics
+from daemon.remote.plan import RetentionLimits
+from daemon.remote.prune import ContentLock, PassReport, Pruner
+from daemon.state.store import Store
+from handlers.ledger import LedgerRow
+from providers.errors import ConfigError, ProviderError, StateError
+from providers.types import BreakerStore, UploadClient
+
+__all__ = ["RemoteSide", "Usage", "build_remote_side", "crosses"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """An account's files and bytes as the last pass left it, plus uploads since."""
+
+    files: int
+    bytes: int
+
+    def plus(self, nbytes: int) -> Usage:
+        return Usage(self.files + 1, self.bytes + nbytes)
+
+
+def crosses(usage: Usage, limits: RetentionLimits) -> bool:
+    """True when ``usage`` is over a count or size limit (pure)."""
+    over_files = limits.max_files is not None and usage.files > limits.max_files
+    over_bytes = limits.max_bytes is not None and usage.bytes > limits.max_bytes
+    return over_files or over_bytes
+
+
+class RemoteSide:
+    """The daemon's retention passes: requested from anywhere, run in ``tasks``."""
+
+    def __init__(
+        self,
+        pruner: Pruner,
+        *,
+        limits: dict[str, RetentionLimits],
+        breakers: BreakerStore,
+        on_room: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.pruner = pruner
+        self.limits = limits
+        self.breakers = breakers
+        self.on_room = on_room
+        self.usage: dict[str, Usage] = {}
+        # Bumped after each ``on_room``: a file parked by a read from before it goes again.
+        self.rooms = 0
+        # Set (and replaced) after each pass: tests and benchmarks wait on it, never on time.
+        self.passed = anyio.Event()
+        self._queued: set[str] = set()
+        self._tasks: TaskGroup | None = None
+
+    def configure(self, settings: Settings) -> None:
+        """Take the retention limits of reloaded ``settings`` (the next pass applies them)."""
+        fresh = retention_limits(settings)
+        self.limits.clear()
+        self.limits.update(fresh)
+        if isinstance(self.pruner.events, RemoteMetrics):
+            for provider in fresh:
+                self.pruner.events.add_provider(provider)
+
+    def start(self, tasks: TaskGroup) -> None:
+        """Run passes in ``tasks`` from now on (before this, requests are dropped)."""
+        self._tasks = tasks
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers with retention configured."""
+        return [name for name, limits in self.limits.items() if _configured(limits)]
+
+    def request(self, provider: str) -> bool:
+        """Queue a pass over ``provider``; False when one was already queued or retention is
+        not set for it."""
+        if provider not in self.providers or self._tasks is None:
+            return False
+        if provider in self._queued:
+            return False
+        self._queued.add(provider)
+        self._tasks.start_soon(self._queued_pass, provider)
+        return True
+
+    def uploaded(self, provider: str, nbytes: int) -> None:
+        """One more file stored on ``provider``: a pass when that crosses a limit."""
+        known = self.usage.get(provider)
+        if known is None:
+            return  # no pass has counted the account yet: the first one will
+        self.usage[provider] = known.plus(nbytes)
+        if crosses(self.usage[provider], self.limits.get(provider, RetentionLimits())):
+            self.request(provider)
+
+    async def after_file(self, outcome: str, row: LedgerRow | None, *, rooms: int) -> bool:
+        """Hook for each file's outcome: count an upload; a parked file whose provider's
+        breaker is open for ``quota`` asks for a pass that lets it go once there is room.
+
+        ``rooms``: ``self.rooms`` when the file was taken up. True: the file was parked
+        while room was being made (it read its wait from before): offer it again now.
+        """
+        if outcome == "uploaded" and row is not None and row.provider is not None:
+            self.uploaded(row.provider, row.remote_bytes or row.size)
+        elif outcome == "parked":
+            for provider in self.providers:
+                if await self._quota_parked(provider):
+                    self.request(provider)
+            return self.rooms != rooms
+        return False
+
+    async def _quota_parked(self, provider: str) -> bool:
+        record = await self.breakers.load_breaker(provider)
+        return record is not None and record.state != "closed" and record.reason == "quota"
+
+    async def run_all(self) -> None:
+        """A pass over every provider with retention (at start and every rescan_interval)."""
+        for provider in self.providers:
+            await self.run(provider)
+
+    async def run(self, provider: str) -> PassReport | None:
+        """One pass now (waiting for a running one); None when the account cannot be listed."""
+        try:
+            report = await self.pruner.run(provider)
+        except ProviderError as exc:
+            logger.warning("%s: retention pass skipped, cannot list the account: %s", provider, exc)
+            return None
+        except (StateError, ConfigError, sqlite3.Error):
+            raise  # the state file failed: a fault of the daemon itself
+        except Exception:  # a bug in a pass must not stop the uploads: the next pass tries again
+            logger.exception("%s: retention pass failed; the next one tries again", provider)
+            return None
+        finally:
+            self.passed.set()
+            self.passed = anyio.Event()
+        self.usage[provider] = Usage(report.files, report.bytes)
+        if report.done and await self._quota_parked(provider):
+            await self.on_room(provider)
+            self.rooms += 1
+        if report.done:
+            logger.info(
+                "%s: retention pass deleted %d remote file(s); the account holds %d file(s), "
+                "%d bytes",
+                provider,
+                len(report.done),
+                report.files,
+                report.bytes,
+            )
+        return report
+
+    async def _queued_pass(self, provider: str) -> None:
+        async with self.pruner.lock(provider):
+            self._queued.discard(provider)  # a request from here on queues another pass
+        await self.run(provider)
+
+
+def _configured(limits: RetentionLimits) -> bool:
+    return limits.max_files is not None or limits.max_bytes is not None or limits.max_age_days > 0
+
+
+def build_remote_side(
+    settings: Settings,
+    *,
+    store: Store,
+    clients: Mapping[str, UploadClient],
+    registry: CollectorRegistry,
+    on_room: Callable[[str], Awaitable[None]],
+    content_lock: ContentLock | None = None,
+) -> RemoteSide:
+    """The daemon's RemoteSide (``clients`` is the daemon's own dict: a reload updates it)."""
+    limits = retention_limits(settings)
+    pruner = Pruner(
+        store=store,
+        clients=clients,
+        limits=limits,
+        skew=settings.reconcile_skew,
+        events=RemoteMetrics(registry, providers=settings.providers_in_use()),
+        content_lock=content_lock,
+    )
+    # One dict shared by both: ``configure`` updates it in place on a reload.
+    return RemoteSide(pruner, limits=limits, breakers=store, on_room=on_room)
