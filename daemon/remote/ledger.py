@@ -16,6 +16,7 @@ from pathlib import Path
 from daemon.remote.plan import Attempt, Owned
 from daemon.state.store import Store
 from handlers.archive import receipt_path
+from handlers.ledger import PENDING
 from providers.types import RemoteFile
 
 __all__ = ["DeletionRow", "RemoteLedger"]
@@ -197,11 +198,11 @@ class RemoteLedger:
         """Let every file parked after trying ``provider`` go at once; how many."""
         rows = [
             row
-            for row in await self.store.rows_in_state("pending")
+            for row in await self.store.rows_in_state(PENDING)
             if row.provider == provider and row.not_before is not None
         ]
         for row in rows:
-            await self.store.transition(row.id, "pending", not_before=None)
+            await self.store.transition(row.id, PENDING, not_before=None)
         return len(rows)
 
     async def claimed(self, provider: str, file_ids: Sequence[str]) -> set[str]:
