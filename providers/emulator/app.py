@@ -28,8 +28,8 @@ from providers.emulator.multipart import CHUNK, QuietContent, Reader, drain
 from providers.emulator.parser import ParserRoutes
 from providers.emulator.ratelimit import KeyLimiter, limit_error
 from providers.emulator.state import (
+    Accounts,
     ApiError,
-    Store,
     StoredFile,
     as_json,
     auth_error,
@@ -77,7 +77,7 @@ class EmulatorApp:
         self.limits = dict(limits)
         self.data_dir = data_dir
         self.seed = seed
-        self.store = Store()
+        self.accounts = Accounts()
         self.plans: dict[str, FaultPlan] = dict.fromkeys(PROVIDERS, FaultPlan())
         self.counts: dict[str, dict[str, int]] = {p: {} for p in PROVIDERS}
         self._spool = itertools.count()
@@ -97,9 +97,9 @@ class EmulatorApp:
 
     def reset(self) -> None:
         """Forget stored files and counts; restart the seeded fault decisions. Plans stay."""
-        for f in self.store.all():
+        for f in self.accounts.all():
             self.path_of(f).unlink(missing_ok=True)
-        self.store.clear()
+        self.accounts.clear()
         self.parser.tasks.clear()
         for provider in PROVIDERS:
             self.counts[provider] = {}
@@ -230,14 +230,14 @@ class EmulatorApp:
             fault = decision.fault
             if fault is not None and fault.kind == "reset":
                 self._abort(request, "reset")
-            refusal = judge_upload(limits, purpose, filename, size, self.store.usage(provider))
+            refusal = judge_upload(limits, purpose, filename, size, self.accounts.usage(provider))
             if refusal is not None:
                 return self._error(provider, refusal)
             stored = StoredFile(
                 provider, new_id(provider), filename, purpose, size, digest, int(time.time())
             )
             spool.rename(self.path_of(stored))
-            self.store.add(stored)
+            self.accounts.add(stored)
             if fault is not None and fault.kind == "drop":
                 self._abort(request, "drop")
             return web.json_response(file_object(stored))
@@ -281,7 +281,7 @@ class EmulatorApp:
         return filename, purpose, size, digest.hexdigest()
 
     async def _list(self, request: web.Request, provider: str, _: Decision) -> web.StreamResponse:
-        files = self.store.of(provider)
+        files = self.accounts.of(provider)
         if provider == "kimi":
             return web.json_response(kimi_page(files, request.query))
         page = glm_page(files, request.query, self.limits[provider])
@@ -292,13 +292,13 @@ class EmulatorApp:
     async def _retrieve(
         self, request: web.Request, provider: str, _: Decision
     ) -> web.StreamResponse:
-        f = self.store.get(provider, request.match_info["file_id"])
+        f = self.accounts.get(provider, request.match_info["file_id"])
         if f is None:
             return self._error(provider, not_found(provider, request.match_info["file_id"]))
         return web.json_response(file_object(f))
 
     async def _delete(self, request: web.Request, provider: str, _: Decision) -> web.StreamResponse:
-        f = self.store.remove(provider, request.match_info["file_id"])
+        f = self.accounts.remove(provider, request.match_info["file_id"])
         if f is None:
             return self._error(provider, not_found(provider, request.match_info["file_id"]))
         self.path_of(f).unlink(missing_ok=True)
@@ -307,7 +307,7 @@ class EmulatorApp:
     async def _content(
         self, request: web.Request, provider: str, _: Decision
     ) -> web.StreamResponse:
-        f = self.store.get(provider, request.match_info["file_id"])
+        f = self.accounts.get(provider, request.match_info["file_id"])
         if f is None:
             return self._error(provider, not_found(provider, request.match_info["file_id"]))
         refused = content_error(f)
@@ -320,7 +320,7 @@ class EmulatorApp:
     # -- admin ---------------------------------------------------------------------
 
     async def _admin_files(self, _: web.Request) -> web.StreamResponse:
-        return web.json_response({"files": [as_json(f) for f in self.store.all()]})
+        return web.json_response({"files": [as_json(f) for f in self.accounts.all()]})
 
     async def _admin_counts(self, _: web.Request) -> web.StreamResponse:
         return web.json_response(self.counts)

@@ -149,7 +149,7 @@ class Emulator:
 
     def files(self) -> list[StoredFile]:
         """Every stored file of every provider, in upload order per provider."""
-        return self._running().store.all()
+        return self._running().accounts.all()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Requests per provider per ``op.outcome``, e.g. ``{"kimi": {"upload.200": 3}}``.
@@ -173,7 +173,7 @@ class Emulator:
         unknown id; ValueError for a file whose purpose has no text.
         """
         app = self._running()
-        found = [f for f in app.store.all() if f.id == file_id]
+        found = [f for f in app.accounts.all() if f.id == file_id]
         if not found:
             raise KeyError(f"no stored file {file_id!r}")
         f = found[0]
@@ -205,7 +205,7 @@ class Emulator:
             int(time.time()) if created_at is None else created_at,
         )
         app.path_of(stored).write_bytes(data)
-        app.store.add(stored)
+        app.accounts.add(stored)
         return stored
 
     def reset(self) -> None:

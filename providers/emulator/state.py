@@ -1,7 +1,7 @@
 """What the emulator stores and how it judges requests, as each provider would.
 
 Pure decisions (plain values in, an :class:`ApiError` or a JSON-ready value out) plus the
-in-memory :class:`Store`. Every limit comes from ``providers.limits`` (one table); messages
+in-memory :class:`Accounts`. Every limit comes from ``providers.limits`` (one table); messages
 and error shapes follow ``shared/provider-facts.md``. Where the facts mark a reaction as
 unverified, the choice made here is noted beside it.
 """
@@ -18,8 +18,8 @@ from providers.limits import MIB, PROVIDERS, ProviderLimits, extension_of
 from providers.waits import CHINA_TZ, next_china_midnight
 
 __all__ = [
+    "Accounts",
     "ApiError",
-    "Store",
     "StoredFile",
     "Usage",
     "as_json",
@@ -312,7 +312,7 @@ def glm_page(
     }
 
 
-class Store:
+class Accounts:
     """Stored files per provider, in upload order."""
 
     def __init__(self) -> None:
