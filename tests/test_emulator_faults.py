@@ -17,8 +17,8 @@ from providers.emulator.faults import (
     parse_faults,
 )
 from providers.emulator.state import (
+    Accounts,
     ApiError,
-    Store,
     StoredFile,
     Usage,
     auth_error,
@@ -360,7 +360,7 @@ def test_extracted_kimi_json_and_placeholder() -> None:
 
 def test_store_usage_tracks_add_and_remove() -> None:
     """Usage counts files, bytes and per-purpose counts through add and remove."""
-    store = Store()
+    store = Accounts()
     for f in _files(3):
         store.add(f)
     store.remove("glm", "id1")
