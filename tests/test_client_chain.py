@@ -31,7 +31,7 @@ from providers.errors import (
 from providers.factory import build_client
 from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
 from providers.types import RemoteFile, Transport
-from tests._harness import provider_section
+from tests.harness import provider_section
 
 Importer = Callable[[str], ModuleType]
 PAYLOAD = b'{"row": 1}\n' * 100

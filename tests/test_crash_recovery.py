@@ -26,7 +26,7 @@ import watchfiles
 from anyio.abc import Process
 
 from providers.emulator import Emulator
-from tests._harness import ledger_rows, read_sidecar, sha
+from tests.harness import ledger_rows, read_sidecar, sha
 
 # Eight starts (imports, recovery listings) take minutes on a loaded 2-core machine: the
 # bounds below only stop a hung run, they time nothing.

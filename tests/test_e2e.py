@@ -15,7 +15,7 @@ import pytest
 
 from daemon.state.store import Store
 from providers.limits import LIMITS, MIB, PurposeLimits
-from tests._harness import RewriteDuringSend, Run, provider_section, read_sidecar, running, sha
+from tests.harness import RewriteDuringSend, Run, provider_section, read_sidecar, running, sha
 
 pytestmark = pytest.mark.anyio
 

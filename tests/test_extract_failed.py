@@ -16,7 +16,7 @@ from providers.dispatch import NullEvents
 from providers.emulator import Emulator
 from providers.errors import Permanent
 from providers.types import RemoteFile, UploadClient, UploadResult
-from tests._harness import provider_section, read_sidecar
+from tests.harness import provider_section, read_sidecar
 
 pytestmark = pytest.mark.anyio
 

@@ -26,7 +26,7 @@ import pytest
 
 from daemon.runtime.failures import FileErrors
 from providers.emulator import Emulator
-from tests._harness import Run, read_sidecar, running
+from tests.harness import Run, read_sidecar, running
 from tests._tools import need_tool
 
 pytestmark = pytest.mark.anyio

@@ -21,7 +21,7 @@ from handlers.ledger import UPLOADED, UPLOADING
 from handlers.pipeline import Uploader
 from handlers.quarantine import quarantine
 from providers.types import RemoteFile, UploadResult
-from tests._harness import read_sidecar, sha
+from tests.harness import read_sidecar, sha
 from tests.test_pipeline import _Events, _rig
 
 pytestmark = pytest.mark.anyio

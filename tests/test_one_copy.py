@@ -18,7 +18,7 @@ from handlers.ledger import UPLOADING
 from handlers.pipeline import Pipeline
 from providers.dispatch import NullEvents
 from providers.emulator import Emulator
-from tests._harness import provider_section, read_sidecar, sha
+from tests.harness import provider_section, read_sidecar, sha
 
 pytestmark = pytest.mark.anyio
 

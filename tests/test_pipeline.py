@@ -25,7 +25,7 @@ from handlers.pipeline import InboxPlan, Pipeline, Uploader
 from providers.dispatch import NullEvents
 from providers.emulator import Emulator
 from providers.types import BreakerRecord
-from tests._harness import RewriteDuringSend, provider_section, read_sidecar, sha
+from tests.harness import RewriteDuringSend, provider_section, read_sidecar, sha
 
 pytestmark = pytest.mark.anyio
 

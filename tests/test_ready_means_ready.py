@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = """
 import json, sys, anyio
 from pathlib import Path
-from tests._harness import running
+from tests.harness import running
 
 INBOXES = ({"name": "k", "providers": ["kimi"]}, {"name": "g", "providers": ["glm"]})
 
