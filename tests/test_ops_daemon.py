@@ -1,7 +1,6 @@
 """The running daemon as operators see it: real scrapes and Prometheus, readiness, notify, secrets.
 
-The daemon runs in-process against the in-process emulator; the helpers here (config file,
-outcome observer, running daemon) are shared by tests/test_reload.py and tests/test_commands.py.
+The daemon runs in-process against the in-process emulator (helpers: ``tests.harness``).
 """
 
 from __future__ import annotations
@@ -11,101 +10,21 @@ import json
 import logging
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from daemon.config.settings import Settings, load_settings
+from daemon.ops.logs import logging_to
 from daemon.ops.notify import Notifier
-from daemon.runtime.daemon import Daemon, with_emulator
-from daemon.runtime.watcher import Candidate
-from handlers.pipeline import Result
+from daemon.runtime.daemon import Daemon
 from providers.emulator import Emulator
 from tests._tools import query_until, run_prometheus
+from tests.harness import Outcomes, drop, loader_for, started, until_in_flight, write_config
 
 KEYS = {"kimi": "sk-test-kimi-S3CRETkimi0001", "glm": "glmid0001.S3CRETglmSecret0001"}
-FINAL = frozenset({"uploaded", "quarantined", "duplicate"})
-
-
-def write_config(
-    path: Path,
-    root: Path,
-    inboxes: Sequence[tuple[str, Sequence[str]]],
-    *,
-    extra: str = "",
-) -> None:
-    """A TOML config: one ``[[inbox]]`` per (name, providers), folders under ``root``."""
-    lines = [
-        f'state_dir = "{root / "state"}"',
-        "settle_seconds = 0.05",
-        "shutdown_grace = 30",
-        extra,
-        "[metrics]",
-        'listen = "127.0.0.1:0"',
-    ]
-    for name, providers in inboxes:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        lines += [
-            "[[inbox]]",
-            f'name = "{name}"',
-            f'path = "{root / name}"',
-            "providers = [" + ", ".join(f'"{p}"' for p in providers) + "]",
-        ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def loader_for(config: Path, emu: Emulator) -> Callable[[], Settings]:
-    """Load ``config`` pointed at ``emu`` (what ``run --emulator`` does on every reload)."""
-    urls = {p: emu.base_url(p) for p in ("kimi", "glm")}
-    keys = {p: emu.key(p) for p in ("kimi", "glm")}
-    return lambda: with_emulator(load_settings(config), urls, keys)
-
-
-class Outcomes:
-    """The daemon's observer: every result, and an event per (inbox, relpath, outcome kind)."""
-
-    def __init__(self) -> None:
-        self.results: list[tuple[str, str, Result]] = []
-        self._events: dict[tuple[str, str, bool], anyio.Event] = {}
-
-    def _event(self, inbox: str, relpath: str, final: bool) -> anyio.Event:
-        return self._events.setdefault((inbox, relpath, final), anyio.Event())
-
-    def __call__(self, candidate: Candidate, result: Result) -> None:
-        self.results.append((candidate.inbox, candidate.relpath, result))
-        self._event(candidate.inbox, candidate.relpath, result.outcome in FINAL).set()
-
-    async def wait(self, inbox: str, relpath: str, *, final: bool = True) -> Result:
-        """The first final (or, ``final=False``, non-final) result for the file."""
-        with anyio.fail_after(30):
-            await self._event(inbox, relpath, final).wait()
-        return next(
-            r
-            for i, p, r in self.results
-            if (i, p) == (inbox, relpath) and (r.outcome in FINAL) == final
-        )
-
-
-@asynccontextmanager
-async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
-    """``daemon`` running in a task until the block ends (then stopped gracefully)."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(daemon.run)
-        with anyio.fail_after(30):
-            await daemon.ready.wait()
-        yield daemon
-        daemon.stop()
-
-
-def drop(folder: Path, name: str, data: bytes) -> Path:
-    """Write a file beside ``folder`` and rename it in, so it appears whole."""
-    tmp = folder.parent / f".{name}.tmp"
-    tmp.write_bytes(data)
-    return tmp.rename(folder / name)
 
 
 @pytest.fixture
@@ -137,7 +56,7 @@ async def test_promtool_finds_a_scrape_of_the_running_daemon_clean(
     """``promtool check metrics`` reports nothing on a scrape of the daemon after an upload."""
     promtool = need_tool("promtool")
     outcomes = Outcomes()
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         drop(tmp_path / "docs", "a.txt", b"alpha")
         assert (await outcomes.wait("docs", "a.txt")).outcome == "uploaded"
         body = (await _get(daemon.http_port, "/metrics")).text
@@ -155,7 +74,7 @@ async def test_real_prometheus_scrapes_the_daemons_upload(
     """A real Prometheus scrapes the running daemon; its query API returns our upload."""
     need_tool("prometheus")
     outcomes = Outcomes()
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         drop(tmp_path / "docs", "a.txt", b"alpha")
         assert (await outcomes.wait("docs", "a.txt")).outcome == "uploaded"
         target = f"127.0.0.1:{daemon.http_port}"
@@ -174,14 +93,6 @@ async def test_real_prometheus_scrapes_the_daemons_upload(
     assert result[0]["value"][1] == "1"  # type: ignore[index]
 
 
-async def until_in_flight(daemon: Daemon) -> None:
-    """Return once a file's upload intent is committed (the emulator then holds the upload)."""
-    assert daemon.store is not None
-    with anyio.fail_after(30):
-        while not await daemon.store.rows_in_state("uploading"):
-            await anyio.wait_all_tasks_blocked()
-
-
 @pytest.mark.anyio
 async def test_readyz_answers_200_running_and_503_with_reasons_while_stopping(
     tmp_path: Path, emu: Emulator
@@ -189,7 +100,7 @@ async def test_readyz_answers_200_running_and_503_with_reasons_while_stopping(
     """/readyz is 200 while running and 503 ["stopping"] while an upload drains at stop."""
     outcomes = Outcomes()
     emu.set_faults("kimi", "latency=1500")
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         ready = await _get(daemon.http_port, "/readyz")
         drop(tmp_path / "docs", "slow.txt", b"slow")
         await until_in_flight(daemon)
@@ -257,10 +168,16 @@ async def test_secrets_never_appear_in_logs_metrics_ledger_or_sidecars(
     loader = loader_for(config, emu)
     outcomes = Outcomes()
     stream = io.StringIO()
+    settings, configure = loader(), logging_to(stream)
+    configure(settings)
     daemon = Daemon(
-        loader(), notifier=Notifier(None), observer=outcomes, loader=loader, log_stream=stream
+        settings,
+        notifier=Notifier(None),
+        observer=outcomes,
+        loader=loader,
+        configure_logging=configure,
     )
-    async with running(daemon):
+    async with started(daemon):
         drop(tmp_path / "docs", "a.txt", b"alpha")
         drop(tmp_path / "more", "b.txt", b"beta")
         drop(tmp_path / "docs", "bad.exe", b"MZ")
@@ -291,7 +208,7 @@ async def test_secrets_never_appear_in_logs_metrics_ledger_or_sidecars(
 async def test_remote_usage_is_listed_at_start(tmp_path: Path, emu: Emulator) -> None:
     """At start the daemon lists each provider in use: inboxd_remote_files/bytes are set."""
     outcomes = Outcomes()
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         drop(tmp_path / "docs", "a.txt", b"alpha")
         await outcomes.wait("docs", "a.txt")
         usage = await daemon.refresh_remote_usage()
@@ -307,7 +224,7 @@ async def test_remote_usage_failure_is_a_warning_not_a_crash(
 ) -> None:
     """A provider that refuses the listing leaves a warning; the daemon keeps running."""
     outcomes = Outcomes()
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         emu.set_faults("glm", "401")
         usage = await daemon.refresh_remote_usage()
         healthz = await _get(daemon.http_port, "/healthz")
@@ -334,14 +251,15 @@ async def test_summary_line_honours_log_summary_interval(
             if record.getMessage().startswith("summary: "):
                 seen.set()
 
+    caplog.set_level(logging.INFO)  # what `inboxd run` configures (the daemon leaves logging)
     catch = _Catch()
-    logging.getLogger("daemon.runtime.daemon").addHandler(catch)
+    logging.getLogger("daemon.runtime.status").addHandler(catch)
     try:
-        async with running(Daemon(loader(), notifier=Notifier(None), loader=loader)):
+        async with started(Daemon(loader(), notifier=Notifier(None), loader=loader)):
             with anyio.fail_after(2):  # far below the 5 s STATUS interval
                 await seen.wait()
     finally:
-        logging.getLogger("daemon.runtime.daemon").removeHandler(catch)
+        logging.getLogger("daemon.runtime.status").removeHandler(catch)
     assert any(
         r.getMessage() == "summary: done 0, quarantined 0, uploading 0, queued 0"
         for r in caplog.records

@@ -8,9 +8,9 @@ from types import ModuleType
 
 import pytest
 
-from daemon.runtime.wiring import LimitedClient
 from providers.client import ProviderClient, UsageSource, usage_of
 from providers.emulator import Emulator
+from providers.limited import LimitedClient
 from providers.transports import ZhipuAITransport
 from providers.transports._common import sum_pages
 from providers.types import RemoteFile
