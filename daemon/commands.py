@@ -363,7 +363,7 @@ async def run_demo(*, out: TextIO, wait: float = 60.0) -> int:
     from daemon.ops.notify import Notifier
     from daemon.runtime.daemon import Daemon  # the daemon only for the demo
     from daemon.runtime.main import with_emulator
-    from providers.emulator import Emulator
+    from providers.emulator.server import Emulator
 
     with tempfile.TemporaryDirectory(prefix="inboxd-demo-") as tmp:
         root = Path(tmp)

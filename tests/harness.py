@@ -31,7 +31,8 @@ from daemon.runtime.watcher import Candidate
 from daemon.state.store import Store
 from handlers.ledger import LedgerRow
 from handlers.pipeline import Result, Uploader
-from providers.emulator import Emulator, StoredFile
+from providers.emulator.server import Emulator
+from providers.emulator.state import StoredFile
 from providers.limits import ProviderLimits
 from providers.types import RemoteFile, UploadResult
 

@@ -18,7 +18,7 @@ import pytest
 from daemon.config.settings import InboxSettings, Settings
 from daemon.runtime.wiring import build_clients
 from providers.client import ProviderClient
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import (
     AuthFailed,
     ConfigError,
@@ -29,7 +29,9 @@ from providers.errors import (
     TransportUnavailable,
 )
 from providers.factory import build_client
-from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
+from providers.transports._http import HttpTransport
+from providers.transports._openai import OpenAITransport
+from providers.transports._zhipuai import ZhipuAITransport
 from providers.types import RemoteFile, Transport
 from tests.harness import provider_section
 

@@ -18,7 +18,7 @@ from daemon.runtime.daemon import Daemon
 from daemon.runtime.wiring import build_clients
 from daemon.state.store import Store
 from handlers.quarantine import quarantine
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import ConfigError
 from providers.types import BreakerRecord
 from tests.harness import Outcomes, drop, loader_for, started, write_config

@@ -25,7 +25,7 @@ import pytest
 import watchfiles
 from anyio.abc import Process
 
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from tests.harness import ledger_rows, read_sidecar, sha
 
 # Eight starts (imports, recovery listings) take minutes on a loaded 2-core machine: the

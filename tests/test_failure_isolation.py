@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from daemon.runtime.failures import FileErrors
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from tests._tools import need_tool
 from tests.harness import Run, read_sidecar, running
 

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from providers.classify import classify
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import Retryable, Throttled
 from providers.factory import build_client
 from providers.limited import LimitedClient

@@ -17,7 +17,7 @@ from handlers.budget import ByteBudget
 from handlers.ledger import UPLOADING
 from handlers.pipeline import Pipeline
 from providers.dispatch import NullEvents
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from tests.harness import provider_section, read_sidecar, sha
 
 pytestmark = pytest.mark.anyio

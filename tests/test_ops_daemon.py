@@ -20,7 +20,7 @@ import pytest
 from daemon.ops.logs import logging_to
 from daemon.ops.notify import Notifier
 from daemon.runtime.daemon import Daemon
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from tests._tools import query_until, run_prometheus
 from tests.harness import Outcomes, drop, loader_for, started, until_in_flight, write_config
 

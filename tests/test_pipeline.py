@@ -23,7 +23,7 @@ from handlers.budget import ByteBudget
 from handlers.ledger import PENDING, UPLOADING
 from handlers.pipeline import InboxPlan, Pipeline, Uploader
 from providers.dispatch import NullEvents
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.types import BreakerRecord
 from tests.harness import RewriteDuringSend, provider_section, read_sidecar, sha
 

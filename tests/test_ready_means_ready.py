@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from tests.test_client_chain import chain_client, missing, sdk_transport, upload
 
 ROOT = Path(__file__).resolve().parent.parent

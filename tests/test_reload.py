@@ -20,7 +20,7 @@ from daemon.config.settings import Settings
 from daemon.ops.logs import logging_to
 from daemon.ops.notify import Notifier
 from daemon.runtime.daemon import Daemon
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.limited import LimitedClient
 from tests.harness import (
     Outcomes,

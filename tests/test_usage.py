@@ -9,10 +9,10 @@ from types import ModuleType
 import pytest
 
 from providers.client import ProviderClient, UsageSource, usage_of
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.limited import LimitedClient
-from providers.transports import ZhipuAITransport
 from providers.transports._common import sum_pages
+from providers.transports._zhipuai import ZhipuAITransport
 from providers.types import RemoteFile
 from tests.test_transports import TRANSPORTS, make_transport
 

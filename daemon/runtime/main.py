@@ -60,7 +60,7 @@ async def _main(
 ) -> int:
     async with AsyncExitStack() as stack:
         if emulator:
-            from providers.emulator import Emulator
+            from providers.emulator.server import Emulator
 
             emu = await stack.enter_async_context(Emulator())
             urls = {p: emu.base_url(p) for p in ("kimi", "glm")}
