@@ -47,6 +47,7 @@ __all__ = [
     "drop",
     "ledger_rows",
     "loader_for",
+    "logging_daemon",
     "provider_section",
     "read_sidecar",
     "running",
@@ -375,3 +376,17 @@ async def until_in_flight(daemon: Daemon) -> None:
     with anyio.fail_after(30):
         while not await store.rows_in_state("uploading"):
             await anyio.wait_all_tasks_blocked()
+
+
+def logging_daemon(loader: Callable[[], Settings], outcomes: Outcomes, stream: TextIO) -> Daemon:
+    """A daemon on ``loader()``'s config that logs to ``stream`` as ``inboxd run`` logs to
+    stderr (set up now, and again by a reload that changes ``[log]``)."""
+    settings, configure = loader(), logging_to(stream)
+    configure(settings)
+    return Daemon(
+        settings,
+        notifier=Notifier(None),
+        observer=outcomes,
+        loader=loader,
+        configure_logging=configure,
+    )

@@ -16,13 +16,24 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
-from daemon.ops.logs import logging_to
+from daemon.ops.metrics import Metrics
 from daemon.ops.notify import Notifier
-from daemon.runtime.daemon import Daemon
+from daemon.runtime.daemon import OUTCOMES, REASONS, Daemon
+from daemon.runtime.wiring import build
+from daemon.state.store import Store
 from providers.emulator.server import Emulator
 from tests._tools import query_until, run_prometheus
-from tests.harness import Outcomes, drop, loader_for, started, until_in_flight, write_config
+from tests.harness import (
+    Outcomes,
+    drop,
+    loader_for,
+    logging_daemon,
+    started,
+    until_in_flight,
+    write_config,
+)
 
 KEYS = {"kimi": "sk-test-kimi-S3CRETkimi0001", "glm": "glmid0001.S3CRETglmSecret0001"}
 
@@ -168,15 +179,7 @@ async def test_secrets_never_appear_in_logs_metrics_ledger_or_sidecars(
     loader = loader_for(config, emu)
     outcomes = Outcomes()
     stream = io.StringIO()
-    settings, configure = loader(), logging_to(stream)
-    configure(settings)
-    daemon = Daemon(
-        settings,
-        notifier=Notifier(None),
-        observer=outcomes,
-        loader=loader,
-        configure_logging=configure,
-    )
+    daemon = logging_daemon(loader, outcomes, stream)
     async with started(daemon):
         drop(tmp_path / "docs", "a.txt", b"alpha")
         drop(tmp_path / "more", "b.txt", b"beta")
@@ -264,3 +267,38 @@ async def test_summary_line_honours_log_summary_interval(
         r.getMessage() == "summary: done 0, quarantined 0, uploading 0, queued 0"
         for r in caplog.records
     )
+
+
+@pytest.mark.anyio
+async def test_a_daemon_runs_on_injected_components_and_leaves_their_store_open(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """``Daemon(settings, components=build(...))`` uploads through the given components
+    (their registry is the one scraped) and, stopped, leaves the caller's store open."""
+    config = tmp_path / "config.toml"
+    write_config(config, tmp_path, [("docs", ["kimi"])])
+    settings = loader_for(config, emu)()
+    (tmp_path / "state").mkdir()
+    registry = CollectorRegistry()
+    metrics = Metrics(
+        registry,
+        version="test",
+        inboxes=["docs"],
+        providers=["kimi"],
+        transports={"kimi": settings.providers.kimi.transports},
+        reasons=REASONS,
+        outcomes=OUTCOMES,
+    )
+    outcomes = Outcomes()
+    async with Store.open(settings.state_file) as store:
+        components = build(settings, store=store, metrics=metrics)
+        daemon = Daemon(settings, components=components, notifier=Notifier(None), observer=outcomes)
+        async with started(daemon):
+            drop(tmp_path / "docs", "a.txt", b"alpha")
+            result = await outcomes.wait("docs", "a.txt")
+        done = await store.rows_in_state("done")  # still open: the daemon did not close it
+    assert result.outcome == "uploaded"
+    assert [row.relpath for row in done] == ["a.txt"]
+    assert daemon.registry is registry
+    uploads = {"provider": "kimi", "transport": "openai", "outcome": "success"}
+    assert registry.get_sample_value("inboxd_uploads_total", uploads) == 1.0

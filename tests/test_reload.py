@@ -17,7 +17,6 @@ import pytest
 
 from daemon.config.reload_plan import ReloadPlan, plan_reload
 from daemon.config.settings import Settings
-from daemon.ops.logs import logging_to
 from daemon.ops.notify import Notifier
 from daemon.runtime.daemon import Daemon
 from providers.emulator.server import Emulator
@@ -26,6 +25,7 @@ from tests.harness import (
     Outcomes,
     drop,
     loader_for,
+    logging_daemon,
     started,
     until_in_flight,
     write_config,
@@ -397,15 +397,7 @@ async def test_reload_applies_new_limits_and_logging(tmp_path: Path, emu: Emulat
     loader = loader_for(config, emu)
     outcomes = Outcomes()
     stream = io.StringIO()
-    settings, configure = loader(), logging_to(stream)
-    configure(settings)
-    daemon = Daemon(
-        settings,
-        notifier=Notifier(None),
-        observer=outcomes,
-        loader=loader,
-        configure_logging=configure,
-    )
+    daemon = logging_daemon(loader, outcomes, stream)
     async with started(daemon):
         drop(tmp_path / "docs", "before.txt", b"x" * 100)
         before = await outcomes.wait("docs", "before.txt")

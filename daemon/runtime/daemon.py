@@ -158,8 +158,8 @@ class Daemon:
             logger.warning("%s", line)
         async with AsyncExitStack() as stack:
             stack.callback(self.workers.close)
+            await self._make_folders(settings)
             if self.components is None:
-                await self._make_folders(settings)
                 store = await stack.enter_async_context(Store.open(settings.state_file))
                 self.components = self._build(settings, store)
             current = self.components
