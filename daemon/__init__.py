@@ -1,7 +1,7 @@
-"""The inboxd process: CLI, settings, composition root, watcher, state file, operations."""
+"""The inboxd process: CLI, settings, composition root, watcher, state file, operations.
 
-from __future__ import annotations
-
-from daemon.config.settings import Settings, load_settings
-
-__all__ = ["Settings", "load_settings"]
+Subpackages: ``config`` (settings, keys, checks, reload plan), ``state`` (the SQLite store),
+``runtime`` (the running daemon: wiring, workers, intake, watcher, reload), ``ops`` (HTTP,
+metrics, notify, logs); ``cli`` and ``commands`` are the command line. This ``__init__``
+imports nothing, so importing any submodule does not import the others.
+"""

@@ -9,12 +9,12 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from daemon.config.check import check
 from daemon.config.settings import DEFAULT_CONFIG, Settings, load_settings
+from daemon.ops.version import package_version
 from providers.errors import ConfigError, InboxdError
 from providers.redaction import scrub
 
@@ -22,14 +22,6 @@ __all__ = ["main", "package_version"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 DEV_WORKSPACE = Path("inboxd-dev")
-
-
-def package_version() -> str:
-    """The installed inboxd version ('0+unknown' when running from an uninstalled tree)."""
-    try:
-        return version("inboxd")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -167,13 +159,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from daemon.runtime.daemon import run_daemon  # the whole daemon only for `run`
+    from daemon.ops.logs import logging_to
+    from daemon.runtime.main import run_daemon  # the whole daemon only for `run`
 
     settings = load_for(args, emulator=args.emulator)
     return run_daemon(
         settings,
         emulator=args.emulator,
         loader=lambda: load_for(args, emulator=args.emulator),
+        configure_logging=logging_to(sys.stderr),
     )
 
 

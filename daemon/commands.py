@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -344,7 +345,7 @@ async def run_breaker_reset(settings: Settings, provider: str, *, out: TextIO) -
     it sees the reset at its next file; files parked until a reset (forced open) are released
     and go again at the daemon's next rescan (at once on ``systemctl reload``).
     """
-    from daemon.runtime.daemon import unpark_forever  # the daemon's own rule for forced-open parks
+    from daemon.runtime.reloading import unpark_forever  # the daemon's rule for forced-open parks
 
     _need_state_file(settings)
     async with Store.open(settings.state_file) as store:
@@ -380,9 +381,11 @@ def _describe(name: str, result: Result) -> str:
 
 async def run_demo(*, out: TextIO, wait: float = 60.0) -> int:
     """``inboxd demo``: emulator + daemon on a temporary workspace, three files, outcomes; 0."""
+    from daemon.ops.logs import logging_to
     from daemon.ops.notify import Notifier
-    from daemon.runtime.daemon import Daemon, with_emulator  # the daemon only for the demo
-    from providers.emulator import Emulator
+    from daemon.runtime.daemon import Daemon  # the daemon only for the demo
+    from daemon.runtime.main import with_emulator
+    from providers.emulator.server import Emulator
 
     with tempfile.TemporaryDirectory(prefix="inboxd-demo-") as tmp:
         root = Path(tmp)
@@ -409,11 +412,11 @@ async def run_demo(*, out: TextIO, wait: float = 60.0) -> int:
                 if set(results) == set(DEMO_FILES):
                     all_in.set()
 
+            logging_to(sys.stderr)(settings)  # errors only (the demo's log level)
             daemon = Daemon(settings, notifier=Notifier(None), observer=observe)
             out.write(f"demo workspace {root}; provider emulator on {emu.base_url('kimi')}\n")
             async with anyio.create_task_group() as tg:
-                tg.start_soon(daemon.run)
-                await daemon.ready.wait()
+                await tg.start(daemon.run)
                 _make_demo_files(inbox)
                 out.write("dropped: " + ", ".join(DEMO_FILES) + "\n")
                 with anyio.move_on_after(wait) as waited:

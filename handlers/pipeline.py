@@ -75,13 +75,16 @@ class Pipeline:
         extractors: Mapping[str, Extractor] | None = None,
         deleter: RemoteDeleter | None = None,
         extract_delay: float = 60.0,
+        content_locks: dict[str, tuple[anyio.Lock, int]] | None = None,
     ) -> None:
         """``relist_delay``: seconds before a file whose provider could not be listed is
         tried again; ``busy_delay``: before a file that could not be opened for now (out of
         file descriptors, EAGAIN) is; ``opener`` opens inbox files (tests inject failures).
         ``extractors`` fetch each provider's text (inboxes with ``extract``), ``deleter``
         deletes remote copies (``keep_remote = false``); ``extract_delay``: seconds before a
-        text that could not be fetched is tried again (or the provider's longer wait)."""
+        text that could not be fetched is tried again (or the provider's longer wait);
+        ``content_locks``: the per-content lock table, shared by the pipelines of every config
+        generation (a reload) so two copies of one file never upload at once."""
         self.ledger = ledger
         self.uploader = uploader
         self.clients = clients
@@ -93,7 +96,7 @@ class Pipeline:
         self.relist_delay = relist_delay
         self.busy_delay = busy_delay
         self.opener = opener
-        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+        self._locks = {} if content_locks is None else content_locks
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
         self.outcomes = Outcomes(ledger=ledger, events=events, clock=clock)
         self.remote = RemoteSide(

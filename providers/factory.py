@@ -9,7 +9,9 @@ import httpx
 from providers.client import FallbackCallback, ProviderClient
 from providers.errors import ConfigError
 from providers.limits import PROVIDERS
-from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
+from providers.transports._http import HttpTransport
+from providers.transports._openai import OpenAITransport
+from providers.transports._zhipuai import ZhipuAITransport
 from providers.types import Transport
 
 __all__ = ["TRANSPORTS", "build_client"]

@@ -15,9 +15,11 @@ from tests._tools import need_tool as _need_tool
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """Undo what an in-process daemon did to logging (``daemon.ops.logs.setup_logging``: its
-    handler on the root logger, the root's level, quieter library loggers), so a later
-    test's ``caplog`` sees records at the levels it expects."""
+    """Undo what a test did to logging through ``daemon.ops.logs.setup_logging`` (its handler
+    on the root logger, the root's level, quieter library loggers), so a later test's
+    ``caplog`` sees records at the levels it expects. The daemon itself leaves logging alone;
+    the tests that configure it as ``inboxd run`` does (the CLI in-process, ``logging_to``,
+    ``setup_logging``, the demo) are spread over many modules, hence autouse."""
     root = logging.getLogger()
     levels = {
         name: logger.level

@@ -31,14 +31,11 @@ from typing import BinaryIO
 import anyio
 import anyio.lowlevel
 
-from daemon.runtime.watcher import Candidate
-from handlers.pipeline import Result
 from providers.breaker import HALF_OPEN, probe_due
 from providers.errors import ProviderError
 from providers.types import BreakerRecord, RemoteFile, UploadResult
 
 __all__ = [
-    "FINAL",
     "OK",
     "FakeBreakerStore",
     "FakeClient",
@@ -47,7 +44,6 @@ __all__ = [
     "Importer",
     "LogEvent",
     "NotifySocket",
-    "Outcomes",
     "PipelineEvents",
     "ResilienceLog",
     "Step",
@@ -289,31 +285,3 @@ class LogEvent(logging.Handler):
             yield handler
         finally:
             logging.getLogger(logger).removeHandler(handler)
-
-
-FINAL = frozenset({"uploaded", "quarantined", "duplicate"})
-
-
-class Outcomes:
-    """The daemon's observer: every result, and an event per (inbox, relpath, outcome kind)."""
-
-    def __init__(self) -> None:
-        self.results: list[tuple[str, str, Result]] = []
-        self._events: dict[tuple[str, str, bool], anyio.Event] = {}
-
-    def _event(self, inbox: str, relpath: str, final: bool) -> anyio.Event:
-        return self._events.setdefault((inbox, relpath, final), anyio.Event())
-
-    def __call__(self, candidate: Candidate, result: Result) -> None:
-        self.results.append((candidate.inbox, candidate.relpath, result))
-        self._event(candidate.inbox, candidate.relpath, result.outcome in FINAL).set()
-
-    async def wait(self, inbox: str, relpath: str, *, final: bool = True) -> Result:
-        """The first final (or, ``final=False``, non-final) result for the file."""
-        with anyio.fail_after(30):
-            await self._event(inbox, relpath, final).wait()
-        return next(
-            r
-            for i, p, r in self.results
-            if (i, p) == (inbox, relpath) and (r.outcome in FINAL) == final
-        )

@@ -12,27 +12,26 @@ from __future__ import annotations
 import importlib
 import io
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import anyio
-
-from daemon.config.settings import InboxSettings, Settings, load_settings
-from daemon.runtime.daemon import Daemon, with_emulator
+from daemon.config.settings import InboxSettings, Settings
 from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
 from daemon.state.store import Store
 from handlers.budget import ByteBudget
 from handlers.pipeline import InboxPlan, Pipeline, Uploader
 from providers.client import ProviderClient
 from providers.dispatch import NullEvents
-from providers.emulator import Emulator
-from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
+from providers.emulator.server import Emulator
+from providers.transports._http import HttpTransport
+from providers.transports._openai import OpenAITransport
+from providers.transports._zhipuai import ZhipuAITransport
 from providers.types import Transport
-from tests._harness import provider_section
 from tests.fakes import Fallbacks, Importer, PipelineEvents
+from tests.harness import provider_section
 
 __all__ = [
     "FILENAME",
@@ -41,13 +40,9 @@ __all__ = [
     "TRANSPORTS",
     "PipelineRig",
     "chain_client",
-    "drop",
-    "loader_for",
     "make_transport",
     "pipeline_rig",
-    "until_in_flight",
     "upload",
-    "write_config",
 ]
 
 # -- transports and clients against the emulator --------------------------------------------
@@ -175,55 +170,3 @@ async def pipeline_rig(
         finally:
             for client in clients.values():
                 await client.aclose()
-
-
-# -- a daemon's config, and files dropped into its inboxes -----------------------------------
-
-
-def write_config(
-    path: Path,
-    root: Path,
-    inboxes: Sequence[tuple[str, Sequence[str]]],
-    *,
-    extra: str = "",
-) -> None:
-    """A TOML config: one ``[[inbox]]`` per (name, providers), folders under ``root``."""
-    lines = [
-        f'state_dir = "{root / "state"}"',
-        "settle_seconds = 0.05",
-        "shutdown_grace = 30",
-        extra,
-        "[metrics]",
-        'listen = "127.0.0.1:0"',
-    ]
-    for name, providers in inboxes:
-        (root / name).mkdir(parents=True, exist_ok=True)
-        lines += [
-            "[[inbox]]",
-            f'name = "{name}"',
-            f'path = "{root / name}"',
-            "providers = [" + ", ".join(f'"{p}"' for p in providers) + "]",
-        ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def loader_for(config: Path, emu: Emulator) -> Callable[[], Settings]:
-    """Load ``config`` pointed at ``emu`` (what ``run --emulator`` does on every reload)."""
-    urls = {p: emu.base_url(p) for p in ("kimi", "glm")}
-    keys = {p: emu.key(p) for p in ("kimi", "glm")}
-    return lambda: with_emulator(load_settings(config), urls, keys)
-
-
-def drop(folder: Path, name: str, data: bytes) -> Path:
-    """Write a file beside ``folder`` and rename it in, so it appears whole."""
-    tmp = folder.parent / f".{name}.tmp"
-    tmp.write_bytes(data)
-    return tmp.rename(folder / name)
-
-
-async def until_in_flight(daemon: Daemon) -> None:
-    """Return once a file's upload intent is committed (the emulator then holds the upload)."""
-    assert daemon.store is not None
-    with anyio.fail_after(30):
-        while not await daemon.store.rows_in_state("uploading"):
-            await anyio.wait_all_tasks_blocked()

@@ -17,7 +17,7 @@ import pytest
 from daemon.config.settings import InboxSettings, Settings
 from daemon.runtime.wiring import build_clients
 from providers.client import ProviderClient
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import (
     AuthFailed,
     ConfigError,
@@ -28,10 +28,10 @@ from providers.errors import (
     TransportUnavailable,
 )
 from providers.factory import build_client
-from providers.transports import OpenAITransport
+from providers.transports._openai import OpenAITransport
 from providers.types import RemoteFile, Transport
-from tests._harness import provider_section
 from tests.fakes import Importer, missing
+from tests.harness import provider_section
 from tests.rigs import PAYLOAD, chain_client, make_transport, upload
 
 

@@ -18,12 +18,10 @@ from daemon.runtime.daemon import Daemon
 from daemon.runtime.wiring import build_clients
 from daemon.state.store import Store
 from handlers.quarantine import quarantine
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import ConfigError, Reason
 from providers.types import BreakerRecord
-from tests.fakes import Outcomes
-from tests.rigs import drop, loader_for, write_config
-from tests.test_ops_daemon import running
+from tests.harness import Outcomes, drop, loader_for, started, write_config
 
 T = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 
@@ -291,7 +289,7 @@ async def test_a_running_daemon_sees_a_breaker_reset_made_by_the_cli(tmp_path: P
         settings = loader()
         emu.set_faults("kimi", "401")
         daemon = Daemon(settings, notifier=Notifier(None), observer=outcomes, loader=loader)
-        async with running(daemon):
+        async with started(daemon):
             drop(tmp_path / "docs", "a.txt", b"alpha")
             parked = await outcomes.wait("docs", "a.txt", final=False)
             emu.set_faults("kimi", None)
@@ -299,8 +297,8 @@ async def test_a_running_daemon_sees_a_breaker_reset_made_by_the_cli(tmp_path: P
             await run_breaker_reset(settings, "kimi", out=out)
             drop(tmp_path / "docs", "b.txt", b"beta")
             fresh = await outcomes.wait("docs", "b.txt")
-            assert daemon.watcher is not None
-            await daemon.watcher.rescan_now()  # what rescan_interval does
+            assert daemon.workers.watcher is not None
+            await daemon.workers.watcher.rescan_now()  # what rescan_interval does
             released = await outcomes.wait("docs", "a.txt")
     assert (parked.outcome, fresh.outcome, released.outcome) == ("parked", "uploaded", "uploaded")
     assert out.getvalue() == (

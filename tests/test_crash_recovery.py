@@ -25,8 +25,8 @@ import pytest
 import watchfiles
 from anyio.abc import Process
 
-from providers.emulator import Emulator
-from tests._harness import ledger_rows, read_sidecar, sha
+from providers.emulator.server import Emulator
+from tests.harness import ledger_rows, read_sidecar, sha
 
 # Eight starts (imports, recovery listings) take minutes on a loaded 2-core machine: the
 # bounds below only stop a hung run, they time nothing.

@@ -15,8 +15,8 @@ import pytest
 
 from daemon.state.store import Store
 from providers.limits import LIMITS, MIB, PurposeLimits
-from tests._harness import RewriteDuringSend, Run, provider_section, read_sidecar, running, sha
 from tests.fakes import FakeClock, LogEvent
+from tests.harness import RewriteDuringSend, Run, provider_section, read_sidecar, running, sha
 
 pytestmark = pytest.mark.anyio
 
@@ -260,8 +260,8 @@ async def test_a_parked_file_offered_again_is_discovered_once(tmp_path: Path) ->
     async with running(tmp_path, faults="kimi:quota") as run:
         (run.inbox() / "q.txt").write_bytes(b"quota")
         [first] = await run.wait_for(1)
-        assert run.daemon.watcher is not None
-        await run.daemon.watcher.rescan_now()
+        assert run.daemon.workers.watcher is not None
+        await run.daemon.workers.watcher.rescan_now()
         [again] = await run.wait_for(1)
         assert (first.result.outcome, again.result.outcome) == ("parked", "parked")
         (run.inbox() / "new.txt").write_bytes(b"another")
@@ -283,9 +283,9 @@ async def test_a_busy_file_is_tried_again_soon_without_a_rescan(tmp_path: Path) 
                 raise OSError(failures.pop(), os.strerror(errno.EMFILE))
             return os.open(path, flags)
 
-        assert run.daemon.pipeline is not None
-        run.daemon.pipeline.opener = opener
-        run.daemon.pipeline.busy_delay = 0.3
+        pipeline = run.daemon.current().pipeline
+        pipeline.opener = opener
+        pipeline.busy_delay = 0.3
         (run.inbox() / "b.txt").write_bytes(b"busy for a moment")
         [first] = await run.wait_for(1)
         assert first.result.outcome == "busy"
@@ -393,8 +393,9 @@ async def test_changed_during_upload_goes_again(tmp_path: Path, latency: int) ->
     event of the rewrite arrived while the upload was still running)."""
     async with running(tmp_path, faults=f"kimi:latency={latency}") as run:
         path = run.inbox() / "doc.txt"
-        rewrite = RewriteDuringSend(run.daemon.pipeline.uploader, path, b"VERSION TWO!")
-        run.daemon.pipeline.uploader = rewrite
+        pipeline = run.daemon.current().pipeline
+        rewrite = RewriteDuringSend(pipeline.uploader, path, b"VERSION TWO!")
+        pipeline.uploader = rewrite
         path.write_bytes(b"version one!")
         [first] = await run.wait_for(1)
         assert first.result.outcome == "changed"
@@ -459,7 +460,7 @@ async def test_temp_and_dot_files_ignored(tmp_path: Path) -> None:
         (run.inbox() / "final.txt.part").rename(run.inbox() / "final.txt")
         [seen] = await run.wait_for(1)
         assert (seen.relpath, seen.result.outcome) == ("final.txt", "uploaded")
-        await run.daemon.watcher.rescan_now()  # type: ignore[union-attr]
+        await run.daemon.workers.watcher.rescan_now()  # type: ignore[union-attr]
         await anyio.wait_all_tasks_blocked()
         assert sorted(p.name for p in run.inbox().iterdir()) == sorted(names)
         assert [f.filename for f in run.emu.files()] == ["final.txt"]
@@ -482,7 +483,7 @@ async def test_folders_in_inboxes(tmp_path: Path) -> None:
             "sub/deep.txt",
             "uploaded",
         )
-        await run.daemon.watcher.rescan_now()  # type: ignore[union-attr]
+        await run.daemon.workers.watcher.rescan_now()  # type: ignore[union-attr]
         await anyio.wait_all_tasks_blocked()
         assert [f.filename for f in run.emu.files()] == ["deep.txt"]
         assert (run.inbox("flat") / "sub" / "flat.txt").read_bytes() == b"in flat"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from handlers.names import NAME_MAX, fit_name, sidecar_name
-from tests._harness import read_sidecar, running, sha
+from tests.harness import read_sidecar, running, sha
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ import pytest
 import zhipuai
 
 from providers.classify import classify
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import Permanent, ProviderError, QuotaExhausted, Throttled
 from providers.limits import KIMI_LIMITS, MIB
 from providers.waits import CHINA_TZ, next_china_midnight

@@ -16,7 +16,7 @@ import openai
 import pytest
 import zhipuai
 
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import openai
 import pytest
 import zhipuai
 
-from providers.emulator import Emulator
 from providers.emulator.faults import parse_faults
 from providers.emulator.ratelimit import KeyLimiter, limit_error
+from providers.emulator.server import Emulator
 from providers.errors import ConfigError
 
 KIMI_RPM = (

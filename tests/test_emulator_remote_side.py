@@ -17,8 +17,8 @@ import openai
 import pytest
 import zhipuai
 
-from providers.emulator import Emulator
 from providers.emulator.parser import ParserTask, judge_parse, result_answer
+from providers.emulator.server import Emulator
 from providers.emulator.state import Usage, judge_upload
 from providers.limits import KIMI_LIMITS, MIB
 

@@ -13,11 +13,11 @@ from daemon.state.store import Store
 from handlers.budget import ByteBudget
 from handlers.pipeline import Pipeline
 from providers.dispatch import NullEvents
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import Permanent
 from providers.types import RemoteFile, UploadClient, UploadResult
-from tests._harness import provider_section, read_sidecar
 from tests.fakes import PipelineEvents
+from tests.harness import provider_section, read_sidecar
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import pytest
 
 from providers.client import ProviderClient
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import Permanent, Retryable, TransportUnavailable
 from providers.extract import ExtractPolicy
 from providers.limited import LimitedClient

@@ -31,10 +31,10 @@ from handlers.names import NAME_MAX
 from handlers.pipeline import InboxPlan, Pipeline
 from providers.client import ProviderClient
 from providers.dispatch import NullEvents
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import Permanent, Retryable
 from providers.types import RemoteFile
-from tests._harness import provider_section, read_sidecar, sha
+from tests.harness import provider_section, read_sidecar, sha
 
 pytestmark = pytest.mark.anyio
 

@@ -25,10 +25,10 @@ import httpx
 import pytest
 
 from daemon.runtime.failures import FileErrors
-from providers.emulator import Emulator
-from tests._harness import Run, read_sidecar, running
+from providers.emulator.server import Emulator
 from tests._tools import need_tool
 from tests.fakes import FakeClock
+from tests.harness import Run, read_sidecar, running
 
 pytestmark = pytest.mark.anyio
 
@@ -130,8 +130,8 @@ def _options(clock: FakeClock, log: io.StringIO) -> dict[str, Any]:
     return {
         "daemon_options": {
             "file_errors": FileErrors(clock=clock, base=BACKOFF, cap=4 * BACKOFF),
-            "log_stream": log,
         },
+        "log_stream": log,
         "inboxes": ({"name": "bad"}, {"name": "good"}),
         "metrics": {"enabled": True, "listen": "127.0.0.1:0"},
         "log": {"format": "json", "level": "info"},
@@ -172,8 +172,8 @@ def _error_lines(log: io.StringIO, name: str) -> list[dict[str, Any]]:
 async def _retry(run: Run, clock: FakeClock, by: float) -> None:
     """Move the fake clock past the backoff and have the daemon look again."""
     clock.now += by
-    assert run.daemon.watcher is not None
-    await run.daemon.watcher.rescan_now()
+    assert run.daemon.workers.watcher is not None
+    await run.daemon.workers.watcher.rescan_now()
 
 
 async def test_unwritable_done_dir_fails_its_files_only_until_fixed(

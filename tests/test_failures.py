@@ -7,8 +7,7 @@ import sqlite3
 
 import pytest
 
-from daemon.runtime.failures import FileErrors, backoff, daemon_fault
-from daemon.runtime.workers import is_fatal
+from daemon.runtime.failures import FileErrors, backoff, daemon_fault, is_fatal
 from handlers.stages import stage, stage_of
 from providers.errors import MoveError, StateError
 from tests.fakes import FakeClock

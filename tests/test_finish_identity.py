@@ -22,8 +22,8 @@ from handlers.pipeline import Uploader
 from handlers.quarantine import quarantine
 from providers.errors import FileChanged
 from providers.types import RemoteFile, UploadResult
-from tests._harness import read_sidecar, sha
 from tests.fakes import PipelineEvents
+from tests.harness import read_sidecar, sha
 from tests.rigs import pipeline_rig
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ import pytest
 
 from handlers.leftovers import is_temp_leftover, remove_temp_leftovers
 from handlers.moves import write_json_atomic
-from tests._harness import running
+from tests.harness import running
 
 
 class _Killed(BaseException):

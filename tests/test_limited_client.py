@@ -13,9 +13,8 @@ from typing import BinaryIO
 import anyio
 import pytest
 
-from daemon.runtime.wiring import LimitedClient as WiringLimitedClient
 from providers.classify import classify
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import Retryable, Throttled
 from providers.factory import build_client
 from providers.limited import LimitedClient
@@ -239,11 +238,6 @@ async def test_kimis_real_concurrency_answer_sets_the_limit_and_pause() -> None:
     assert (client.pacer.concurrency, client.pacer.concurrency_ceiling) == (2, 2)
     assert fake.times == [0.0, 3.0]
     assert events.throttles == ["kimi"]
-
-
-def test_wiring_keeps_limited_client_importable() -> None:
-    """``runtime.wiring.LimitedClient`` is the limiter's client (the old import path works)."""
-    assert WiringLimitedClient is LimitedClient
 
 
 @pytest.mark.anyio

@@ -17,9 +17,9 @@ from handlers.budget import ByteBudget
 from handlers.ledger import UPLOADING
 from handlers.pipeline import Pipeline
 from providers.dispatch import NullEvents
-from providers.emulator import Emulator
-from tests._harness import provider_section, read_sidecar, sha
+from providers.emulator.server import Emulator
 from tests.fakes import PipelineEvents
+from tests.harness import provider_section, read_sidecar, sha
 
 pytestmark = pytest.mark.anyio
 

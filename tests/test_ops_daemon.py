@@ -1,7 +1,6 @@
 """The running daemon as operators see it: real scrapes and Prometheus, readiness, notify, secrets.
 
-The daemon runs in-process against the in-process emulator; the config file and the outcome
-observer come from tests/rigs.py and tests/fakes.py.
+The daemon runs in-process against the in-process emulator (helpers: ``tests.harness``).
 """
 
 from __future__ import annotations
@@ -11,32 +10,33 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
+from daemon.ops.metrics import Metrics
 from daemon.ops.notify import Notifier
-from daemon.runtime.daemon import Daemon
-from providers.emulator import Emulator
+from daemon.runtime.daemon import OUTCOMES, Daemon
+from daemon.runtime.wiring import build
+from daemon.state.store import Store
+from providers.emulator.server import Emulator
+from providers.errors import REASONS
 from tests._tools import query_until, run_prometheus
-from tests.fakes import NotifySocket, Outcomes
-from tests.rigs import drop, loader_for, until_in_flight, write_config
+from tests.fakes import NotifySocket
+from tests.harness import (
+    Outcomes,
+    drop,
+    loader_for,
+    logging_daemon,
+    started,
+    until_in_flight,
+    write_config,
+)
 
 KEYS = {"kimi": "sk-test-kimi-S3CRETkimi0001", "glm": "glmid0001.S3CRETglmSecret0001"}
-
-
-@asynccontextmanager
-async def running(daemon: Daemon) -> AsyncIterator[Daemon]:
-    """``daemon`` running in a task until the block ends (then stopped gracefully)."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(daemon.run)
-        with anyio.fail_after(30):
-            await daemon.ready.wait()
-        yield daemon
-        daemon.stop()
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ async def test_promtool_finds_a_scrape_of_the_running_daemon_clean(
     """``promtool check metrics`` reports nothing on a scrape of the daemon after an upload."""
     promtool = need_tool("promtool")
     outcomes = Outcomes()
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         drop(tmp_path / "docs", "a.txt", b"alpha")
         assert (await outcomes.wait("docs", "a.txt")).outcome == "uploaded"
         body = (await _get(daemon.http_port, "/metrics")).text
@@ -86,7 +86,7 @@ async def test_real_prometheus_scrapes_the_daemons_upload(
     """A real Prometheus scrapes the running daemon; its query API returns our upload."""
     need_tool("prometheus")
     outcomes = Outcomes()
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         drop(tmp_path / "docs", "a.txt", b"alpha")
         assert (await outcomes.wait("docs", "a.txt")).outcome == "uploaded"
         target = f"127.0.0.1:{daemon.http_port}"
@@ -112,7 +112,7 @@ async def test_readyz_answers_200_running_and_503_with_reasons_while_stopping(
     """/readyz is 200 while running and 503 ["stopping"] while an upload drains at stop."""
     outcomes = Outcomes()
     emu.set_faults("kimi", "latency=1500")
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         ready = await _get(daemon.http_port, "/readyz")
         drop(tmp_path / "docs", "slow.txt", b"slow")
         await until_in_flight(daemon)
@@ -163,10 +163,8 @@ async def test_secrets_never_appear_in_logs_metrics_ledger_or_sidecars(
     loader = loader_for(config, emu)
     outcomes = Outcomes()
     stream = io.StringIO()
-    daemon = Daemon(
-        loader(), notifier=Notifier(None), observer=outcomes, loader=loader, log_stream=stream
-    )
-    async with running(daemon):
+    daemon = logging_daemon(loader, outcomes, stream)
+    async with started(daemon):
         drop(tmp_path / "docs", "a.txt", b"alpha")
         drop(tmp_path / "more", "b.txt", b"beta")
         drop(tmp_path / "docs", "bad.exe", b"MZ")
@@ -197,7 +195,7 @@ async def test_secrets_never_appear_in_logs_metrics_ledger_or_sidecars(
 async def test_remote_usage_is_listed_at_start(tmp_path: Path, emu: Emulator) -> None:
     """At start the daemon lists each provider in use: inboxd_remote_files/bytes are set."""
     outcomes = Outcomes()
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         drop(tmp_path / "docs", "a.txt", b"alpha")
         await outcomes.wait("docs", "a.txt")
         usage = await daemon.refresh_remote_usage()
@@ -213,7 +211,7 @@ async def test_remote_usage_failure_is_a_warning_not_a_crash(
 ) -> None:
     """A provider that refuses the listing leaves a warning; the daemon keeps running."""
     outcomes = Outcomes()
-    async with running(_daemon(tmp_path, emu, outcomes)) as daemon:
+    async with started(_daemon(tmp_path, emu, outcomes)) as daemon:
         emu.set_faults("glm", "401")
         usage = await daemon.refresh_remote_usage()
         healthz = await _get(daemon.http_port, "/healthz")
@@ -240,15 +238,51 @@ async def test_summary_line_honours_log_summary_interval(
             if record.getMessage().startswith("summary: "):
                 seen.set()
 
+    caplog.set_level(logging.INFO)  # what `inboxd run` configures (the daemon leaves logging)
     catch = _Catch()
-    logging.getLogger("daemon.runtime.daemon").addHandler(catch)
+    logging.getLogger("daemon.runtime.status").addHandler(catch)
     try:
-        async with running(Daemon(loader(), notifier=Notifier(None), loader=loader)):
+        async with started(Daemon(loader(), notifier=Notifier(None), loader=loader)):
             with anyio.fail_after(2):  # far below the 5 s STATUS interval
                 await seen.wait()
     finally:
-        logging.getLogger("daemon.runtime.daemon").removeHandler(catch)
+        logging.getLogger("daemon.runtime.status").removeHandler(catch)
     assert any(
         r.getMessage() == "summary: done 0, quarantined 0, uploading 0, queued 0"
         for r in caplog.records
     )
+
+
+@pytest.mark.anyio
+async def test_a_daemon_runs_on_injected_components_and_leaves_their_store_open(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """``Daemon(settings, components=build(...))`` uploads through the given components
+    (their registry is the one scraped) and, stopped, leaves the caller's store open."""
+    config = tmp_path / "config.toml"
+    write_config(config, tmp_path, [("docs", ["kimi"])])
+    settings = loader_for(config, emu)()
+    (tmp_path / "state").mkdir()
+    registry = CollectorRegistry()
+    metrics = Metrics(
+        registry,
+        version="test",
+        inboxes=["docs"],
+        providers=["kimi"],
+        transports={"kimi": settings.providers.kimi.transports},
+        reasons=REASONS,
+        outcomes=OUTCOMES,
+    )
+    outcomes = Outcomes()
+    async with Store.open(settings.state_file) as store:
+        components = build(settings, store=store, metrics=metrics)
+        daemon = Daemon(settings, components=components, notifier=Notifier(None), observer=outcomes)
+        async with started(daemon):
+            drop(tmp_path / "docs", "a.txt", b"alpha")
+            result = await outcomes.wait("docs", "a.txt")
+        done = await store.rows_in_state("done")  # still open: the daemon did not close it
+    assert result.outcome == "uploaded"
+    assert [row.relpath for row in done] == ["a.txt"]
+    assert daemon.registry is registry
+    uploads = {"provider": "kimi", "transport": "openai", "outcome": "success"}
+    assert registry.get_sample_value("inboxd_uploads_total", uploads) == 1.0

@@ -16,7 +16,7 @@ import pytest
 from handlers.ledger import PENDING, UPLOADING
 from handlers.pipeline import Uploader
 from providers.types import BreakerRecord
-from tests._harness import RewriteDuringSend, read_sidecar, sha
+from tests.harness import RewriteDuringSend, read_sidecar, sha
 from tests.rigs import PipelineRig, pipeline_rig
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from tests.fakes import missing
 from tests.rigs import chain_client, make_transport, upload
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = """
 import json, sys, anyio
 from pathlib import Path
-from tests._harness import running
+from tests.harness import running
 
 INBOXES = ({"name": "k", "providers": ["kimi"]}, {"name": "g", "providers": ["glm"]})
 

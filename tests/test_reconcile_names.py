@@ -11,7 +11,7 @@ from handlers.reconcile import match_remote
 from providers.emulator.disposition import disposition_params
 from providers.types import RemoteFile
 from providers.wire import wire_filenames, wire_form
-from tests._harness import provider_section, read_sidecar, running, sha
+from tests.harness import provider_section, read_sidecar, running, sha
 
 # (local name, the name every transport's multipart filename makes the server store)
 NAMES = [

@@ -18,11 +18,18 @@ from daemon.config.reload_plan import ReloadPlan, plan_reload
 from daemon.config.settings import Settings
 from daemon.ops.notify import Notifier
 from daemon.runtime.daemon import Daemon
-from daemon.runtime.wiring import LimitedClient
-from providers.emulator import Emulator
-from tests.fakes import NotifySocket, Outcomes
-from tests.rigs import drop, loader_for, until_in_flight, write_config
-from tests.test_ops_daemon import running
+from providers.emulator.server import Emulator
+from providers.limited import LimitedClient
+from tests.fakes import NotifySocket
+from tests.harness import (
+    Outcomes,
+    drop,
+    loader_for,
+    logging_daemon,
+    started,
+    until_in_flight,
+    write_config,
+)
 
 ROOT = Path("/srv/in")
 
@@ -170,7 +177,7 @@ async def test_reload_adds_an_inbox_that_then_uploads_and_drops_a_removed_one(
     config = tmp_path / "config.toml"
     write_config(config, tmp_path, [("old", ["kimi"]), ("gone", ["kimi"])])
     outcomes = Outcomes()
-    async with running(_daemon(config, emu, outcomes)) as daemon:
+    async with started(_daemon(config, emu, outcomes)) as daemon:
         write_config(config, tmp_path, [("old", ["kimi"]), ("new", ["glm"])])
         assert await daemon.reload()
         drop(tmp_path / "new", "n.txt", b"new inbox")
@@ -178,8 +185,8 @@ async def test_reload_adds_an_inbox_that_then_uploads_and_drops_a_removed_one(
         drop(tmp_path / "old", "o.txt", b"old inbox")
         new = await outcomes.wait("new", "n.txt")
         old = await outcomes.wait("old", "o.txt")
-        await daemon.watcher.rescan_now()  # type: ignore[union-attr]
-        plans = sorted(daemon.plans)
+        await daemon.workers.watcher.rescan_now()  # type: ignore[union-attr]
+        plans = sorted(daemon.current().plans)
         discovered = daemon.registry.get_sample_value(
             "inboxd_files_discovered_total", {"inbox": "new"}
         )
@@ -201,7 +208,7 @@ async def test_a_broken_config_is_refused_with_one_line_per_problem_and_the_old_
     config = tmp_path / "config.toml"
     write_config(config, tmp_path, [("docs", ["kimi"])])
     outcomes = Outcomes()
-    async with running(_daemon(config, emu, outcomes)) as daemon:
+    async with started(_daemon(config, emu, outcomes)) as daemon:
         before = daemon.settings
         config.write_text(
             config.read_text()
@@ -231,7 +238,7 @@ async def test_unparseable_config_is_refused(
     """A config that is not TOML is refused with its one error line; the daemon keeps going."""
     config = tmp_path / "config.toml"
     write_config(config, tmp_path, [("docs", ["kimi"])])
-    async with running(_daemon(config, emu, Outcomes())) as daemon:
+    async with started(_daemon(config, emu, Outcomes())) as daemon:
         config.write_text("this is = = not toml\n")
         caplog.clear()
         assert await daemon.reload() is False
@@ -251,8 +258,8 @@ async def test_an_upload_in_flight_survives_a_reload_that_replaces_its_client(
     write_config(config, tmp_path, [("docs", ["kimi"])])
     emu.set_faults("kimi", "latency=1500")
     outcomes = Outcomes()
-    async with running(_daemon(config, emu, outcomes)) as daemon:
-        old_client = daemon.clients["kimi"]
+    async with started(_daemon(config, emu, outcomes)) as daemon:
+        old_client = daemon.current().clients["kimi"]
         drop(tmp_path / "docs", "slow.txt", b"slow upload")
         await until_in_flight(daemon)
         write_config(
@@ -262,11 +269,11 @@ async def test_an_upload_in_flight_survives_a_reload_that_replaces_its_client(
             extra="[providers.kimi]\ntimeout = 99",
         )
         assert await daemon.reload()
-        new_client = daemon.clients["kimi"]
+        new_client = daemon.current().clients["kimi"]
         assert isinstance(old_client, LimitedClient)
         busy_during = old_client.pacer.in_flight
         result = await outcomes.wait("docs", "slow.txt")
-        retired_after = len(daemon.work.retired)
+        retired_after = len(daemon.workers.state.retired)
     assert busy_during == 1
     assert new_client is not old_client
     assert result.outcome == "uploaded"
@@ -285,14 +292,13 @@ async def test_reload_lifts_a_breaker_forced_open_by_a_refused_key(
     write_config(config, tmp_path, [("docs", ["kimi"])])
     emu.set_faults("kimi", "401")
     outcomes = Outcomes()
-    async with running(_daemon(config, emu, outcomes)) as daemon:
+    async with started(_daemon(config, emu, outcomes)) as daemon:
         drop(tmp_path / "docs", "a.txt", b"alpha")
         parked = await outcomes.wait("docs", "a.txt", final=False)
-        assert daemon.store is not None
-        forced = (await daemon.store.all_breakers())["kimi"].state
+        forced = (await daemon.current().store.all_breakers())["kimi"].state
         emu.set_faults("kimi", None)  # the operator fixed the key
         assert await daemon.reload()
-        after = (await daemon.store.all_breakers())["kimi"].state
+        after = (await daemon.current().store.all_breakers())["kimi"].state
         done = await outcomes.wait("docs", "a.txt")
     assert (parked.outcome, forced, after, done.outcome) == (
         "parked",
@@ -348,12 +354,12 @@ async def test_a_folder_that_cannot_be_created_refuses_the_reload(
     """A new inbox whose done_dir cannot be made is refused before anything changes."""
     config = tmp_path / "config.toml"
     write_config(config, tmp_path, [("docs", ["kimi"])])
-    async with running(_daemon(config, emu, Outcomes())) as daemon:
+    async with started(_daemon(config, emu, Outcomes())) as daemon:
         write_config(config, tmp_path, [("docs", ["kimi"]), ("new", ["kimi"])])
         config.write_text(config.read_text() + 'done_dir = "/proc/inboxd-no/done"\n')
         caplog.clear()
         refused = await daemon.reload()
-        plans = sorted(daemon.plans)
+        plans = sorted(daemon.current().plans)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert refused is False
     assert plans == ["docs"]
@@ -371,10 +377,8 @@ async def test_reload_applies_new_limits_and_logging(tmp_path: Path, emu: Emulat
     loader = loader_for(config, emu)
     outcomes = Outcomes()
     stream = io.StringIO()
-    daemon = Daemon(
-        loader(), notifier=Notifier(None), observer=outcomes, loader=loader, log_stream=stream
-    )
-    async with running(daemon):
+    daemon = logging_daemon(loader, outcomes, stream)
+    async with started(daemon):
         drop(tmp_path / "docs", "before.txt", b"x" * 100)
         before = await outcomes.wait("docs", "before.txt")
         write_config(

@@ -14,9 +14,9 @@ from daemon.commands import run_status
 from daemon.config.settings import RetentionSettings, Settings, load_settings
 from daemon.remote.commands import NOT_OURS, run_remote_list, run_remote_prune
 from handlers.archive import receipt_path
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import ConfigError
-from tests._harness import read_sidecar, running
+from tests.harness import read_sidecar, running
 
 T = 1_800_000_000.0
 
@@ -74,12 +74,16 @@ async def three_uploaded(tmp_path: Path) -> AsyncIterator[tuple[Emulator, Settin
     """A foreign file, then f0..f2 uploaded by inboxd one by one; the daemon stopped."""
     async with Emulator() as emu:
         async with running(tmp_path, emulator=emu) as run:
-            await run.daemon.clients["kimi"].upload(
-                filename="theirs.txt",
-                fileobj=io.BytesIO(b"foreign"),
-                size=7,
-                purpose="file-extract",
-                content_type="text/plain",
+            await (
+                run.daemon.current()
+                .clients["kimi"]
+                .upload(
+                    filename="theirs.txt",
+                    fileobj=io.BytesIO(b"foreign"),
+                    size=7,
+                    purpose="file-extract",
+                    content_type="text/plain",
+                )
             )
             for n in range(3):
                 (run.inbox() / f"f{n}.txt").write_bytes(f"file {n}".encode())

@@ -28,8 +28,8 @@ from daemon.remote.prune import Pruner
 from daemon.runtime.wiring import build_clients
 from daemon.state.store import Store
 from handlers.archive import receipt_path
-from providers.emulator import Emulator
-from tests._harness import running
+from providers.emulator.server import Emulator
+from tests.harness import running
 
 pytestmark = pytest.mark.anyio
 

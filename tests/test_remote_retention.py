@@ -20,9 +20,9 @@ from daemon.remote.ledger import RemoteLedger
 from daemon.remote.plan import RetentionLimits
 from daemon.remote.prune import Pruner
 from handlers.archive import receipt_path
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.limits import KIMI_LIMITS
-from tests._harness import Run, provider_section, read_sidecar, running, sha
+from tests.harness import Run, provider_section, read_sidecar, running, sha
 
 pytestmark = pytest.mark.anyio
 
@@ -41,9 +41,13 @@ async def test_dedupe_never_points_at_a_deleted_copy(tmp_path: Path) -> None:
         assert first.result.row is not None
         old_id = first.result.row.file_id
         assert old_id is not None
-        assert run.daemon.store is not None
+        assert run.daemon.current().store is not None
         outcome = await delete_recorded(
-            run.daemon.store, run.daemon.clients["kimi"], old_id, "keep_remote", time.time()
+            run.daemon.current().store,
+            run.daemon.current().clients["kimi"],
+            old_id,
+            "keep_remote",
+            time.time(),
         )
         assert outcome == "deleted"
         (run.inbox() / "b.txt").write_bytes(b"same bytes")
@@ -62,18 +66,22 @@ async def test_pass_deletes_oldest_own_files_and_never_a_foreign_one(tmp_path: P
     never deleted) and the 2 newest of inboxd's; the 2 oldest receipts say remote_deleted_at."""
     kimi = provider_section("kimi", retention=RetentionSettings(max_files=3))
     async with running(tmp_path, providers={"kimi": kimi}) as run:
-        foreign = await run.daemon.clients["kimi"].upload(
-            filename="foreign.txt",
-            fileobj=io.BytesIO(b"not inboxd's"),
-            size=12,
-            purpose="file-extract",
-            content_type="text/plain",
+        foreign = (
+            await run.daemon.current()
+            .clients["kimi"]
+            .upload(
+                filename="foreign.txt",
+                fileobj=io.BytesIO(b"not inboxd's"),
+                size=12,
+                purpose="file-extract",
+                content_type="text/plain",
+            )
         )
         for n in range(4):
             (run.inbox() / f"f{n}.txt").write_bytes(f"file {n}".encode())
             [seen] = await run.wait_for(1)  # one at a time: their upload order is known
             assert seen.result.outcome == "uploaded"
-        report = await run.daemon.remote.run("kimi")
+        report = await run.daemon.current().remote.run("kimi")
         assert report is not None
         assert (report.files, report.error) == (3, None)
         remaining = {f.filename for f in run.emu.files()}
@@ -122,7 +130,7 @@ async def test_an_upload_that_crosses_max_files_starts_a_pass(tmp_path: Path) ->
     own, which brings it back to the 2 newest (no pass is called by the test)."""
     kimi = provider_section("kimi", retention=RetentionSettings(max_files=2))
     async with running(tmp_path, providers={"kimi": kimi}) as run:
-        side = run.daemon.remote
+        side = run.daemon.current().remote
         while "kimi" not in side.usage:  # the start pass has counted the account
             await side.passed.wait()
         for n in range(4):
@@ -146,9 +154,9 @@ async def test_a_deletion_waits_while_its_content_is_being_deduped(tmp_path: Pat
             [seen] = await run.wait_for(1)
             assert seen.result.outcome == "uploaded"
         oldest = next(f for f in run.emu.files() if f.filename == "f0.txt")
-        assert run.daemon.store is not None
-        pipeline = run.daemon.pipeline
-        assert run.daemon.remote.pruner.content_lock == pipeline.content_lock
+        assert run.daemon.current().store is not None
+        pipeline = run.daemon.current().pipeline
+        assert run.daemon.current().remote.pruner.content_lock == pipeline.content_lock
         reached = anyio.Event()
 
         @asynccontextmanager
@@ -158,8 +166,8 @@ async def test_a_deletion_waits_while_its_content_is_being_deduped(tmp_path: Pat
                 yield
 
         pruner = Pruner(
-            store=run.daemon.store,
-            clients=run.daemon.clients,
+            store=run.daemon.current().store,
+            clients=run.daemon.current().clients,
             limits={"kimi": RetentionLimits(max_files=1)},
             skew=run.settings.reconcile_skew,
             content_lock=watched,
@@ -169,7 +177,7 @@ async def test_a_deletion_waits_while_its_content_is_being_deduped(tmp_path: Pat
                 tg.start_soon(pruner.run, "kimi")
                 await reached.wait()
                 await anyio.wait_all_tasks_blocked()
-                assert await RemoteLedger(run.daemon.store).deletions("kimi") == {}
+                assert await RemoteLedger(run.daemon.current().store).deletions("kimi") == {}
                 tg.cancel_scope.cancel()
         report = await pruner.run("kimi")
         assert [d.file.id for d in report.done] == [oldest.id]

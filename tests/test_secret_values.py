@@ -21,16 +21,14 @@ from pydantic import SecretStr
 from daemon.cli import main
 from daemon.commands import run_status
 from daemon.config.settings import Settings, load_settings
-from daemon.ops.logs import RedactingHandler, TextFormatter
+from daemon.ops.logs import RedactingHandler, TextFormatter, logging_to
 from daemon.ops.notify import Notifier
 from daemon.runtime.daemon import Daemon
 from daemon.state.store import Store
 from providers.classify import redact
 from providers.errors import Permanent
 from providers.redaction import add_secret, clear_secrets, scrub
-from tests.fakes import Outcomes
-from tests.rigs import drop
-from tests.test_ops_daemon import running
+from tests.harness import Outcomes, drop, started
 
 # Not "<32 hex>.<secret>", not "sk-...": only removal by value can catch it.
 KEY_ID, KEY_SECRET = "inboxd-test-id", "Zz9-unusual-Secret"
@@ -127,8 +125,9 @@ async def test_an_echoed_unusual_glm_key_leaks_nowhere(tmp_path: Path) -> None:
         settings = settings.model_copy(
             update={"providers": settings.providers.model_copy(update={"glm": glm})}
         )
-        daemon = Daemon(settings, notifier=Notifier(None), observer=outcomes, log_stream=stream)
-        async with running(daemon):
+        logging_to(stream)(settings)
+        daemon = Daemon(settings, notifier=Notifier(None), observer=outcomes)
+        async with started(daemon):
             drop(inbox, "a.txt", b"hello")
             result = await outcomes.wait("docs", "a.txt")
             async with httpx.AsyncClient() as client:

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.errors import Permanent, ProviderError, Retryable, TransportUnavailable
 from providers.limits import GLM_LIMITS, KIMI_LIMITS, PurposeOverride
-from providers.transports import HttpTransport, OpenAITransport, ZhipuAITransport
+from providers.transports._http import HttpTransport
+from providers.transports._openai import OpenAITransport
+from providers.transports._zhipuai import ZhipuAITransport
 from tests.rigs import TRANSPORTS, make_transport
 
 # A purpose whose content the provider serves back, and a file name it accepts for it.

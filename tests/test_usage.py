@@ -8,11 +8,11 @@ from types import ModuleType
 
 import pytest
 
-from daemon.runtime.wiring import LimitedClient
 from providers.client import ProviderClient, UsageSource, usage_of
-from providers.emulator import Emulator
-from providers.transports import ZhipuAITransport
+from providers.emulator.server import Emulator
+from providers.limited import LimitedClient
 from providers.transports._common import sum_pages
+from providers.transports._zhipuai import ZhipuAITransport
 from providers.types import RemoteFile
 from tests.rigs import TRANSPORTS, make_transport
 

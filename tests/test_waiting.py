@@ -19,7 +19,7 @@ from handlers.ledger import PENDING
 from handlers.pipeline import Pipeline
 from providers.breaker import BreakerConfig
 from providers.dispatch import Dispatcher, NullEvents
-from providers.emulator import Emulator
+from providers.emulator.server import Emulator
 from providers.retry import RetryPolicy
 from tests.fakes import PipelineEvents
 

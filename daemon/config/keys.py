@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import SecretStr
 
 from providers.errors import ConfigError
 from providers.redaction import add_secret
 
-if TYPE_CHECKING:
-    from daemon.config.settings import ProviderSettings, Settings
-
-__all__ = ["KEY_CREDENTIAL", "KEY_ENV", "with_keys"]
+__all__ = ["KEY_CREDENTIAL", "KEY_ENV", "KeySource", "find_keys"]
 
 # Where each provider's key may come from, in order (see module docstring).
 KEY_ENV: Mapping[str, tuple[str, ...]] = {
@@ -29,20 +26,31 @@ KEY_ENV: Mapping[str, tuple[str, ...]] = {
 KEY_CREDENTIAL: Mapping[str, str] = {"kimi": "moonshot_api_key", "glm": "zhipuai_api_key"}
 
 
-def with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
-    """``settings`` with each provider's key filled in; a provider no inbox uses is skipped,
-    so an unusable key file of an unused provider does not stop the daemon.
+class KeySource(Protocol):
+    """What a provider's config section says about its key (a ``ProviderSettings``)."""
+
+    @property
+    def api_key(self) -> SecretStr | None: ...
+
+    @property
+    def api_key_file(self) -> Path | None: ...
+
+
+def find_keys(sections: Mapping[str, KeySource], env: Mapping[str, str]) -> dict[str, SecretStr]:
+    """Each provider's key, ``{provider: key}``, for the ``sections`` given (the providers in
+    use: an unusable key file of an unused provider does not stop the daemon); a provider
+    with no key found is absent.
 
     Every key found (or already set) is added to the process-wide redaction registry
     (``providers.redaction``): each command that loads settings, and each reload, then
     removes it by value from whatever it prints or stores.
     """
-    updates: dict[str, ProviderSettings] = {}
+    keys: dict[str, SecretStr] = {}
     problems: list[str] = []
-    for name in settings.providers_in_use():
-        section = settings.providers.get(name)
+    for name, section in sections.items():
         if section.api_key is not None:
             add_secret(section.api_key.get_secret_value())
+            keys[name] = section.api_key
             continue
         try:
             key = _find_key(name, section, env)
@@ -51,16 +59,13 @@ def with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
             continue
         if key is not None:
             add_secret(key)
-            updates[name] = section.model_copy(update={"api_key": SecretStr(key)})
+            keys[name] = SecretStr(key)
     if problems:
         raise ConfigError(problems)
-    if not updates:
-        return settings
-    providers = settings.providers.model_copy(update=updates)
-    return settings.model_copy(update={"providers": providers})
+    return keys
 
 
-def _find_key(name: str, section: ProviderSettings, env: Mapping[str, str]) -> str | None:
+def _find_key(name: str, section: KeySource, env: Mapping[str, str]) -> str | None:
     for var in KEY_ENV[name]:
         if env.get(var, "").strip():
             return env[var].strip()

@@ -31,7 +31,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from daemon.config.keys import KEY_CREDENTIAL, KEY_ENV, with_keys
+from daemon.config.keys import KEY_CREDENTIAL, KEY_ENV, find_keys
 from providers.errors import ConfigError
 from providers.limits import LIMITS, MIB, ProviderLimits, PurposeOverride
 
@@ -389,7 +389,20 @@ def load_settings(
         raise ConfigError([_describe(err) for err in exc.errors()]) from None
     finally:
         _LOAD.reset(token)
-    return with_keys(settings, env)
+    return _with_keys(settings, env)
+
+
+def _with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """``settings`` with each provider in use given the key ``find_keys`` found for it."""
+    in_use = {name: settings.providers.get(name) for name in settings.providers_in_use()}
+    updates = {
+        name: in_use[name].model_copy(update={"api_key": key})
+        for name, key in find_keys(in_use, env).items()
+        if in_use[name].api_key is None
+    }
+    if not updates:
+        return settings
+    return settings.model_copy(update={"providers": settings.providers.model_copy(update=updates)})
 
 
 def _keys_in_file(data: Mapping[str, Any]) -> list[str]:

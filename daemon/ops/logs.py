@@ -19,14 +19,20 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from daemon.config.settings import LogSettings
+from daemon.config.settings import LogSettings, Settings
 from providers.redaction import add_secrets, scrub
 
-__all__ = ["JsonFormatter", "RedactingHandler", "TextFormatter", "setup_logging"]
+__all__ = [
+    "JsonFormatter",
+    "RedactingHandler",
+    "TextFormatter",
+    "logging_to",
+    "setup_logging",
+]
 
 REDACTED = "***"
 
@@ -174,3 +180,15 @@ def setup_logging(
             logging.INFO if level <= logging.DEBUG else max(level, logging.WARNING)
         )
     return handler
+
+
+def logging_to(stream: TextIO = sys.stderr) -> Callable[[Settings], None]:
+    """Configure logging from a config's ``log`` section onto ``stream``, its API keys
+    redacted: what ``inboxd run`` does at start and a reload does when ``log`` changed."""
+
+    def configure(settings: Settings) -> None:
+        keys = (settings.providers.get(name).api_key for name in ("kimi", "glm"))
+        secrets = [key.get_secret_value() for key in keys if key is not None]
+        setup_logging(settings.log, stream=stream, secrets=secrets)
+
+    return configure

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon.config.settings import Settings
 from daemon.remote.config import retention_limits
+from daemon.remote.deletions import delete_recorded
 from daemon.remote.metrics import RemoteMetrics
 from daemon.remote.plan import RetentionLimits
 from daemon.remote.prune import ContentLock, PassReport, Pruner
@@ -76,14 +77,31 @@ class RemoteSide:
         self._queued: set[str] = set()
         self._tasks: TaskGroup | None = None
 
-    def configure(self, settings: Settings) -> None:
-        """Take the retention limits of reloaded ``settings`` (the next pass applies them)."""
+    def configure(
+        self, settings: Settings, clients: Mapping[str, UploadClient] | None = None
+    ) -> None:
+        """Take the retention limits of reloaded ``settings`` and its ``clients`` (the next
+        pass applies them)."""
+        if clients is not None:
+            self.pruner.clients = clients
         fresh = retention_limits(settings)
         self.limits.clear()
         self.limits.update(fresh)
         if isinstance(self.pruner.events, RemoteMetrics):
             for provider in fresh:
                 self.pruner.events.add_provider(provider)
+
+    async def delete(self, provider: str, file_id: str, *, reason: str) -> None:
+        """Delete one remote copy through the recorded path (``handlers.extract``'s
+        ``RemoteDeleter``: ``keep_remote = false``); ProviderError when it cannot now."""
+        await delete_recorded(
+            self.pruner.store,
+            self.pruner.clients[provider],
+            file_id,
+            reason,
+            self.pruner.clock(),
+            events=self.pruner.events,
+        )
 
     def start(self, tasks: TaskGroup) -> None:
         """Run passes in ``tasks`` from now on (before this, requests are dropped)."""

@@ -1,126 +1,62 @@
-"""The composition root: builds the real collaborators from the settings and runs the daemon.
+"""One running inboxd (``Daemon``): its start order, its task tree, its reload and its stop.
 
 Start order: leftover temp files of a killed write removed from done/quarantine folders →
-store (integrity check, migrations) → provider clients → recovery of rows a crash left
-behind → HTTP (/metrics, /healthz, /readyz) → intake and watchers (first full scan queued) →
-``READY=1``. Stop (SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once, uploads in flight
-get ``shutdown_grace`` seconds, then are cancelled; the ledger holds whatever is left and
-the next start resumes it. SIGHUP reloads the config (``daemon.runtime.reloading`` applies
-``daemon.config.reload_plan``'s plan). The watcher, the workers and the park loop are
-``daemon.runtime.workers``.
+store (integrity check, migrations) → components (provider clients, dispatcher, pipeline:
+``daemon.runtime.wiring.build``) → recovery of rows a crash left behind → HTTP (/metrics,
+/healthz, /readyz) → workers (intake, watchers, first full scan queued) → ``READY=1``. Stop
+(SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once, uploads in flight get
+``shutdown_grace`` seconds, then are cancelled; the ledger holds whatever is left and the
+next start resumes it. SIGHUP reloads the config: new components, swapped in at once
+(``daemon.runtime.reloading``). Logging is set up by the caller (``inboxd run``).
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from functools import partial
-from typing import TextIO, get_args
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
-from daemon.cli import package_version
 from daemon.config.check import check
+from daemon.config.reload_plan import plan_reload
 from daemon.config.settings import Settings
 from daemon.ops.http import serve_http
-from daemon.ops.logs import setup_logging
 from daemon.ops.metrics import Metrics
 from daemon.ops.notify import Notifier, watchdog_loop
+from daemon.ops.version import package_version
 from daemon.remote.ledger import RemoteLedger
-from daemon.remote.service import build_remote_side
-from daemon.runtime.failures import FileErrors, daemon_fault
-from daemon.runtime.intake import Intake
+from daemon.runtime.failures import FileErrors
 from daemon.runtime.periodic import every
-from daemon.runtime.reloading import apply_reload, unpark_forever
+from daemon.runtime.reloading import load_checked, release_forced
 from daemon.runtime.remote_usage import REMOTE_USAGE_INTERVAL, refresh_remote_usage
+from daemon.runtime.status import StatusLine
 from daemon.runtime.vanished import close_vanished
-from daemon.runtime.watcher import Candidate, Watcher
-from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
-from daemon.runtime.workers import (
-    WorkState,
-    close_client,
-    park_loop,
-    recover_failed,
-    start_watcher,
-    wake_at,
-    worker,
-)
+from daemon.runtime.wiring import Components, build
+from daemon.runtime.workers import Observer, Workers, close_client
 from daemon.state.retention import PRUNE_INTERVAL, prune_ledger
 from daemon.state.store import Store
 from daemon.state.watch import watch_state_file
-from handlers.budget import ByteBudget
 from handlers.leftovers import remove_temp_leftovers
-from handlers.pipeline import InboxPlan, Pipeline, Result
 from providers.client import ProviderClient
-from providers.errors import ConfigError, Reason
+from providers.errors import ConfigError
 from providers.retry import COMMON_ERROR_KINDS
 from providers.types import UploadClient
 
-__all__ = ["Daemon", "run_daemon", "unpark_forever", "with_emulator"]
+__all__ = ["OUTCOMES", "Daemon"]
 
 logger = logging.getLogger(__name__)
 
-REASONS = get_args(Reason)
 # What the dispatcher reports per call: success, reconciled, or the error's kind.
 OUTCOMES = ("success", "reconciled", *COMMON_ERROR_KINDS)
-STATUS_INTERVAL = 5.0
+
 STATE_CHECK_INTERVAL = 2.0
 
 Loader = Callable[[], Settings]
-
-
-def with_emulator(settings: Settings, urls: Mapping[str, str], keys: Mapping[str, str]) -> Settings:
-    """``settings`` with every provider pointed at the emulator's URL and key."""
-    updates = {
-        name: settings.providers.get(name).model_copy(
-            update={"base_url": urls[name], "api_key": SecretStr(keys[name])}
-        )
-        for name in ("kimi", "glm")
-    }
-    providers = settings.providers.model_copy(update=updates)
-    return settings.model_copy(update={"providers": providers})
-
-
-def run_daemon(settings: Settings, *, emulator: bool = False, loader: Loader | None = None) -> int:
-    """Run until SIGTERM or SIGINT; returns the exit code. Raises ConfigError before starting.
-
-    ``loader`` loads the config again (the same file and CLI overrides) on SIGHUP.
-    """
-    try:
-        return anyio.run(_main, settings, emulator, loader, backend="asyncio")
-    except BaseExceptionGroup as group:
-        fault = daemon_fault(group)
-        if fault is None:
-            raise
-        raise fault from None  # the CLI prints it and exits non-zero
-
-
-async def _main(settings: Settings, emulator: bool, loader: Loader | None) -> int:
-    async with AsyncExitStack() as stack:
-        if emulator:
-            from providers.emulator import Emulator
-
-            emu = await stack.enter_async_context(Emulator())
-            urls = {p: emu.base_url(p) for p in ("kimi", "glm")}
-            keys = {p: emu.key(p) for p in ("kimi", "glm")}
-            settings = with_emulator(settings, urls, keys)
-            if loader is not None:
-                loader = _pointed(loader, urls, keys)
-            print(
-                f"inboxd: emulator on {emu.base_url('kimi')} and {emu.base_url('glm')}; "
-                f"drop files into {', '.join(str(i.path) for i in settings.inbox)}",
-                flush=True,
-            )
-        daemon = Daemon(settings, loader=loader)
-        await daemon.run()
-    return 0
 
 
 def _prepare(clients: Sequence[UploadClient]) -> None:
@@ -130,129 +66,127 @@ def _prepare(clients: Sequence[UploadClient]) -> None:
             client.prepare()
 
 
-def _pointed(loader: Loader, urls: Mapping[str, str], keys: Mapping[str, str]) -> Loader:
-    return lambda: with_emulator(loader(), urls, keys)
-
-
-def _secrets(settings: Settings) -> list[str]:
-    keys = (settings.providers.get(name).api_key for name in ("kimi", "glm"))
-    return [key.get_secret_value() for key in keys if key is not None]
-
-
 class Daemon:
-    """One running inboxd: owns the task tree and the mutable runtime (reloadable) state."""
+    """One running inboxd: owns its components (swapped whole by a reload) and its workers.
+
+    ``components``: built ones to run on (tests inject them; their store is the caller's to
+    close), else ``run`` builds them; ``observer`` is told each file's outcome (tests and
+    benchmarks wait on it); ``loader`` reads the config again for ``reload()`` (None: reload
+    is refused); ``configure_logging`` sets logging up again when a reload changes ``log``;
+    ``file_errors`` holds the failing files' backoff (tests inject one with a fake clock);
+    ``clock`` is wall-clock time; ``state_check_interval``: seconds between checks that the
+    state file is still the one opened.
+    """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        components: Components | None = None,
+        clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
-        observer: Callable[[Candidate, Result], None] | None = None,
+        observer: Observer | None = None,
         loader: Loader | None = None,
-        log_stream: TextIO | None = None,
+        configure_logging: Callable[[Settings], None] | None = None,
         file_errors: FileErrors | None = None,
         state_check_interval: float = STATE_CHECK_INTERVAL,
     ) -> None:
-        """``observer`` is told each file's outcome (tests and benchmarks wait on it);
-        ``loader`` reads the config again for ``reload()`` (None: reload is refused);
-        ``log_stream`` is where log lines go (default stderr); ``file_errors`` holds the
-        failing files' backoff (tests inject one with a fake clock);
-        ``state_check_interval``: seconds between checks that the state file is still the
-        one opened."""
-        self.state_check_interval = state_check_interval
-        self.state_lost: str | None = None
-        self.settings = settings
-        self.loader = loader
-        self.log_stream = log_stream
+        self._initial = settings
+        self.components = components
+        self._clock = clock
+        self._loader = loader
+        self._configure_logging = configure_logging
+        self._state_check_interval = state_check_interval
         self.notifier = notifier or Notifier.from_environ()
-        self.observer = observer
-        self.registry = CollectorRegistry()
+        self.registry = (
+            components.metrics.registry if components is not None else CollectorRegistry()
+        )
+        self.workers = Workers(
+            self.current,
+            settle_seconds=settings.settle_seconds,
+            errors=file_errors or FileErrors(clock=clock),
+            observer=observer,
+            clock=clock,
+        )
         self.http_port: int | None = None
+        self.state_lost: str | None = None
         self.stopping = anyio.Event()
         self.ready = anyio.Event()
-        self.plans: dict[str, InboxPlan] = {}
-        self.watcher: Watcher | None = None
-        self.intake: Intake | None = None
-        self.store: Store | None = None
-        self._fallbacks_seen: set[tuple[str, str, str]] = set()
-        self.work = WorkState(file_errors or FileErrors())
-        self._workers = 0
-        self._watcher_scope: anyio.CancelScope | None = None
-        self._reload_lock = anyio.Lock()
         self.reloads = 0
+        self._status = StatusLine(self.notifier)
+        self._fallbacks_seen: set[tuple[str, str, str]] = set()
+        self._reload_lock = anyio.Lock()
+        self._tasks: TaskGroup | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The running config (the latest accepted reload's)."""
+        return self._initial if self.components is None else self.components.settings
+
+    def current(self) -> Components:
+        """The components files are processed with now (set once ``run`` built them)."""
+        assert self.components is not None, "Daemon.current: run() has not built them yet"
+        return self.components
 
     # -- start -------------------------------------------------------------------------------
 
-    def _prepare(self) -> None:
-        report = check(self.settings)
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until SIGTERM/SIGINT (or ``stop()``); started (``tg.start``) once ready, and
+        every start-up error reaches the caller."""
+        settings = self.settings
+        report = check(settings)
         if report.problems:
+            self.workers.close()
             raise ConfigError(report.problems)
-        self._setup_logging()
         for line in report.warnings:
             logger.warning("%s", line)
+        async with AsyncExitStack() as stack:
+            stack.callback(self.workers.close)
+            await self._make_folders(settings)
+            if self.components is None:
+                store = await stack.enter_async_context(Store.open(settings.state_file))
+                self.components = self._build(settings, store)
+            current = self.components
+            stack.push_async_callback(self._close_clients)
+            # SDK imports take ~1 s: done here, off the loop, not at the first upload.
+            await anyio.to_thread.run_sync(_prepare, [c.inner for c in current.clients.values()])
+            await current.pipeline.recover(current.plans, on_error=self.workers.recover_failed)
+            await self._serve(task_status)
 
-    def _setup_logging(self) -> None:
-        stream = self.log_stream if self.log_stream is not None else sys.stderr
-        setup_logging(self.settings.log, stream=stream, secrets=_secrets(self.settings))
-
-    async def run(self) -> None:
-        """Run until SIGTERM/SIGINT (or ``stop()``); every start-up error reaches the caller."""
-        self._prepare()
-        settings = self.settings
-        self.plans = build_plans(settings)
-        for plan in self.plans.values():
-            plan.done_dir.mkdir(parents=True, exist_ok=True)
-            plan.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        folders = [f for p in self.plans.values() for f in (p.done_dir, p.quarantine_dir)]
+    async def _make_folders(self, settings: Settings) -> None:
+        folders = []
+        for inbox in settings.inbox:
+            for folder in (inbox.done_path, inbox.quarantine_path):
+                folder.mkdir(parents=True, exist_ok=True)
+                folders.append(folder)
         removed = await anyio.to_thread.run_sync(remove_temp_leftovers, folders)
         if removed:
             logger.info(
                 "removed %d temp file(s) left in done/quarantine folders by an interrupted write",
                 removed,
             )
+
+    def _build(self, settings: Settings, store: Store) -> Components:
         providers = settings.providers_in_use()
-        self.metrics = Metrics(
+        metrics = Metrics(
             self.registry,
             version=package_version(),
-            inboxes=list(self.plans),
+            inboxes=[inbox.name for inbox in settings.inbox],
             providers=providers,
             transports={p: settings.providers.get(p).transports for p in providers},
-            reasons=REASONS,
             outcomes=OUTCOMES,
         )
-        async with AsyncExitStack() as stack:
-            self.store = store = await stack.enter_async_context(Store.open(settings.state_file))
-            built = build_clients(settings, on_fallback=self._on_fallback, events=self.metrics)
-            self.clients: dict[str, UploadClient] = dict(built)
-            stack.push_async_callback(self._close_clients)
-            # SDK imports take ~1 s: done here, off the loop, not at the first upload.
-            await anyio.to_thread.run_sync(_prepare, [c.inner for c in built.values()])
-            self.limits = {p: settings.providers.get(p).effective_limits(p) for p in providers}
-            self.dispatcher = build_dispatcher(
-                settings, self.clients, self.limits, store, self.metrics
-            )
-            self.pipeline = Pipeline(
-                ledger=store,
-                uploader=self.dispatcher,
-                clients=self.clients,
-                limits=self.limits,
-                budget=ByteBudget(settings.max_inflight_bytes),
-                events=self.metrics,
-                skew=settings.reconcile_skew,
-            )
-            self.remote = build_remote_side(
-                settings,
-                store=store,
-                clients=self.clients,
-                registry=self.registry,
-                on_room=self.room_on,
-                content_lock=self.pipeline.content_lock,
-            )
-            await self.pipeline.recover(self.plans, on_error=partial(recover_failed, self))
-            await self._serve()
+        return build(
+            settings,
+            store=store,
+            metrics=metrics,
+            on_fallback=self._on_fallback,
+            on_room=self.room_on,
+        )
 
-    async def _serve(self) -> None:
+    async def _serve(self, task_status: TaskStatus[None]) -> None:
         settings = self.settings
+        current = self.current()
         async with anyio.create_task_group() as root:
             self._tasks = root
             if settings.metrics.enabled:
@@ -261,81 +195,47 @@ class Daemon:
                 )
             await root.start(self._signals)
             root.start_soon(watchdog_loop, self.notifier)
-            assert self.store is not None
-            root.start_soon(self._watch_state_file, self.store)
-            async with anyio.create_task_group() as work:
-                intake_scope = await self._start_intake(work)
-                self.notifier.ready()
-                self.ready.set()
-                root.start_soon(self._status_loop)
-                root.start_soon(every, REMOTE_USAGE_INTERVAL, self.refresh_remote_usage)
-                root.start_soon(every, PRUNE_INTERVAL, self.prune_ledger)
-                root.start_soon(every, settings.rescan_interval, self.close_vanished)
-                self.remote.start(root)  # retention passes: now, every rescan_interval, on demand
-                root.start_soon(every, settings.rescan_interval, self.remote.run_all)
-                logger.info(
-                    "inboxd %s running: %d inbox(es), providers %s",
-                    package_version(),
-                    len(self.plans),
-                    ", ".join(self.clients),
-                )
-                await self.stopping.wait()
-                self.notifier.stopping()
-                intake_scope.cancel()  # no new files from here on
-                with anyio.move_on_after(settings.shutdown_grace) as grace:
-                    await self.work.drained.wait()
-                if grace.cancelled_caught:
-                    logger.warning(
-                        "shutdown: %d upload(s) still running after %.0f s; cancelled, they "
-                        "resume on the next start",
-                        self.work.in_work,
-                        settings.shutdown_grace,
-                    )
-                work.cancel_scope.cancel()
-            if self.intake is not None:
-                self.intake.receive.close()  # the workers held clones; this is the original
+            root.start_soon(self._watch_state_file, current.store)
+            # READY=1 waits for this: the intake runs and every watch is set up.
+            await root.start(self.workers.run)
+            self.workers.ensure(self._wanted_workers())
+            self.notifier.ready()
+            self.ready.set()
+            task_status.started()
+            root.start_soon(self._status_loop)
+            root.start_soon(every, REMOTE_USAGE_INTERVAL, self.refresh_remote_usage)
+            root.start_soon(every, PRUNE_INTERVAL, self.prune_ledger)
+            root.start_soon(every, settings.rescan_interval, self.close_vanished)
+            current.remote.start(root)  # retention passes: now, every rescan_interval, on demand
+            root.start_soon(every, settings.rescan_interval, self.retention_passes)
+            logger.info(
+                "inboxd %s running: %d inbox(es), providers %s",
+                package_version(),
+                len(current.plans),
+                ", ".join(current.clients),
+            )
+            await self.stopping.wait()
+            self.notifier.stopping()
+            await self.workers.stop(self.settings.shutdown_grace)
             root.cancel_scope.cancel()
         logger.info("inboxd stopped")
         self.notifier.close()
 
-    async def _start_intake(self, work: TaskGroup) -> anyio.CancelScope:
-        settings = self.settings
-        self.intake = intake = Intake(settle_seconds=settings.settle_seconds)
-        scope = anyio.CancelScope()
-
-        async def intake_tree(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-            with scope:
-                async with anyio.create_task_group() as tg:
-                    self._intake_tasks = tg
-                    await tg.start(intake.run)
-                    await start_watcher(self)
-                    tg.start_soon(park_loop, self)
-                    task_status.started()
-
-        # READY=1 waits for this: the intake runs and every watch is set up.
-        await work.start(intake_tree)
-        self._work = work
-        self._add_workers()
-        return scope
-
-    def _add_workers(self) -> None:
+    def _wanted_workers(self) -> int:
         """Twice every provider's concurrency, plus 2 (more after a reload raises it).
 
         A file spends about half its time outside the upload (open, ledger, archive): with
         one worker per upload slot, the slots would sit idle while their files do that.
         The uploads themselves stay limited to each provider's ``concurrency``.
         """
-        assert self.intake is not None
-        slots = sum(self.settings.providers.get(p).concurrency for p in self.clients)
-        wanted = 2 * slots + 2
-        for _ in range(wanted - self._workers):
-            self._work.start_soon(worker, self, self.intake.receive.clone())
-        self._workers = max(wanted, self._workers)
+        current = self.current()
+        slots = sum(current.settings.providers.get(p).concurrency for p in current.clients)
+        return 2 * slots + 2
 
     # -- clients -----------------------------------------------------------------------------
 
     def _on_fallback(self, provider: str, from_t: str, to_t: str, reason: str) -> None:
-        self.metrics.fallback(provider, from_t, to_t)
+        self.current().metrics.fallback(provider, from_t, to_t)
         first = (provider, from_t, to_t) not in self._fallbacks_seen
         self._fallbacks_seen.add((provider, from_t, to_t))
         logger.log(
@@ -346,6 +246,11 @@ class Daemon:
             reason,
             to_t,
         )
+
+    async def _close_clients(self) -> None:
+        current = self.current()
+        for client in [*current.clients.values(), *self.workers.take_retired()]:
+            await close_client(client)
 
     # -- operations --------------------------------------------------------------------------
 
@@ -359,11 +264,12 @@ class Daemon:
         reasons = []
         if self.state_lost is not None:
             reasons.append(self.state_lost)
-        if self.store is None:
+        if self.components is None:
             reasons.append("state file not open")
-        if self.watcher is None or not self.watcher.healthy:
+        if not self.workers.healthy:
             reasons.append("watchers not running")
-        reasons.extend(self.work.errors.reasons(self.plans))
+        plans = self.components.plans if self.components is not None else {}
+        reasons.extend(self.workers.state.errors.reasons(plans))
         return reasons
 
     async def _watch_state_file(self, store: Store) -> None:
@@ -371,39 +277,27 @@ class Daemon:
             self.state_lost = reason  # /readyz says so until the process is gone
 
         await watch_state_file(
-            store.path, store.identity, interval=self.state_check_interval, on_lost=lost
+            store.path, store.identity, interval=self._state_check_interval, on_lost=lost
         )
 
     async def _status_loop(self) -> None:
-        assert self.store is not None
-        next_summary = anyio.current_time() + self.settings.log.summary_interval
-        last = ""
         while True:
-            counts = await self.store.counts_by_state()
-            depth = self.intake.queue_depth if self.intake else 0
-            self.metrics.queue_depth(depth)
+            current = self.current()
+            counts = await current.store.counts_by_state()
+            depth = self.workers.intake.queue_depth
+            current.metrics.queue_depth(depth)
             await self.refresh_oldest_pending()
-            text = (
-                f"done {counts.get('done', 0)}, quarantined {counts.get('quarantined', 0)}, "
-                f"uploading {counts.get('uploading', 0)}, queued {depth}"
+            pause = self._status.tick(
+                counts, depth, now=anyio.current_time(), every=self.settings.log.summary_interval
             )
-            if text != last:  # systemctl status shows the last one: resend only changes
-                self.notifier.status(text)
-                last = text
-            now = anyio.current_time()
-            if now >= next_summary:
-                logger.info("summary: %s", text)
-                # The interval as reloaded; a late tick does not cause a burst of summaries.
-                next_summary += self.settings.log.summary_interval
-                if next_summary <= now:
-                    next_summary = now + self.settings.log.summary_interval
-            await anyio.sleep(max(0.0, min(STATUS_INTERVAL, next_summary - now)))
+            await anyio.sleep(pause)
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
+                    assert self._tasks is not None
                     self._tasks.start_soon(self.reload)  # SIGTERM stays answerable meanwhile
                     continue
                 logger.info("received %s, stopping", signal.Signals(signum).name)
@@ -416,8 +310,8 @@ class Daemon:
     async def reload(self) -> bool:
         """SIGHUP: load the config again and apply it; False when refused (old config kept).
 
-        In-flight uploads finish on the clients they started with; a refused config logs one
-        error line per problem. Breakers forced open by a refused key (AuthFailed) close.
+        In-flight uploads finish on the components they started with; a refused config logs
+        one error line per problem. Breakers forced open by a refused key (AuthFailed) close.
         """
         await self.ready.wait()  # a SIGHUP during start-up applies once started
         async with self._reload_lock:
@@ -426,44 +320,77 @@ class Daemon:
                 return False
             self.notifier.reloading()
             try:
-                return await apply_reload(self)
+                return await self._reload()
             finally:
                 self.notifier.ready()
 
-    async def _close_clients(self) -> None:
-        retired, self.work.retired = self.work.retired, []
-        for client in [*self.clients.values(), *(c for _, c in retired)]:
-            await close_client(client)
-
-    async def refresh_remote_usage(self) -> dict[str, tuple[int, int]]:
-        """List each provider in use once; a failure is a warning, never a crash."""
-        return await refresh_remote_usage(
-            self.settings.providers_in_use(), self.clients, self.metrics
+    async def _reload(self) -> bool:
+        new = load_checked(self._loader)
+        if new is None:
+            return False
+        old = self.current()
+        plan = plan_reload(old.settings, new)
+        if plan.logging_changed and self._configure_logging is not None:
+            self._configure_logging(new)
+        for key in plan.restart_needed:
+            logger.warning("reload: %s changed; it takes effect at the next restart", key)
+        for name in plan.added_inboxes:
+            old.metrics.add_inbox(name)
+        self.components = current = build(
+            new,
+            store=old.store,
+            metrics=old.metrics,
+            on_fallback=self._on_fallback,
+            on_room=self.room_on,
+            previous=old,
+            renew=plan.new_clients,
+            rebuild_dispatcher=plan.rebuild_dispatcher,
         )
+        self.workers.retire(
+            [c for n, c in old.clients.items() if current.clients.get(n) not in (c, None)]
+        )
+        if plan.restart_watcher:
+            await self.workers.replace_watcher(current.plans, rescan_interval=new.rescan_interval)
+        self.workers.ensure(self._wanted_workers())
+        if await release_forced(current.store, current.dispatcher, current.clients):
+            self.workers.wake_at(self._clock())  # files parked behind it go again now
+        self.reloads += 1
+        logger.info("config reloaded: %s", plan.summary())
+        return True
 
-    async def refresh_oldest_pending(self) -> None:
-        """Set ``inboxd_oldest_pending_seconds`` from the ledger (the status loop's tick)."""
-        assert self.store is not None
-        self.metrics.oldest_pending(await self.store.oldest_waiting(), now=time.time())
+    async def retention_passes(self) -> None:
+        """A retention pass over every provider with retention set (``daemon.remote``)."""
+        await self.current().remote.run_all()
 
     async def room_on(self, provider: str) -> None:
         """A retention pass asked for by a quota answer made room on ``provider``: close its
         breaker and let the files parked behind it go now (``daemon.remote.service``)."""
-        assert self.store is not None
-        await self.dispatcher.reset_breaker(provider)
-        released = await RemoteLedger(self.store).release_parked(provider)
+        current = self.current()
+        await current.dispatcher.reset_breaker(provider)
+        released = await RemoteLedger(current.store).release_parked(provider)
         logger.info("%s: room made on the account; %d parked file(s) go again", provider, released)
-        wake_at(self, time.time())
+        self.workers.wake_at(self._clock())
+
+    async def refresh_remote_usage(self) -> dict[str, tuple[int, int]]:
+        """List each provider in use once; a failure is a warning, never a crash."""
+        current = self.current()
+        return await refresh_remote_usage(
+            current.settings.providers_in_use(), current.clients, current.metrics
+        )
+
+    async def refresh_oldest_pending(self) -> None:
+        """Set ``inboxd_oldest_pending_seconds`` from the ledger (the status loop's tick)."""
+        current = self.current()
+        current.metrics.oldest_pending(await current.store.oldest_waiting(), now=self._clock())
 
     async def close_vanished(self) -> int:
         """Close waiting rows whose file left its inbox (``daemon.runtime.vanished``)."""
-        assert self.store is not None
-        assert self.intake is not None
-        return await close_vanished(self.store, self.plans, busy=self.intake.busy)
+        current = self.current()
+        return await close_vanished(current.store, current.plans, busy=self.workers.intake.busy)
 
     async def prune_ledger(self) -> int:
         """Prune finished ledger rows past ``ledger_retention_days`` (the current settings)."""
-        assert self.store is not None
+        current = self.current()
         return await prune_ledger(
-            self.store, days=self.settings.ledger_retention_days, now=time.time()
+            current.store, days=current.settings.ledger_retention_days, now=self._clock()
         )

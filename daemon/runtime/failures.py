@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 from providers.errors import ConfigError, InboxdError, StateError
 
-__all__ = ["FATAL", "STAGES", "Failure", "FileErrors", "backoff", "daemon_fault", "passed_stages"]
+__all__ = [
+    "FATAL",
+    "STAGES",
+    "Failure",
+    "FileErrors",
+    "backoff",
+    "daemon_fault",
+    "is_fatal",
+    "passed_stages",
+]
 
 # Where a file's handling can fail (handlers.stages tags them); "other" is anything untagged.
 STAGES = ("open", "ledger", "hash", "upload", "archive", "quarantine", "recover", "other")
@@ -141,3 +150,10 @@ def daemon_fault(exc: BaseException) -> InboxdError | None:
             if found is not None:
                 return found
     return None
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """An error of the daemon itself (alone or inside an exception group)?"""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(is_fatal(inner) for inner in exc.exceptions)
+    return isinstance(exc, FATAL)

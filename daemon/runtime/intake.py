@@ -121,6 +121,11 @@ class Intake:
         """The consumer has finished with ``key``: later sightings are tracked again."""
         self._inflight.discard(key)
 
+    def close(self) -> None:
+        """Close both ends of the stream (idempotent): an intake that never ran leaks nothing."""
+        self._send.close()
+        self.receive.close()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Settle and hand out until cancelled; closes ``receive``'s sending side on exit."""
         try:

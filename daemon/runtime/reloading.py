@@ -1,33 +1,28 @@
-"""Applying a reload to a running ``Daemon`` (the pure diff: ``config.reload_plan.plan_reload``).
+"""The steps of a reload that need no running daemon (``Daemon.reload`` runs them in order).
 
-A refused config changes nothing. An accepted one swaps the settings, the clients that
-changed (the replaced ones close once no file of their generation is still in work), the
-dispatcher, the inbox plans and the watcher, then closes breakers forced open by a refused
-key, so the files parked behind them go again.
+A refused config changes nothing: ``load_checked`` logs one error line per problem and
+returns None. An accepted one becomes new components (``daemon.runtime.wiring.build``),
+swapped in by the daemon; then ``release_forced`` closes the breakers a refused key forced
+open, so the files parked behind them go again. The pure diff of two configs is
+``daemon.config.reload_plan.plan_reload``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
 
 from daemon.config.check import check
-from daemon.config.reload_plan import ReloadPlan, plan_reload
 from daemon.config.settings import Settings
-from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
-from daemon.runtime.workers import close_idle_clients, start_watcher, wake_at
+from daemon.runtime.wiring import build_plans
 from daemon.state.store import Store
 from handlers.ledger import PENDING
-from handlers.pipeline import InboxPlan
 from providers.breaker import FORCED_OPEN
+from providers.dispatch import Dispatcher
 from providers.errors import ConfigError
 
-if TYPE_CHECKING:
-    from daemon.runtime.daemon import Daemon
-
-__all__ = ["apply_reload", "unpark_forever"]
+__all__ = ["load_checked", "release_forced", "unpark_forever"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +39,22 @@ async def unpark_forever(store: Store) -> int:
     return len(rows)
 
 
-async def apply_reload(daemon: Daemon) -> bool:
-    """Load ``daemon``'s config again and apply it; False when refused (old config kept)."""
-    if daemon.loader is None:
+def load_checked(loader: Callable[[], Settings] | None) -> Settings | None:
+    """The config ``loader`` reads, checked and with its folders made; None when refused."""
+    if loader is None:
         logger.error("reload refused: this daemon was started without a config to re-read")
-        return False
+        return None
     try:
-        new = daemon.loader()
+        new = loader()
         problems = check(new).problems
     except ConfigError as exc:
         problems = list(exc.problems)
     if problems:
         for line in problems:
             logger.error("reload refused, keeping the running config: %s", line)
-        return False
-    plans = build_plans(new)
+        return None
     try:
-        for inbox in plans.values():
+        for inbox in build_plans(new).values():
             inbox.done_dir.mkdir(parents=True, exist_ok=True)
             inbox.quarantine_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -70,63 +64,18 @@ async def apply_reload(daemon: Daemon) -> bool:
             exc.filename,
             exc.strerror,
         )
-        return False
-    plan = plan_reload(daemon.settings, new)
-    await _apply(daemon, plan, new, plans)
-    daemon.reloads += 1
-    logger.info("config reloaded: %s", plan.summary())
-    return True
+        return None
+    return new
 
 
-async def _apply(
-    daemon: Daemon, plan: ReloadPlan, new: Settings, plans: dict[str, InboxPlan]
-) -> None:
-    assert daemon.store is not None
-    daemon.settings = new
-    if plan.logging_changed:
-        daemon._setup_logging()
-    for key in plan.restart_needed:
-        logger.warning("reload: %s changed; it takes effect at the next restart", key)
-    await _apply_providers(daemon, plan, new)
-    daemon.remote.configure(new)  # retention limits: the next pass applies them
-    for name in plan.added_inboxes:
-        daemon.metrics.add_inbox(name)
-    daemon.plans.clear()
-    daemon.plans.update(plans)
-    if plan.restart_watcher and daemon.intake is not None:
-        await start_watcher(daemon)
-    if daemon.intake is not None:
-        daemon._add_workers()
+async def release_forced(store: Store, dispatcher: Dispatcher, providers: Collection[str]) -> bool:
+    """Close the breakers of ``providers`` forced open (a refused key); True when files
+    parked behind one were released (they may go now)."""
     forced = [
         provider
-        for provider, record in (await daemon.store.all_breakers()).items()
-        if record.state == FORCED_OPEN and provider in daemon.clients
+        for provider, record in (await store.all_breakers()).items()
+        if record.state == FORCED_OPEN and provider in providers
     ]
     for provider in forced:
-        await daemon.dispatcher.reset_breaker(provider)
-    if forced and await unpark_forever(daemon.store):
-        wake_at(daemon, time.time())  # files parked behind it go again now
-    close_idle_clients(daemon)
-
-
-async def _apply_providers(daemon: Daemon, plan: ReloadPlan, new: Settings) -> None:
-    assert daemon.store is not None
-    daemon.work.generation += 1
-    fresh = build_clients(new, on_fallback=daemon._on_fallback, events=daemon.metrics)
-    for name, client in fresh.items():
-        if name in plan.new_clients:
-            old = daemon.clients.get(name)
-            daemon.clients[name] = client  # in place: the pipeline and dispatchers share it
-            if old is not None:
-                daemon.work.retired.append((daemon.work.generation - 1, old))
-        else:
-            await client.aclose()
-    # Clients of providers no longer used stay until shutdown: an upload in flight may
-    # still retry on them.
-    for name in new.providers_in_use():
-        daemon.limits[name] = new.providers.get(name).effective_limits(name)
-    if plan.rebuild_dispatcher:
-        daemon.dispatcher = build_dispatcher(
-            new, daemon.clients, daemon.limits, daemon.store, daemon.metrics
-        )
-        daemon.pipeline.uploader = daemon.dispatcher  # uploads in flight keep the old one
+        await dispatcher.reset_breaker(provider)
+    return bool(forced) and bool(await unpark_forever(store))

@@ -1,8 +1,8 @@
-"""What feeds and drains a running ``Daemon``'s intake: the watcher, the workers, the park loop.
+"""What feeds and drains the intake: the watcher, the workers, the park loop (``Workers``).
 
 The watcher is replaced without a gap (a reload). A worker takes one file at a time through
-the pipeline. Files in work are counted per config generation: a client replaced by a reload
-closes once no file of its generation is left.
+the pipeline of the components current when it takes the file. Files in work are counted per
+config generation: a client replaced by a reload closes once no file of its generation is left.
 """
 
 from __future__ import annotations
@@ -10,34 +10,22 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 import anyio
 import anyio.abc
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
-from daemon.runtime.failures import FATAL, FileErrors
+from daemon.runtime.failures import FileErrors, is_fatal
+from daemon.runtime.intake import Intake
 from daemon.runtime.watcher import Candidate, WatchedInbox, Watcher
+from daemon.runtime.wiring import Components
 from handlers.ledger import LedgerRow
 from handlers.outcomes import InboxPlan, Result
 from handlers.stages import stage_of
 from providers.types import UploadClient
 
-if TYPE_CHECKING:
-    from daemon.runtime.daemon import Daemon
-
-__all__ = [
-    "WorkState",
-    "close_client",
-    "close_idle_clients",
-    "file_failed",
-    "is_fatal",
-    "park_loop",
-    "recover_failed",
-    "start_watcher",
-    "wake_at",
-    "worker",
-]
+__all__ = ["WorkState", "Workers", "close_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +33,11 @@ logger = logging.getLogger(__name__)
 # or straight away): it was counted as discovered once, the first time.
 _STAYS = frozenset({"parked", "changed", "busy", "failed"})
 
+Observer = Callable[[Candidate, Result], None]
+
 
 class WorkState:
-    """The workers' shared bookkeeping (one per ``Daemon``, its ``work`` attribute).
+    """The workers' shared bookkeeping (``Workers.state``).
 
     Files in work are counted per config generation (a reload starts a new one): clients a
     reload replaced close once no file of their generation is left, and shutdown waits for
@@ -90,194 +80,296 @@ class WorkState:
             self.drained.set()
         return idle
 
+    def take_idle(self) -> list[UploadClient]:
+        """The retired clients no file in work may still use (removed from ``retired``)."""
+        oldest = min(self.busy, default=math.inf)
+        idle = [client for gen, client in self.retired if gen < oldest]
+        self.retired = [(gen, client) for gen, client in self.retired if gen >= oldest]
+        return idle
 
-async def start_watcher(daemon: Daemon) -> None:
-    """Start a watcher over the current plans, then stop the previous one (no gap)."""
-    watcher = Watcher(
-        [
-            WatchedInbox(
-                name=p.name,
-                path=p.path,
-                recursive=p.recursive,
-                exclude=(p.done_dir, p.quarantine_dir),
+
+class Workers:
+    """The intake, what feeds it (watcher, park loop) and the workers that drain it.
+
+    ``components`` returns the daemon's current components: each file goes through the
+    pipeline current when a worker takes it. ``run`` starts everything (``tg.start``);
+    ``stop`` stops the intake, lets the files in work finish for ``grace`` seconds, then
+    cancels them. ``settle_seconds`` is the intake's (a restart knob); ``errors`` holds the
+    failing files' backoff; ``observer`` is told each file's outcome; ``clock`` is wall-clock
+    time (the park loop's deadlines).
+    """
+
+    def __init__(
+        self,
+        components: Callable[[], Components],
+        *,
+        settle_seconds: float,
+        errors: FileErrors | None = None,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._components = components
+        self.state = WorkState(errors)
+        self._observer = observer
+        self._clock = clock
+        self.intake = Intake(settle_seconds=settle_seconds)
+        self.watcher: Watcher | None = None
+        self._watcher_scope: anyio.CancelScope | None = None
+        self._feed_scope = anyio.CancelScope()
+        self._feed_tasks: TaskGroup | None = None
+        self._worker_tasks: TaskGroup | None = None
+        self._workers = 0
+        self._stopping = anyio.Event()
+        self._stopped = anyio.Event()
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``stop``; started once the intake runs and every watch is set up."""
+        try:
+            async with anyio.create_task_group() as workers:
+                self._worker_tasks = workers
+                await workers.start(self._feed)
+                task_status.started()
+                await self._stopped.wait()
+                workers.cancel_scope.cancel()
+        finally:
+            self.close()
+
+    async def _feed(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with self._feed_scope:
+            async with anyio.create_task_group() as feed:
+                self._feed_tasks = feed
+                await feed.start(self.intake.run)
+                current = self._components()
+                await self.replace_watcher(
+                    current.plans, rescan_interval=current.settings.rescan_interval
+                )
+                feed.start_soon(self._park_loop)
+                task_status.started()
+
+    async def stop(self, grace: float) -> None:
+        """No new files from now on; the files in work get ``grace`` seconds, then are cancelled."""
+        self._stopping.set()
+        self._feed_scope.cancel()
+        with anyio.move_on_after(grace) as waited:
+            await self.state.drained.wait()
+        if waited.cancelled_caught:
+            logger.warning(
+                "shutdown: %d upload(s) still running after %.0f s; cancelled, they "
+                "resume on the next start",
+                self.state.in_work,
+                grace,
             )
-            for p in daemon.plans.values()
-        ],
-        rescan_interval=daemon.settings.rescan_interval,
-    )
-    scope: anyio.CancelScope = await daemon._intake_tasks.start(_run_watcher, daemon, watcher)
-    previous = daemon._watcher_scope
-    daemon.watcher, daemon._watcher_scope = watcher, scope
-    if previous is not None:
-        previous.cancel()
+        self._stopped.set()
 
+    def close(self) -> None:
+        """Close the intake's stream (the workers held clones; this is the original); also
+        when ``run`` never started (a start-up error)."""
+        self.intake.close()
 
-async def _run_watcher(
-    daemon: Daemon, watcher: Watcher, *, task_status: TaskStatus[anyio.CancelScope]
-) -> None:
-    assert daemon.intake is not None
-    with anyio.CancelScope() as scope:
-        async with anyio.create_task_group() as tg:
-            await tg.start(watcher.run, daemon.intake.offer)
-            task_status.started(scope)
+    @property
+    def healthy(self) -> bool:
+        """The watcher runs and every watch is set up."""
+        return self.watcher is not None and self.watcher.healthy
 
+    # -- what a reload changes ---------------------------------------------------------------
 
-async def worker(daemon: Daemon, receive: anyio.abc.ObjectReceiveStream[Candidate]) -> None:
-    """Take settled files from ``receive`` through the pipeline until the stream closes.
+    async def replace_watcher(
+        self, plans: Mapping[str, InboxPlan], *, rescan_interval: float
+    ) -> None:
+        """Start a watcher over ``plans``, then stop the previous one (no gap)."""
+        assert self._feed_tasks is not None, "replace_watcher: Workers.run has not started"
+        watcher = Watcher(
+            [
+                WatchedInbox(
+                    name=p.name,
+                    path=p.path,
+                    recursive=p.recursive,
+                    exclude=(p.done_dir, p.quarantine_dir),
+                )
+                for p in plans.values()
+            ],
+            rescan_interval=rescan_interval,
+        )
+        scope: anyio.CancelScope = await self._feed_tasks.start(self._run_watcher, watcher)
+        previous = self._watcher_scope
+        self.watcher, self._watcher_scope = watcher, scope
+        if previous is not None:
+            previous.cancel()
 
-    Counts the files in work (shutdown waits for them; a reload's replaced clients close
-    once none of their generation is left), re-offers a file that changed in flight and
-    wakes the park loop for a parked one.
-    """
-    assert daemon.intake is not None
-    async with receive:
-        async for candidate in receive:
-            if daemon.stopping.is_set():
-                return
-            plan = daemon.plans.get(candidate.inbox)
-            if plan is None:  # inbox removed by a reload
-                daemon.intake.done(candidate.key)
-                continue
-            generation = daemon.work.enter()
-            rooms = daemon.remote.rooms
-            try:
-                result = await _process(daemon, plan, candidate)
-            finally:
-                if daemon.work.leave(generation):
-                    close_idle_clients(daemon)
-                daemon.intake.done(candidate.key)
-            if result.outcome == "changed":
-                # Its watch events came while it was in flight (ignored): settle it again.
-                daemon.intake.offer_nowait(candidate)
-            if result.park_until is not None:
-                wake_at(daemon, result.park_until)
-            if await daemon.remote.after_file(result.outcome, result.row, rooms=rooms):
-                wake_at(daemon, time.time())  # room was made while it was being parked
-            if daemon.observer is not None:
-                daemon.observer(candidate, result)
+    async def _run_watcher(
+        self, watcher: Watcher, *, task_status: TaskStatus[anyio.CancelScope]
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                await tg.start(watcher.run, self.intake.offer)
+                task_status.started(scope)
 
+    def ensure(self, wanted: int) -> None:
+        """At least ``wanted`` workers run (a reload may raise it, never lowers it)."""
+        assert self._worker_tasks is not None, "ensure: Workers.run has not started"
+        for _ in range(wanted - self._workers):
+            self._worker_tasks.start_soon(self._worker, self.intake.receive.clone())
+        self._workers = max(wanted, self._workers)
 
-async def _process(daemon: Daemon, plan: InboxPlan, candidate: Candidate) -> Result:
-    """The pipeline's result for ``candidate``; counted as discovered once, not again each
-    time a file left in its inbox (parked, changed, busy, failed) is offered anew.
+    def retire(self, clients: list[UploadClient]) -> None:
+        """A new generation starts; ``clients`` (replaced) close once no file of an older
+        generation is in work."""
+        self.state.generation += 1
+        self.state.retired += [(self.state.generation - 1, c) for c in clients]
+        self._close_idle()
 
-    The failure domain is one file: an unexpected error parks this file with a growing
-    backoff (``failed``) and every other file goes on; only an error of the daemon itself
-    (its state file) propagates and stops the process.
-    """
-    key = candidate.key
-    errors = daemon.work.errors
-    if key not in daemon.work.left_in_inbox:
-        daemon.metrics.file_discovered(candidate.inbox)
-    held = errors.held_until(key)
-    if held is not None:  # failed before and its backoff is not over: not even opened
-        daemon.work.left_in_inbox.add(key)
-        return Result("parked", park_until=held)
-    try:
-        result = await daemon.pipeline.process(plan, candidate.path, candidate.relpath)
-    except Exception as exc:
-        if is_fatal(exc):
-            raise
-        until = file_failed(daemon, candidate.inbox, candidate.relpath, exc)
-        result = Result("failed", park_until=until)
-    else:
-        if result.outcome == "vanished":
-            errors.forget(key)
+    def take_retired(self) -> list[UploadClient]:
+        """Every retired client not closed yet (shutdown closes them)."""
+        retired, self.state.retired = self.state.retired, []
+        return [client for _, client in retired]
+
+    def wake_at(self, until: float) -> None:
+        """Have the park loop rescan at ``until`` (if that is earlier than its next wake-up)."""
+        state = self.state
+        if state.park_until is None or until < state.park_until:
+            state.park_until = until
+            state.park_wake.set()
+
+    def _close_idle(self) -> None:
+        for client in self.state.take_idle():
+            assert self._worker_tasks is not None
+            self._worker_tasks.start_soon(close_client, client)
+
+    # -- the loops ---------------------------------------------------------------------------
+
+    async def _park_loop(self) -> None:
+        """Rescan when the earliest parked file may go again (its provider reopens)."""
+        state = self.state
+        while True:
+            await state.park_wake.wait()
+            state.park_wake = anyio.Event()
+            while state.park_until is not None:
+                delay = state.park_until - self._clock()
+                with anyio.move_on_after(max(delay, 0)):
+                    await state.park_wake.wait()
+                    state.park_wake = anyio.Event()
+                    continue
+                state.park_until = None
+                assert self.watcher is not None
+                await self.watcher.rescan_now()
+
+    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[Candidate]) -> None:
+        """Take settled files from ``receive`` through the pipeline until the stream closes.
+
+        Counts the files in work, re-offers a file that changed in flight and wakes the park
+        loop for a parked one.
+        """
+        async with receive:
+            async for candidate in receive:
+                if self._stopping.is_set():
+                    return
+                components = self._components()
+                plan = components.plans.get(candidate.inbox)
+                if plan is None:  # inbox removed by a reload
+                    self.intake.done(candidate.key)
+                    continue
+                generation = self.state.enter()
+                rooms = components.remote.rooms
+                try:
+                    result = await self._process(components, plan, candidate)
+                finally:
+                    if self.state.leave(generation):
+                        self._close_idle()
+                    self.intake.done(candidate.key)
+                if result.outcome == "changed":
+                    # Its watch events came while it was in flight (ignored): settle it again.
+                    self.intake.offer_nowait(candidate)
+                if result.park_until is not None:
+                    self.wake_at(result.park_until)
+                if await components.remote.after_file(result.outcome, result.row, rooms=rooms):
+                    self.wake_at(self._clock())  # room was made while it was being parked
+                if self._observer is not None:
+                    self._observer(candidate, result)
+
+    async def _process(
+        self, components: Components, plan: InboxPlan, candidate: Candidate
+    ) -> Result:
+        """The pipeline's result for ``candidate``; counted as discovered once, not again each
+        time a file left in its inbox (parked, changed, busy, failed) is offered anew.
+
+        The failure domain is one file: an unexpected error parks this file with a growing
+        backoff (``failed``) and every other file goes on; only an error of the daemon itself
+        (its state file) propagates and stops the process.
+        """
+        key = candidate.key
+        state = self.state
+        if key not in state.left_in_inbox:
+            components.metrics.file_discovered(candidate.inbox)
+        held = state.errors.held_until(key)
+        if held is not None:  # failed before and its backoff is not over: not even opened
+            state.left_in_inbox.add(key)
+            return Result("parked", park_until=held)
+        try:
+            result = await components.pipeline.process(plan, candidate.path, candidate.relpath)
+        except Exception as exc:
+            if is_fatal(exc):
+                raise
+            until = self.file_failed(candidate.inbox, candidate.relpath, exc)
+            result = Result("failed", park_until=until)
         else:
-            errors.passed(key, candidate.inbox, result.outcome)
-    if result.outcome in _STAYS:
-        daemon.work.left_in_inbox.add(key)
-    else:
-        daemon.work.left_in_inbox.discard(key)
-    return result
+            if result.outcome == "vanished":
+                state.errors.forget(key)
+            else:
+                state.errors.passed(key, candidate.inbox, result.outcome)
+        if result.outcome in _STAYS:
+            state.left_in_inbox.add(key)
+        else:
+            state.left_in_inbox.discard(key)
+        return result
 
+    # -- failures ----------------------------------------------------------------------------
 
-def is_fatal(exc: BaseException) -> bool:
-    """An error of the daemon itself (alone or inside an exception group)?"""
-    if isinstance(exc, BaseExceptionGroup):
-        return any(is_fatal(inner) for inner in exc.exceptions)
-    return isinstance(exc, FATAL)
+    def file_failed(
+        self, inbox: str, relpath: str, exc: Exception, *, stage: str | None = None
+    ) -> float:
+        """Record, count and log an unexpected error of one file; when it may go again.
 
+        Logged at error once per file and stage, repeats at debug; the traceback at debug.
+        """
+        stage = stage or stage_of(exc) or "other"
+        errors = self.state.errors
+        failure = errors.failed(f"{inbox}:{relpath}", inbox, stage)
+        self._components().metrics.file_error(stage)
+        wait = max(failure.until - errors.clock(), 0.0)
+        logger.log(
+            logging.ERROR if failure.loud else logging.DEBUG,
+            "%s failed at stage %s (%s: %s); it stays where it is and is tried again in %.0f s "
+            "(doubling up to %.0f s); other files go on",
+            relpath,
+            stage,
+            type(exc).__name__,
+            exc,
+            wait,
+            errors.cap,
+            extra={"inbox": inbox, "file": relpath, "stage": stage},
+        )
+        logger.debug("traceback of %s's failure at stage %s", relpath, stage, exc_info=exc)
+        return failure.until
 
-def file_failed(
-    daemon: Daemon, inbox: str, relpath: str, exc: Exception, *, stage: str | None = None
-) -> float:
-    """Record, count and log an unexpected error of one file; when it may go again.
-
-    Logged at error once per file and stage, repeats at debug; the traceback at debug.
-    """
-    stage = stage or stage_of(exc) or "other"
-    failure = daemon.work.errors.failed(f"{inbox}:{relpath}", inbox, stage)
-    daemon.metrics.file_error(stage)
-    wait = max(failure.until - daemon.work.errors.clock(), 0.0)
-    logger.log(
-        logging.ERROR if failure.loud else logging.DEBUG,
-        "%s failed at stage %s (%s: %s); it stays where it is and is tried again in %.0f s "
-        "(doubling up to %.0f s); other files go on",
-        relpath,
-        stage,
-        type(exc).__name__,
-        exc,
-        wait,
-        daemon.work.errors.cap,
-        extra={"inbox": inbox, "file": relpath, "stage": stage},
-    )
-    logger.debug("traceback of %s's failure at stage %s", relpath, stage, exc_info=exc)
-    return failure.until
-
-
-def recover_failed(daemon: Daemon, row: LedgerRow | None, exc: Exception) -> None:
-    """``Pipeline.recover``'s ``on_error``: one row's failure makes that file wait (the
-    daemon starts); a fault of the daemon itself is raised (start-up fails)."""
-    if is_fatal(exc):
-        raise exc
-    if row is not None:
-        file_failed(daemon, row.inbox, row.relpath, exc, stage="recover")
-        return
-    # The batch of interrupted uploads: each is settled when its file is processed.
-    logger.error(
-        "settling interrupted uploads at start failed (%s: %s); each is settled when its "
-        "file is processed",
-        type(exc).__name__,
-        exc,
-    )
-    logger.debug("traceback of that failure", exc_info=exc)
-    daemon.metrics.file_error("recover")
-
-
-def wake_at(daemon: Daemon, until: float) -> None:
-    """Have the park loop rescan at ``until`` (if that is earlier than its next wake-up)."""
-    state = daemon.work
-    if state.park_until is None or until < state.park_until:
-        state.park_until = until
-        state.park_wake.set()
-
-
-async def park_loop(daemon: Daemon) -> None:
-    """Rescan when the earliest parked file may go again (its provider reopens)."""
-    state = daemon.work
-    while True:
-        await state.park_wake.wait()
-        state.park_wake = anyio.Event()
-        while state.park_until is not None:
-            delay = state.park_until - time.time()
-            with anyio.move_on_after(max(delay, 0)):
-                await state.park_wake.wait()
-                state.park_wake = anyio.Event()
-                continue
-            state.park_until = None
-            assert daemon.watcher is not None
-            await daemon.watcher.rescan_now()
-
-
-def close_idle_clients(daemon: Daemon) -> None:
-    """Close replaced clients once no file of their generation (or older) is in work."""
-    state = daemon.work
-    oldest = min(state.busy, default=math.inf)
-    idle = [client for gen, client in state.retired if gen < oldest]
-    state.retired = [(gen, client) for gen, client in state.retired if gen >= oldest]
-    for client in idle:
-        daemon._tasks.start_soon(close_client, client)
+    def recover_failed(self, row: LedgerRow | None, exc: Exception) -> None:
+        """``Pipeline.recover``'s ``on_error``: one row's failure makes that file wait (the
+        daemon starts); a fault of the daemon itself is raised (start-up fails)."""
+        if is_fatal(exc):
+            raise exc
+        if row is not None:
+            self.file_failed(row.inbox, row.relpath, exc, stage="recover")
+            return
+        # The batch of interrupted uploads: each is settled when its file is processed.
+        logger.error(
+            "settling interrupted uploads at start failed (%s: %s); each is settled when its "
+            "file is processed",
+            type(exc).__name__,
+            exc,
+        )
+        logger.debug("traceback of that failure", exc_info=exc)
+        self._components().metrics.file_error("recover")
 
 
 async def close_client(client: UploadClient) -> None:

@@ -1,5 +1,8 @@
 """Ways of talking to a provider's files API, each a ``providers.types.Transport``.
 
+This ``__init__`` imports nothing (no import cycle through it): import each transport from
+its module, ``providers.transports._openai`` / ``._zhipuai`` / ``._http``.
+
 - ``openai``  — ``OpenAITransport``: ``AsyncOpenAI`` (Kimi's chain head; GLM's second link).
 - ``zhipuai`` — ``ZhipuAITransport``: synchronous ``ZhipuAI`` in a worker thread (GLM only).
 - ``http``    — ``HttpTransport``: raw ``httpx.AsyncClient``, the last link of both chains.
@@ -47,11 +50,3 @@ transport sent it, so it never moves down the chain:
   ``Retryable(ambiguous=True)``: the provider may have stored the file, so the caller must
   reconcile against the listing before sending it again.
 """
-
-from __future__ import annotations
-
-from providers.transports._http import HttpTransport
-from providers.transports._openai import OpenAITransport
-from providers.transports._zhipuai import ZhipuAITransport
-
-__all__ = ["HttpTransport", "OpenAITransport", "ZhipuAITransport"]

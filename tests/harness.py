@@ -3,6 +3,9 @@
 ``running(tmp_path, ...)`` starts the emulator and the daemon (state in tmp_path, metrics off,
 tiny settle and retry knobs) and yields a ``Run``: drop files into ``run.inbox(name)``, then
 ``await run.wait_for(n)`` collects the next ``n`` outcomes the daemon's observer reports.
+``started(daemon)`` runs a daemon built by the test (``await tg.start(daemon.run)``: ready
+when the block starts, stopped gracefully when it ends); ``write_config``, ``loader_for``,
+``Outcomes`` and ``drop`` build such a daemon from a real config file.
 Every wait is bounded with ``anyio.fail_after``; nothing sleeps on real time.
 """
 
@@ -14,34 +17,47 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from daemon.config.settings import InboxSettings, ProviderSettings, Settings
+from daemon.config.settings import InboxSettings, ProviderSettings, Settings, load_settings
+from daemon.ops.logs import logging_to
 from daemon.ops.notify import Notifier
-from daemon.runtime.daemon import Daemon, with_emulator
+from daemon.runtime.daemon import Daemon
+from daemon.runtime.main import with_emulator
 from daemon.runtime.watcher import Candidate
 from daemon.state.store import Store
 from handlers.ledger import LedgerRow
 from handlers.pipeline import Result, Uploader
-from providers.emulator import Emulator, StoredFile
+from providers.emulator.server import Emulator
+from providers.emulator.state import StoredFile
 from providers.limits import ProviderLimits
 from providers.types import RemoteFile, UploadResult
 
 __all__ = [
     "FAST_BREAKER",
     "FAST_RETRY",
+    "FINAL",
+    "Outcomes",
     "RewriteDuringSend",
     "Run",
     "Seen",
+    "drop",
     "ledger_rows",
+    "loader_for",
+    "logging_daemon",
     "provider_section",
     "read_sidecar",
     "running",
     "sha",
+    "started",
+    "until_in_flight",
+    "write_config",
 ]
+
+FINAL = frozenset({"uploaded", "quarantined", "duplicate"})
 
 FAST_RETRY: dict[str, Any] = {
     "base": 0.001,
@@ -140,10 +156,10 @@ class Run:
 
     async def rows(self) -> list[LedgerRow]:
         """Every ledger row, read through a second connection to the state file."""
-        assert self.daemon.store is not None
+        store = self.daemon.current().store
         rows: list[LedgerRow] = []
         for state in ("pending", "uploading", "uploaded", "done", "quarantined", "requeued"):
-            rows += await self.daemon.store.rows_in_state(state)
+            rows += await store.rows_in_state(state)
         return sorted(rows, key=lambda r: r.id)
 
 
@@ -228,12 +244,14 @@ async def running(
     seed: int = 0,
     emulator: Emulator | None = None,
     daemon_options: Mapping[str, Any] | None = None,
+    log_stream: TextIO | None = None,
     **extra: Any,
 ) -> AsyncIterator[Run]:
     """Emulator + Daemon running on ``root``; stopped (gracefully) on exit.
 
     ``emulator``: a running one to use (it outlives this daemon) instead of a fresh one;
-    ``daemon_options``: more keyword arguments for ``Daemon`` (injected fakes).
+    ``daemon_options``: more keyword arguments for ``Daemon`` (injected fakes);
+    ``log_stream``: log there, as ``inboxd run`` logs to stderr (else logging is untouched).
     """
     (root / "state").mkdir(parents=True, exist_ok=True)
     settings = _settings(root, inboxes, providers or {}, extra)
@@ -254,19 +272,93 @@ async def running(
             {p: emu.base_url(p) for p in ("kimi", "glm")},
             {p: emu.key(p) for p in ("kimi", "glm")},
         )
-        daemon = Daemon(
-            settings, notifier=Notifier(None), observer=observer, **(daemon_options or {})
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(daemon.run)
-            with anyio.fail_after(20):
-                await daemon.ready.wait()
-            try:
-                yield Run(emu, daemon, settings, root, receive)
-            finally:
-                daemon.stop()
+        options = dict(daemon_options or {})
+        if log_stream is not None:
+            options["configure_logging"] = configure = logging_to(log_stream)
+            configure(settings)
+        daemon = Daemon(settings, notifier=Notifier(None), observer=observer, **options)
+        async with started(daemon):
+            yield Run(emu, daemon, settings, root, receive)
         send.close()
         receive.close()
+
+
+@asynccontextmanager
+async def started(daemon: Daemon) -> AsyncIterator[Daemon]:
+    """``daemon`` running (and ready) until the block ends, then stopped gracefully."""
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(30):
+            await tg.start(daemon.run)
+        try:
+            yield daemon
+        finally:
+            daemon.stop()
+
+
+def write_config(
+    path: Path,
+    root: Path,
+    inboxes: Sequence[tuple[str, Sequence[str]]],
+    *,
+    extra: str = "",
+) -> None:
+    """A TOML config: one ``[[inbox]]`` per (name, providers), folders under ``root``."""
+    lines = [
+        f'state_dir = "{root / "state"}"',
+        "settle_seconds = 0.05",
+        "shutdown_grace = 30",
+        extra,
+        "[metrics]",
+        'listen = "127.0.0.1:0"',
+    ]
+    for name, providers in inboxes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        lines += [
+            "[[inbox]]",
+            f'name = "{name}"',
+            f'path = "{root / name}"',
+            "providers = [" + ", ".join(f'"{p}"' for p in providers) + "]",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def loader_for(config: Path, emu: Emulator) -> Callable[[], Settings]:
+    """Load ``config`` pointed at ``emu`` (what ``run --emulator`` does on every reload)."""
+    urls = {p: emu.base_url(p) for p in ("kimi", "glm")}
+    keys = {p: emu.key(p) for p in ("kimi", "glm")}
+    return lambda: with_emulator(load_settings(config), urls, keys)
+
+
+class Outcomes:
+    """The daemon's observer: every result, and an event per (inbox, relpath, outcome kind)."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, str, Result]] = []
+        self._events: dict[tuple[str, str, bool], anyio.Event] = {}
+
+    def _event(self, inbox: str, relpath: str, final: bool) -> anyio.Event:
+        return self._events.setdefault((inbox, relpath, final), anyio.Event())
+
+    def __call__(self, candidate: Candidate, result: Result) -> None:
+        self.results.append((candidate.inbox, candidate.relpath, result))
+        self._event(candidate.inbox, candidate.relpath, result.outcome in FINAL).set()
+
+    async def wait(self, inbox: str, relpath: str, *, final: bool = True) -> Result:
+        """The first final (or, ``final=False``, non-final) result for the file."""
+        with anyio.fail_after(30):
+            await self._event(inbox, relpath, final).wait()
+        return next(
+            r
+            for i, p, r in self.results
+            if (i, p) == (inbox, relpath) and (r.outcome in FINAL) == final
+        )
+
+
+def drop(folder: Path, name: str, data: bytes) -> Path:
+    """Write a file beside ``folder`` and rename it in, so it appears whole."""
+    tmp = folder.parent / f".{name}.tmp"
+    tmp.write_bytes(data)
+    return tmp.rename(folder / name)
 
 
 async def ledger_rows(state_file: Path) -> list[LedgerRow]:
@@ -276,3 +368,25 @@ async def ledger_rows(state_file: Path) -> list[LedgerRow]:
         for state in ("pending", "uploading", "uploaded", "done", "quarantined", "requeued"):
             rows += await store.rows_in_state(state)
     return sorted(rows, key=lambda r: r.id)
+
+
+async def until_in_flight(daemon: Daemon) -> None:
+    """Return once a file's upload intent is committed (the emulator then holds the upload)."""
+    store = daemon.current().store
+    with anyio.fail_after(30):
+        while not await store.rows_in_state("uploading"):
+            await anyio.wait_all_tasks_blocked()
+
+
+def logging_daemon(loader: Callable[[], Settings], outcomes: Outcomes, stream: TextIO) -> Daemon:
+    """A daemon on ``loader()``'s config that logs to ``stream`` as ``inboxd run`` logs to
+    stderr (set up now, and again by a reload that changes ``[log]``)."""
+    settings, configure = loader(), logging_to(stream)
+    configure(settings)
+    return Daemon(
+        settings,
+        notifier=Notifier(None),
+        observer=outcomes,
+        loader=loader,
+        configure_logging=configure,
+    )
