@@ -4,7 +4,7 @@ Redaction by shape (``providers.classify.redact``) misses a key of an unusual sh
 removes each configured key by its exact value wherever inboxd stores or prints a string:
 provider error messages (``providers.errors``), log lines (``daemon.ops.logs``), ``inboxd
 status``, metric labels. The daemon registers the keys of its settings at start and at every
-reload, and each CLI command that loads settings does the same (``daemon.config.keys.with_keys``).
+reload, and each CLI command that loads settings does the same (``daemon.config.keys.find_keys``).
 
 Values are only ever added, never forgotten, for the life of the process: after a reload
 changes a key, an upload still in flight on the old key may quote it in an error.

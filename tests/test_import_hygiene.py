@@ -7,16 +7,10 @@ from pathlib import Path
 
 TESTS = Path(__file__).parent
 
+
 # Imports still waiting for their move, each with where it goes. The runtime helper's branch
 # (issue 15) moves the running-daemon harness ``running()`` to tests/harness.py; once it has,
 # these entries must go (the second test fails on an entry that no longer occurs).
-PENDING: dict[tuple[str, str, str], str] = {
-    ("test_commands.py", "tests.test_ops_daemon", "running"): "tests/harness.py",
-    ("test_reload.py", "tests.test_ops_daemon", "running"): "tests/harness.py",
-    ("test_secret_values.py", "tests.test_ops_daemon", "running"): "tests/harness.py",
-}
-
-
 def _imports_of_test_modules(path: Path, root: Path = TESTS) -> set[tuple[str, str, str]]:
     """(file, module, name) for every import of a ``tests.test_*`` module in ``path`` (a file
     under the tests folder ``root``), lazy ones inside functions included (``import
@@ -60,12 +54,7 @@ def _all_imports() -> set[tuple[str, str, str]]:
 def test_no_test_module_imports_another_test_module() -> None:
     """Every import of a ``tests.test_*`` module from anywhere under tests/ is a failure (what
     several tests share belongs in tests/fakes.py, tests/rigs.py or the harness)."""
-    assert _all_imports() - PENDING.keys() == set()
-
-
-def test_every_pending_import_still_exists() -> None:
-    """Each PENDING entry names an import that still occurs, so the list shrinks as moves land."""
-    assert PENDING.keys() - _all_imports() == set()
+    assert _all_imports() == set()
 
 
 def test_the_check_sees_absolute_relative_and_lazy_imports(tmp_path: Path) -> None:

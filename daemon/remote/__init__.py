@@ -7,18 +7,3 @@ daemon; ``ledger`` holds the queries and the ``remote_deletions`` table's writes
 ``config`` turns settings into limits and warnings; ``commands`` are ``inboxd remote``.
 Imports ``daemon.state`` and ``daemon.config``; ``daemon.runtime`` only in ``commands``.
 """
-
-from __future__ import annotations
-
-from daemon.remote.deletions import delete_recorded, settle_intents
-from daemon.remote.plan import REASONS, Deletion, Owned, RetentionLimits, plan_deletions
-
-__all__ = [
-    "REASONS",
-    "Deletion",
-    "Owned",
-    "RetentionLimits",
-    "delete_recorded",
-    "plan_deletions",
-    "settle_intents",
-]
