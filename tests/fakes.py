@@ -280,8 +280,12 @@ class LogEvent(logging.Handler):
     def on(cls, logger: str, prefix: str) -> Iterator[LogEvent]:
         """The handler attached to ``logger`` for the block."""
         handler = cls(prefix)
-        logging.getLogger(logger).addHandler(handler)
+        target = logging.getLogger(logger)
+        level = target.level
+        target.setLevel(logging.DEBUG)  # the daemon does not set levels: ``inboxd run`` does
+        target.addHandler(handler)
         try:
             yield handler
         finally:
-            logging.getLogger(logger).removeHandler(handler)
+            target.removeHandler(handler)
+            target.setLevel(level)
