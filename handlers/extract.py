@@ -43,7 +43,7 @@ __all__ = [
     "ExtractionEvents",
     "Extractor",
     "RemoteDeleter",
-    "RemoteSide",
+    "TextAndRelease",
     "extract_error",
     "extracted_receipt",
     "remote_of",
@@ -137,8 +137,10 @@ def remote_of(row: LedgerRow) -> RemoteFile:
     )
 
 
-class RemoteSide:
-    """Fetches a file's text and deletes its remote copy, for the pipeline's finishing steps."""
+class TextAndRelease:
+    """Fetches a file's text, and releases (deletes) its remote copy once the file is done: the
+    pipeline's steps on the remote copy (not ``daemon.remote.service.RemoteSide``, the
+    daemon's retention passes)."""
 
     def __init__(
         self,
