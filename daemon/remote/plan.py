@@ -25,7 +25,7 @@ from providers.types import RemoteFile
 
 __all__ = [
     "DAY",
-    "REASONS",
+    "DELETION_REASONS",
     "Attempt",
     "Deletion",
     "Owned",
@@ -38,7 +38,13 @@ DAY = 86400.0
 
 Reason = Literal["max_age", "orphan", "max_files", "max_bytes", "keep_remote"]
 # Every reason a remote deletion is recorded with (the metric's label values).
-REASONS: tuple[Reason, ...] = ("max_files", "max_bytes", "max_age", "keep_remote", "orphan")
+DELETION_REASONS: tuple[Reason, ...] = (
+    "max_files",
+    "max_bytes",
+    "max_age",
+    "keep_remote",
+    "orphan",
+)
 
 
 @dataclass(frozen=True)
