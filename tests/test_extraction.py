@@ -332,13 +332,19 @@ async def test_permanent_failure_archives_the_file_with_extract_error(tmp_path: 
         assert rig.events.extractions == [("kimi", "failed")]
 
 
-async def test_keep_remote_false_deletes_the_copy_after_the_receipt(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mark", "deleted_at"), [(True, "2027-01-15T08:01:00.000Z"), (False, None)]
+)
+async def test_keep_remote_false_deletes_the_copy_after_the_receipt(
+    tmp_path: Path, mark: bool, deleted_at: str | None
+) -> None:
     """keep_remote = false: once the file is archived with its text, the remote copy is deleted
-    through the deleter (once, reason keep_remote, the receipt already written) and the receipt
-    gets remote_deleted_at from the recorded deletion, at its time."""
+    through the deleter (once, reason keep_remote, the receipt already written); the receipt's
+    remote_deleted_at is the recorded deletion's, at its time, never the pipeline's (a deleter
+    that marks no receipt leaves none)."""
     async with _rig(tmp_path, keep_remote=False) as rig:
         receipt_path = rig.plan.done_dir / "k.txt.upload.json"
-        deleter = _Deleter(rig.store, rig.client, receipt_path)
+        deleter = _Deleter(rig.store, rig.client, receipt_path, mark=mark)
         path = rig.plan.path / "k.txt"
         path.write_bytes(b"keep nothing")
         result = await rig.pipeline(deleter=deleter).process(rig.plan, path, "k.txt")
@@ -346,26 +352,8 @@ async def test_keep_remote_false_deletes_the_copy_after_the_receipt(tmp_path: Pa
         receipt = read_sidecar(receipt_path)
         assert deleter.calls == [("kimi", receipt["file_id"], "keep_remote", True)]
         assert rig.emu.files() == []
-        assert receipt["remote_deleted_at"] == "2027-01-15T08:01:00.000Z"
+        assert receipt.get("remote_deleted_at") == deleted_at
         assert receipt["extracted"]["chars"] == len("keep nothing")
-
-
-async def test_the_pipeline_leaves_remote_deleted_at_to_the_recorded_deletion(
-    tmp_path: Path,
-) -> None:
-    """keep_remote = false: the pipeline never writes remote_deleted_at itself (the recorded
-    deletion is its one writer), so a deleter that marks no receipt leaves it unmarked."""
-    async with _rig(tmp_path, keep_remote=False, extract=False) as rig:
-        receipt_path = rig.plan.done_dir / "u.txt.upload.json"
-        deleter = _Deleter(rig.store, rig.client, receipt_path, mark=False)
-        path = rig.plan.path / "u.txt"
-        path.write_bytes(b"deleted, not marked")
-        result = await rig.pipeline(deleter=deleter).process(rig.plan, path, "u.txt")
-        assert result.outcome == "uploaded"
-        receipt = read_sidecar(receipt_path)
-        assert deleter.calls == [("kimi", receipt["file_id"], "keep_remote", True)]
-        assert rig.emu.files() == []
-        assert "remote_deleted_at" not in receipt
 
 
 async def test_a_failing_remote_delete_does_not_block_the_file(
