@@ -2,6 +2,6 @@
 
 Subpackages: ``config`` (settings, keys, checks, reload plan), ``state`` (the SQLite store),
 ``runtime`` (the running daemon: wiring, workers, intake, watcher, reload), ``ops`` (HTTP,
-metrics, notify, logs); ``cli`` and ``commands`` are the command line. This ``__init__``
+metrics, notify, logs); ``cli``, ``commands`` and ``demo`` are the command line. This ``__init__``
 imports nothing, so importing any submodule does not import the others.
 """

@@ -174,10 +174,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_ops(args: argparse.Namespace) -> int:
     import anyio
 
+    if args.command == "demo":
+        from daemon.demo import run_demo  # the emulator and the daemon only for the demo
+
+        return anyio.run(lambda: run_demo(out=sys.stdout))
+
     from daemon import commands
 
-    if args.command == "demo":
-        return anyio.run(lambda: commands.run_demo(out=sys.stdout))
     settings = load_for(args)
     if args.command == "status":
         return anyio.run(

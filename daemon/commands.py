@@ -1,16 +1,14 @@
-"""The operator commands behind ``inboxd status``, ``requeue``, ``breaker reset`` and ``demo``.
+"""The operator commands behind ``inboxd status``, ``requeue`` and ``breaker reset``.
 
 They open the state file beside a running daemon (SQLite WAL with a busy timeout: both may
 hold it). ``status_report``/``render_status`` are pure; the ``run_*`` coroutines are the shell.
+``inboxd demo`` is ``daemon.demo``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,30 +17,27 @@ from typing import Any, TextIO
 import anyio
 
 from daemon.config.folders import mixed_folders
-from daemon.config.settings import InboxSettings, LogSettings, MetricsSettings, Settings
+from daemon.config.settings import Settings
 from daemon.remote.config import limits_for
 from daemon.remote.plan import RetentionLimits
 from daemon.runtime.wiring import build_clients, build_plans
 from daemon.state.store import Store
 from handlers.archive import UPLOAD_SUFFIX
 from handlers.ledger import QUARANTINED, REQUEUED, STATES, LedgerRow
-from handlers.pipeline import InboxPlan, Result
+from handlers.pipeline import InboxPlan
 from handlers.quarantine import REASON_SUFFIX, iso_utc, reason_sidecar, requeue
 from providers.breaker import FORCED_OPEN
-from providers.errors import ConfigError, InboxdError
-from providers.limits import MIB
+from providers.errors import ConfigError
 from providers.redaction import scrub
 from providers.types import BreakerRecord
 
 __all__ = [
-    "DEMO_FILES",
     "HOUR",
     "Requeued",
     "Usage",
     "find_quarantined",
     "render_status",
     "run_breaker_reset",
-    "run_demo",
     "run_requeue",
     "run_status",
     "status_report",
@@ -53,12 +48,6 @@ logger = logging.getLogger(__name__)
 HOUR = 3600.0
 DAY = 24 * HOUR
 FAILURES_SHOWN = 10
-# name → (size, content or None for a sparse file): valid, oversize (sparse), forbidden type.
-DEMO_FILES: dict[str, tuple[int, bytes | None]] = {
-    "hello.txt": (0, b"Hello from the inboxd demo.\n"),
-    "huge.pdf": (101 * MIB, None),
-    "setup.exe": (0, b"MZ not really a program\n"),
-}
 
 
 @dataclass(frozen=True)
@@ -356,78 +345,4 @@ async def run_breaker_reset(settings: Settings, provider: str, *, out: TextIO) -
     out.write(f"breaker of {provider} reset to closed (was {was})\n")
     if released:
         out.write(f"{released} file(s) waiting for this reset go again at the next rescan\n")
-    return 0
-
-
-def _make_demo_files(inbox: Path) -> None:
-    for name, (size, content) in DEMO_FILES.items():
-        tmp = inbox.parent / name
-        if content is None:
-            with tmp.open("wb") as f:
-                os.truncate(f.fileno(), size)  # sparse: no disk space used
-        else:
-            tmp.write_bytes(content)
-        tmp.rename(inbox / name)  # appears whole in the inbox
-
-
-def _describe(name: str, result: Result) -> str:
-    row = result.row
-    if result.outcome == "uploaded" and row is not None:
-        return f"{name}: uploaded to {row.provider} as file id {row.file_id} ({row.size} bytes)"
-    if result.outcome == "quarantined" and row is not None:
-        return f"{name}: quarantined, reason {row.reason}: {row.detail}"
-    return f"{name}: {result.outcome}"
-
-
-async def run_demo(*, out: TextIO, wait: float = 60.0) -> int:
-    """``inboxd demo``: emulator + daemon on a temporary workspace, three files, outcomes; 0."""
-    from daemon.ops.logs import logging_to
-    from daemon.ops.notify import Notifier
-    from daemon.runtime.daemon import Daemon  # the daemon only for the demo
-    from daemon.runtime.main import with_emulator
-    from providers.emulator.server import Emulator
-
-    with tempfile.TemporaryDirectory(prefix="inboxd-demo-") as tmp:
-        root = Path(tmp)
-        inbox = root / "inbox"
-        inbox.mkdir()
-        results: dict[str, Result] = {}
-        all_in = anyio.Event()
-        async with Emulator() as emu:
-            settings = with_emulator(
-                Settings(
-                    state_dir=root / "state",
-                    settle_seconds=0.2,
-                    metrics=MetricsSettings(enabled=False),
-                    log=LogSettings(level="error"),
-                    inbox=[InboxSettings(name="demo", path=inbox, providers=["kimi", "glm"])],
-                ),
-                {p: emu.base_url(p) for p in ("kimi", "glm")},
-                {p: emu.key(p) for p in ("kimi", "glm")},
-            )
-
-            def observe(candidate: Any, result: Result) -> None:
-                if result.outcome in ("uploaded", "quarantined", "duplicate"):
-                    results[candidate.relpath] = result
-                if set(results) == set(DEMO_FILES):
-                    all_in.set()
-
-            logging_to(sys.stderr)(settings)  # errors only (the demo's log level)
-            daemon = Daemon(settings, notifier=Notifier(None), observer=observe)
-            out.write(f"demo workspace {root}; provider emulator on {emu.base_url('kimi')}\n")
-            async with anyio.create_task_group() as tg:
-                await tg.start(daemon.run)
-                _make_demo_files(inbox)
-                out.write("dropped: " + ", ".join(DEMO_FILES) + "\n")
-                with anyio.move_on_after(wait) as waited:
-                    await all_in.wait()
-                daemon.stop()
-            for name in DEMO_FILES:
-                out.write(
-                    _describe(name, results[name]) + "\n"
-                    if name in results
-                    else f"{name}: no outcome within {wait:.0f} s\n"
-                )
-        if waited.cancelled_caught:
-            raise InboxdError(f"demo: not every file had an outcome within {wait:.0f} s")
     return 0

@@ -164,19 +164,21 @@ def archive_open_file(
     return _archive(name, done_dir, _receipt(record, name), data, place)
 
 
-def mark_receipt(archived: Path, fields: Mapping[str, object]) -> None:
-    """Add ``fields`` to the receipt of the file archived at ``archived`` (atomically).
-
-    Raises ``MoveError`` when the receipt cannot be read or written.
+def mark_receipt(receipt: Path, fields: Mapping[str, object]) -> bool:
+    """Add to the receipt at ``receipt`` each of ``fields`` it lacks (atomically; an earlier
+    value is kept); False when the receipt is gone or unreadable (moved away by hand: nothing
+    to mark). Raises ``MoveError`` when it cannot be written.
     """
-    path = receipt_path(archived)
     try:
-        receipt = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MoveError(f"cannot read the receipt {path}: {exc}") from exc
-    if not isinstance(receipt, dict):
-        raise MoveError(f"the receipt {path} is not a JSON object; not changing it")
-    write_json_atomic(path, receipt | dict(fields))
+        data = json.loads(receipt.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    missing = {key: value for key, value in fields.items() if key not in data}
+    if missing:
+        write_json_atomic(receipt, data | missing)
+    return True
 
 
 def _write_text(path: Path, data: bytes) -> list[Path]:

@@ -12,10 +12,11 @@ permanent one (the provider cannot extract this file) archives the file all the 
 try as ``ok``, ``retry`` or ``failed``.
 
 **keep_remote = false.** Once the file is done (its receipt written, its row ``done``), the
-remote copy is deleted through the injected ``RemoteDeleter`` (the recorded deletion path) and
-the receipt gets ``remote_deleted_at``. A duplicate never deletes the copy it shares (another
-row's upload owns it). A delete that fails is logged and left to the retention pass; the file
-is not held back for it.
+remote copy is deleted through the injected ``RemoteDeleter`` (the recorded deletion path),
+which gives every receipt naming the copy its ``remote_deleted_at`` (the one writer of it; this
+module never writes it). A duplicate never deletes the copy it shares (another row's upload
+owns it). A delete that fails is logged and left to the retention pass; the file is not held
+back for it.
 """
 
 from __future__ import annotations
@@ -24,15 +25,12 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import BinaryIO, Literal, Protocol
 
-import anyio
-
-from handlers.archive import mark_receipt
 from handlers.ledger import Ledger, LedgerRow
 from handlers.quarantine import iso_utc
-from providers.errors import MoveError, Permanent, ProviderError
+from providers.errors import Permanent, ProviderError
 from providers.types import RemoteFile
 
 __all__ = [
@@ -43,7 +41,7 @@ __all__ = [
     "ExtractionEvents",
     "Extractor",
     "RemoteDeleter",
-    "RemoteSide",
+    "TextAndRelease",
     "extract_error",
     "extracted_receipt",
     "remote_of",
@@ -78,7 +76,9 @@ class Extractor(Protocol):
 
 class RemoteDeleter(Protocol):
     """Deletes a remote copy through the recorded path (intent, ``DELETE``, outcome in the
-    ledger; a 404 is already gone). Raises ``ProviderError`` when it cannot now."""
+    ledger; a 404 is already gone) and marks ``remote_deleted_at`` in every receipt that names
+    the copy (the original's and its duplicates'). Raises ``ProviderError`` when it cannot
+    now."""
 
     async def delete(self, provider: str, file_id: str, *, reason: str) -> None: ...
 
@@ -137,8 +137,10 @@ def remote_of(row: LedgerRow) -> RemoteFile:
     )
 
 
-class RemoteSide:
-    """Fetches a file's text and deletes its remote copy, for the pipeline's finishing steps."""
+class TextAndRelease:
+    """Fetches a file's text, and releases (deletes) its remote copy once the file is done: the
+    pipeline's steps on the remote copy (not ``daemon.remote.service.RemoteSide``, the
+    daemon's retention passes)."""
 
     def __init__(
         self,
@@ -202,8 +204,9 @@ class RemoteSide:
         return later.until
 
     async def release(self, inbox: str, row: LedgerRow, *, keep_remote: bool) -> None:
-        """Delete the remote copy of the ``done`` row ``row`` unless the inbox keeps it; mark
-        its receipt. Never raises for a delete that fails now (the retention pass retries)."""
+        """Delete the remote copy of the ``done`` row ``row`` unless the inbox keeps it (the
+        deleter marks the receipts). Never raises for a delete that fails now (the retention
+        pass retries)."""
         if keep_remote or row.dedupe_of is not None or row.file_id is None:
             return
         assert row.provider is not None
@@ -227,16 +230,3 @@ class RemoteSide:
                 extra=where,
             )
             return
-        if row.final_path is None:
-            return  # deleted, not archived: no receipt to mark
-        fields = {"remote_deleted_at": iso_utc(self.clock())}
-        archived = Path(row.final_path)
-        try:
-            await anyio.to_thread.run_sync(mark_receipt, archived, fields)
-        except MoveError as exc:
-            logger.warning(
-                "the remote copy %s is deleted, but its receipt cannot say so: %s",
-                row.file_id,
-                exc,
-                extra=where,
-            )

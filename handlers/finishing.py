@@ -30,7 +30,7 @@ from functools import partial
 import anyio
 
 from handlers.archive import archive_open_file
-from handlers.extract import Extraction, ExtractLater, RemoteSide, remote_of
+from handlers.extract import Extraction, ExtractLater, TextAndRelease, remote_of
 from handlers.hashing import sha256_fd
 from handlers.ledger import DONE, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result, upload_record
@@ -60,7 +60,7 @@ class Finisher:
         ledger: Ledger,
         outcomes: Outcomes,
         clients: Mapping[str, UploadClient],
-        remote: RemoteSide,
+        remote: TextAndRelease,
         clock: Callable[[], float],
         relist_delay: float,
     ) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 
 from handlers.budget import ByteBudget
-from handlers.extract import ExtractLater, Extractor, RemoteDeleter, RemoteSide, remote_of
+from handlers.extract import ExtractLater, Extractor, RemoteDeleter, TextAndRelease, remote_of
 from handlers.finishing import Finisher
 from handlers.hashing import sha256_file
 from handlers.ledger import UPLOADED, UPLOADING, Ledger, LedgerRow
@@ -99,7 +99,7 @@ class Pipeline:
         self._locks = {} if content_locks is None else content_locks
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
         self.outcomes = Outcomes(ledger=ledger, events=events, clock=clock)
-        self.remote = RemoteSide(
+        self.remote = TextAndRelease(
             ledger=ledger,
             extractors=extractors or {},
             deleter=deleter,

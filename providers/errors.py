@@ -23,8 +23,9 @@
 
 ``handlers.validate.Refused`` is the one subclass kept outside: a ``RejectedFile`` that also
 carries the ``handlers.identity.Identity`` of the file it was made on, and this package imports
-nothing from ``handlers``. ``daemon.state.store._CorruptError`` never leaves its module:
-``Store.open`` moves the corrupt file aside and rebuilds it, or raises ``ConfigError``.
+nothing from ``handlers``. ``daemon.state._connection._CorruptError`` never leaves its module:
+``connect`` (the state file's opening) moves the corrupt file aside and rebuilds it, or raises
+``ConfigError``.
 
 ``Reason`` is the one list of quarantine reason codes (``RejectedFile.reason``, the sidecar's
 ``reason``, ``inboxd_quarantined_total{reason}``, the README's table): mypy refuses any other.

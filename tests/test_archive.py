@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.archive import finish
+from handlers.archive import finish, mark_receipt
 from providers.errors import FileVanished
 
 
@@ -163,3 +163,25 @@ def test_incomplete_record_refused(inbox: Path, tmp_path: Path) -> None:
             },
         )
     assert src.read_bytes() == b"x"
+
+
+def test_mark_receipt_adds_only_missing_fields_and_says_when_there_is_no_receipt(
+    tmp_path: Path,
+) -> None:
+    """``mark_receipt`` adds the fields a receipt lacks, keeps an earlier value, and answers
+    False (writing nothing) for a receipt that is gone or not a JSON object."""
+    receipt = tmp_path / "a.txt.upload.json"
+    receipt.write_text(json.dumps({"file_id": "f1", "remote_deleted_at": "earlier"}))
+    fields = {"remote_deleted_at": "later", "note": "n"}
+    assert mark_receipt(receipt, fields) is True
+    assert json.loads(receipt.read_text()) == {
+        "file_id": "f1",
+        "remote_deleted_at": "earlier",
+        "note": "n",
+    }
+    assert mark_receipt(tmp_path / "gone.upload.json", fields) is False
+    assert not (tmp_path / "gone.upload.json").exists()
+    listed = tmp_path / "b.txt.upload.json"
+    listed.write_text("[1, 2]")
+    assert mark_receipt(listed, fields) is False
+    assert listed.read_text() == "[1, 2]"

@@ -11,8 +11,9 @@ import anyio
 import pytest
 
 from daemon.cli import main
-from daemon.commands import run_breaker_reset, run_demo, run_requeue, run_status
+from daemon.commands import run_breaker_reset, run_requeue, run_status
 from daemon.config.settings import Settings
+from daemon.demo import run_demo
 from daemon.ops.notify import Notifier
 from daemon.runtime.daemon import Daemon
 from daemon.runtime.wiring import build_clients

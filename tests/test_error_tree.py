@@ -9,10 +9,11 @@ import pkgutil
 import providers.errors
 
 # Kept outside on purpose (the docstring of providers.errors says why): Refused carries a
-# handlers type; _CorruptError never leaves the store; the emulator's errors are its own.
+# handlers type; _CorruptError never leaves the state file's opening (daemon.state._connection);
+# the emulator's errors are its own.
 _OUTSIDE = {
     "handlers.validate.Refused",
-    "daemon.state.store._CorruptError",
+    "daemon.state._connection._CorruptError",
     "providers.emulator.app._AbortedError",
 }
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon.config.settings import InboxSettings, Settings
 from daemon.ops.metrics import Metrics
+from daemon.remote.deletions import delete_recorded
 from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
 from daemon.state.store import Store
 from handlers.archive import finish
@@ -37,6 +38,10 @@ from providers.types import RemoteFile
 from tests.harness import provider_section, read_sidecar, sha
 
 pytestmark = pytest.mark.anyio
+
+# The recorded deletion's clock: a minute after the pipeline's (``_Clock``), so a receipt says
+# which of the two wrote its remote_deleted_at.
+DELETED_AT = 1_800_000_060.0
 
 
 class _Events:
@@ -95,12 +100,25 @@ class _Crash(Exception):
 
 
 class _Deleter:
-    """Deletes through the real client; remembers each call and whether the receipt existed."""
+    """The recorded deletion (``daemon.remote.deletions.delete_recorded``: the ledger, the real
+    client, every receipt naming the copy marked) at its own clock's ``now``; remembers each
+    call and whether the receipt existed. ``mark = False``: deletes the copy and nothing else."""
 
-    def __init__(self, client: ProviderClient, receipt: Path | None, *errors: Exception) -> None:
+    def __init__(
+        self,
+        store: Store,
+        client: ProviderClient,
+        receipt: Path | None,
+        *errors: Exception,
+        now: float = DELETED_AT,
+        mark: bool = True,
+    ) -> None:
+        self.store = store
         self.client = client
         self.receipt = receipt
         self.errors = list(errors)
+        self.now = now
+        self.mark = mark
         self.calls: list[tuple[str, str, str, bool]] = []
 
     async def delete(self, provider: str, file_id: str, *, reason: str) -> None:
@@ -108,7 +126,10 @@ class _Deleter:
         self.calls.append((provider, file_id, reason, written))
         if self.errors:
             raise self.errors.pop(0)
-        await self.client.delete(file_id)
+        if self.mark:
+            await delete_recorded(self.store, self.client, file_id, reason, self.now)
+        else:
+            await self.client.delete(file_id)
 
 
 class _Clock:
@@ -311,13 +332,19 @@ async def test_permanent_failure_archives_the_file_with_extract_error(tmp_path: 
         assert rig.events.extractions == [("kimi", "failed")]
 
 
-async def test_keep_remote_false_deletes_the_copy_after_the_receipt(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mark", "deleted_at"), [(True, "2027-01-15T08:01:00.000Z"), (False, None)]
+)
+async def test_keep_remote_false_deletes_the_copy_after_the_receipt(
+    tmp_path: Path, mark: bool, deleted_at: str | None
+) -> None:
     """keep_remote = false: once the file is archived with its text, the remote copy is deleted
-    through the deleter (once, reason keep_remote, the receipt already written) and the receipt
-    gets remote_deleted_at."""
+    through the deleter (once, reason keep_remote, the receipt already written); the receipt's
+    remote_deleted_at is the recorded deletion's, at its time, never the pipeline's (a deleter
+    that marks no receipt leaves none)."""
     async with _rig(tmp_path, keep_remote=False) as rig:
         receipt_path = rig.plan.done_dir / "k.txt.upload.json"
-        deleter = _Deleter(rig.client, receipt_path)
+        deleter = _Deleter(rig.store, rig.client, receipt_path, mark=mark)
         path = rig.plan.path / "k.txt"
         path.write_bytes(b"keep nothing")
         result = await rig.pipeline(deleter=deleter).process(rig.plan, path, "k.txt")
@@ -325,7 +352,7 @@ async def test_keep_remote_false_deletes_the_copy_after_the_receipt(tmp_path: Pa
         receipt = read_sidecar(receipt_path)
         assert deleter.calls == [("kimi", receipt["file_id"], "keep_remote", True)]
         assert rig.emu.files() == []
-        assert receipt["remote_deleted_at"] == "2027-01-15T08:00:00.000Z"
+        assert receipt.get("remote_deleted_at") == deleted_at
         assert receipt["extracted"]["chars"] == len("keep nothing")
 
 
@@ -335,7 +362,8 @@ async def test_a_failing_remote_delete_does_not_block_the_file(
     """keep_remote = false with the delete failing: the file is archived and done all the
     same, the receipt has no remote_deleted_at, and the log says the retention pass retries."""
     async with _rig(tmp_path, keep_remote=False, extract=False) as rig:
-        deleter = _Deleter(rig.client, None, Retryable("down", provider="kimi", status=503))
+        down = Retryable("down", provider="kimi", status=503)
+        deleter = _Deleter(rig.store, rig.client, None, down)
         path = rig.plan.path / "d.txt"
         path.write_bytes(b"still here remotely")
         with caplog.at_level(logging.WARNING, logger="handlers"):
@@ -355,7 +383,7 @@ async def test_a_duplicate_never_deletes_the_copy_it_shares(tmp_path: Path) -> N
         first = rig.plan.path / "a.txt"
         first.write_bytes(b"shared")
         kept = dataclasses.replace(rig.plan, keep_remote=True)
-        deleter = _Deleter(rig.client, None)
+        deleter = _Deleter(rig.store, rig.client, None)
         pipeline = rig.pipeline(deleter=deleter)
         assert (await pipeline.process(kept, first, "a.txt")).outcome == "uploaded"
         second = rig.plan.path / "b.txt"

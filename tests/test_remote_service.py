@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from daemon.remote.metrics import RemoteMetrics
-from daemon.remote.plan import REASONS, RetentionLimits
+from daemon.remote.plan import DELETION_REASONS, RetentionLimits
 from daemon.remote.prune import Pruner
 from daemon.remote.service import RemoteSide, Usage, crosses
 from daemon.state.store import Store
@@ -37,7 +37,7 @@ def test_every_deletion_series_exists_at_zero() -> None:
     registry = CollectorRegistry()
     RemoteMetrics(registry, providers=["kimi", "glm"])
     for provider in ("kimi", "glm"):
-        for reason in REASONS:
+        for reason in DELETION_REASONS:
             labels = {"provider": provider, "reason": reason}
             assert registry.get_sample_value("inboxd_remote_deletions_total", labels) == 0.0
 

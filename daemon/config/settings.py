@@ -8,30 +8,35 @@ file, the defaults below. API keys come from ``MOONSHOT_API_KEY`` / ``ZHIPUAI_AP
 the config file itself.
 
 ``load_settings`` turns every problem into a ``ConfigError`` whose lines each name the key
-path and the fix; the semantic checks (folders, overlaps, purposes, keys) live in
-``daemon.config.check``.
+path and the fix (``daemon.config.problems``); the TOML file and the environment come in
+through ``daemon.config.sources``; the semantic checks (folders, overlaps, purposes, keys)
+live in ``daemon.config.check``.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources.utils import parse_env_vars
 
-from daemon.config.keys import KEY_CREDENTIAL, KEY_ENV, find_keys
+from daemon.config.keys import find_keys
+from daemon.config.problems import describe
+from daemon.config.sources import (
+    LOAD,
+    Load,
+    MappingEnvSource,
+    TomlSource,
+    keys_in_file,
+    read_toml,
+)
 from providers.errors import ConfigError
 from providers.limits import LIMITS, MIB, ProviderLimits, PurposeOverride
 
@@ -292,76 +297,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        load = _LOAD.get()
+        load = LOAD.get()
         if load is None:  # Settings() built directly: os.environ and the defaults only
-            return (init_settings, env_settings, _TomlSource(settings_cls, {}))
+            return (init_settings, env_settings, TomlSource(settings_cls, {}))
         return (
             init_settings,
-            _MappingEnvSource(settings_cls, load.environ),
-            _TomlSource(settings_cls, load.toml),
+            MappingEnvSource(settings_cls, load.environ),
+            TomlSource(settings_cls, load.toml),
         )
-
-
-@dataclass(frozen=True)
-class _Load:
-    """What one ``load_settings`` call hands its sources: the TOML table and the environment."""
-
-    toml: Mapping[str, Any]
-    environ: Mapping[str, str]
-
-
-# A context variable rather than a class attribute or os.environ: each thread (and each task)
-# sees only the load it started, so concurrent and nested loads never see each other's inputs.
-_LOAD: ContextVar[_Load | None] = ContextVar("inboxd_settings_load", default=None)
-
-
-class _MappingEnvSource(EnvSettingsSource):
-    """The environment source, reading the given mapping instead of os.environ.
-
-    Overrides ``_load_env_vars``, the hook pydantic-settings' own mapping-backed sources
-    (dotenv, AWS, GCP) override; the prefix, delimiter and case rules stay the library's.
-    """
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ  # before super().__init__, which calls _load_env_vars
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
-
-
-class _TomlSource(PydanticBaseSettingsSource):
-    """The TOML file's table for one load."""
-
-    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._data = data
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._data)
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """The TOML file's contents, or a ConfigError naming the file and the problem."""
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config: {path} does not exist; pass --config PATH "
-            "(config.example.toml shows every key)"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {path} is not valid TOML ({exc}); fix the syntax") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"config: cannot read {path} ({exc.strerror}); check permissions"
-        ) from None
 
 
 def load_settings(
@@ -379,16 +322,16 @@ def load_settings(
         data = read_toml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
     else:
         data = read_toml(config)
-    problems = _keys_in_file(data)
+    problems = keys_in_file(data)
     if problems:
         raise ConfigError(problems)
-    token = _LOAD.set(_Load(toml=data, environ=env))
+    token = LOAD.set(Load(toml=data, environ=env))
     try:
         settings = Settings(**dict(overrides or {}))
     except ValidationError as exc:
-        raise ConfigError([_describe(err) for err in exc.errors()]) from None
+        raise ConfigError([describe(err) for err in exc.errors()]) from None
     finally:
-        _LOAD.reset(token)
+        LOAD.reset(token)
     return _with_keys(settings, env)
 
 
@@ -403,58 +346,3 @@ def _with_keys(settings: Settings, env: Mapping[str, str]) -> Settings:
     if not updates:
         return settings
     return settings.model_copy(update={"providers": settings.providers.model_copy(update=updates)})
-
-
-def _keys_in_file(data: Mapping[str, Any]) -> list[str]:
-    providers = data.get("providers")
-    if not isinstance(providers, Mapping):
-        return []
-    return [
-        f"providers.{name}.api_key: keys never go in the config file; set "
-        f"{KEY_ENV[name][0]} or api_key_file, or use systemd LoadCredential="
-        f"{KEY_CREDENTIAL[name]}"
-        for name, section in providers.items()
-        if name in KEY_ENV and isinstance(section, Mapping) and "api_key" in section
-    ]
-
-
-_TYPE_WORDS = {
-    "float_parsing": "a number",
-    "float_type": "a number",
-    "int_parsing": "a whole number",
-    "int_type": "a whole number",
-    "int_from_float": "a whole number",
-    "bool_parsing": "true or false",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "dict_type": "a table",
-    "model_type": "a table",
-    "path_type": "a path",
-}
-
-
-def _describe(err: Any) -> str:
-    """One line for one pydantic error: the key path, what is wrong, and the fix."""
-    parts: list[str] = []
-    for loc in err["loc"]:
-        if isinstance(loc, int):
-            parts[-1:] = [f"{parts[-1]}[{loc}]"] if parts else [f"[{loc}]"]
-        else:
-            parts.append(str(loc))
-    key = ".".join(parts) or "config"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return (
-            f"{key}: unknown key; remove it or fix its spelling "
-            "(config.example.toml lists every key)"
-        )
-    if kind == "missing":
-        return f"{key}: missing; set it (config.example.toml shows an example)"
-    if kind in _TYPE_WORDS:
-        return f"{key}: expected {_TYPE_WORDS[kind]}, got {err.get('input')!r}; fix its value"
-    if kind == "literal_error":
-        allowed = err.get("ctx", {}).get("expected", "")
-        return f"{key}: {err.get('input')!r} is not allowed; use one of {allowed}"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{key}: {msg} (got {err.get('input')!r}); fix its value"

@@ -9,18 +9,16 @@ rewritten atomically, before the outcome is recorded.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from pathlib import Path
 from typing import Protocol
 
 import anyio
 
 from daemon.remote.ledger import DeletionRow, RemoteLedger
 from daemon.state.store import Store
-from handlers.moves import write_json_atomic
+from handlers.archive import mark_receipt
 from handlers.quarantine import iso_utc
 from providers.errors import MoveError, Permanent
 from providers.types import RemoteFile, UploadClient
@@ -29,7 +27,6 @@ __all__ = [
     "Checkpoint",
     "DeletionEvents",
     "delete_recorded",
-    "mark_receipt",
     "no_checkpoint",
     "settle_intents",
 ]
@@ -50,21 +47,6 @@ async def no_checkpoint(_step: str) -> None:
     """The checkpoint of a real run: nothing happens between the steps."""
 
 
-def mark_receipt(path: Path, now: float) -> bool:
-    """Add ``remote_deleted_at`` to the receipt at ``path`` (atomically); False when it is
-    gone or unreadable (moved away by hand: nothing to mark). An earlier mark is kept."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(data, dict):
-        return False
-    if "remote_deleted_at" not in data:
-        data["remote_deleted_at"] = iso_utc(now)
-        write_json_atomic(path, data)
-    return True
-
-
 async def _conclude(
     ledger: RemoteLedger,
     row: DeletionRow,
@@ -75,7 +57,8 @@ async def _conclude(
 ) -> None:
     for receipt in await ledger.receipts(row.provider, row.file_id):
         try:
-            marked = await anyio.to_thread.run_sync(mark_receipt, receipt, now)
+            fields = {"remote_deleted_at": iso_utc(now)}
+            marked = await anyio.to_thread.run_sync(mark_receipt, receipt, fields)
         except MoveError as exc:  # the deletion stands; the receipt could not say so
             logger.warning("receipt %s not marked remote_deleted_at: %s", receipt, exc)
             continue

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 
-from daemon.remote.plan import REASONS
+from daemon.remote.plan import DELETION_REASONS
 
 __all__ = ["RemoteMetrics"]
 
@@ -26,7 +26,7 @@ class RemoteMetrics:
 
     def add_provider(self, provider: str) -> None:
         """Create ``provider``'s series at 0 (at start, or when a reload brings it in)."""
-        for reason in REASONS:
+        for reason in DELETION_REASONS:
             self._deletions.labels(provider, reason)
 
     def remote_deleted(self, provider: str, reason: str) -> None:

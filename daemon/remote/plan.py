@@ -25,7 +25,7 @@ from providers.types import RemoteFile
 
 __all__ = [
     "DAY",
-    "REASONS",
+    "DELETION_REASONS",
     "Attempt",
     "Deletion",
     "Owned",
@@ -36,9 +36,15 @@ __all__ = [
 
 DAY = 86400.0
 
-Reason = Literal["max_age", "orphan", "max_files", "max_bytes", "keep_remote"]
+DeletionReason = Literal["max_age", "orphan", "max_files", "max_bytes", "keep_remote"]
 # Every reason a remote deletion is recorded with (the metric's label values).
-REASONS: tuple[Reason, ...] = ("max_files", "max_bytes", "max_age", "keep_remote", "orphan")
+DELETION_REASONS: tuple[DeletionReason, ...] = (
+    "max_files",
+    "max_bytes",
+    "max_age",
+    "keep_remote",
+    "orphan",
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class Deletion:
     """One remote file to delete, with its reason and (for an own file) the ledger's view."""
 
     file: RemoteFile
-    reason: Reason
+    reason: DeletionReason
     owner: Owned | None = None
     ledger_id: int | None = None
 
@@ -176,7 +182,7 @@ def plan_deletions(
             break
         if f.id in chosen:
             continue
-        reason: Reason = "max_files" if over_files else "max_bytes"
+        reason: DeletionReason = "max_files" if over_files else "max_bytes"
         chosen[f.id] = Deletion(f, reason, owned[f.id], owned[f.id].ledger_id)
         count -= 1
         nbytes -= f.bytes

@@ -5,5 +5,5 @@ reload (``reloading``); ``Workers`` (``workers``) own the intake, the watcher an
 ``vanished`` are the chores.
 
 May import ``daemon.config``, ``daemon.state``, ``daemon.ops``, ``handlers`` and ``providers``;
-never ``daemon.cli`` or ``daemon.commands``.
+never ``daemon.cli``, ``daemon.commands`` or ``daemon.demo``.
 """
