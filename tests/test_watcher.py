@@ -164,7 +164,9 @@ async def test_periodic_rescan_finds_a_file_the_watch_missed(tmp_path: Path) -> 
             while watcher.scans_completed < 1:
                 await anyio.wait_all_tasks_blocked()
         scans_before = watcher.scans_completed
-        _make(inbox / "later.txt")
+        # Written beside the inbox and renamed in: a 1 ms rescan (in a thread) must not see it
+        # half-written (size 0), which would make this test depend on the machine's speed.
+        _make(tmp_path / "later.txt").rename(inbox / "later.txt")
         got = await _until(receive, "later.txt")
     assert got.size == 1
     assert scans_before >= 1  # the start-up scan was over before the file existed
