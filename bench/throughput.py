@@ -29,10 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DaemonProc,
     EmulatorProc,
-    count_archived,
-    cpu_seconds,
+    drop_and_wait,
     machine,
-    wait_until,
     write_config,
 )
 
@@ -96,28 +94,16 @@ def one_run(
     daemon = DaemonProc(cfg, emu.keys, root / "inboxd.log")
     daemon.start()
     try:
-        cpu0 = cpu_seconds(daemon.pid)
-        done_dir = root / "inbox.done"
-        start = time.monotonic()
-        for path in paths:
-            path.rename(inbox / path.name)
-        ok = wait_until(
-            lambda: count_archived(done_dir) >= count, timeout=max(60.0, count / 10), interval=0.05
+        drop = drop_and_wait(
+            daemon, paths, inbox, root / "inbox.done", timeout=max(60.0, count / 10)
         )
-        took = time.monotonic() - start
-        daemon_cpu = cpu_seconds(daemon.pid) - cpu0
-        if not ok:
-            raise RuntimeError(
-                f"{count_archived(done_dir)}/{count} archived, "
-                f"{count_archived(root / 'inbox.quarantine')} quarantined; see the log"
-            )
     finally:
         daemon.stop()
     stored = len(emu.stored())
     if stored != count:
         raise RuntimeError(f"emulator holds {stored} files, expected {count}")
     httpx.post(emu.admin + "/_emulator/reset", timeout=30).raise_for_status()
-    return direct, took, direct_cpu, daemon_cpu
+    return direct, drop.seconds, direct_cpu, drop.cpu
 
 
 def main() -> int:
