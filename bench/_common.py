@@ -31,6 +31,7 @@ __all__ = [
     "count_archived",
     "cpu_seconds",
     "drop_and_wait",
+    "inboxd_drop",
     "machine",
     "percentile",
     "vm_kib",
@@ -326,3 +327,40 @@ def drop_and_wait(
             f"see {daemon.log}"
         )
     return Drop(took, cpu, vm_kib(daemon.pid, "VmHWM"))
+
+
+def inboxd_drop(
+    emu: EmulatorProc,
+    root: Path,
+    paths: list[Path],
+    *,
+    timeout: float,
+    concurrency: int = 4,
+    inbox_extra: str = "",
+) -> Drop:
+    """inboxd over ``paths`` from start to stop: a fresh state dir under ``root``, one Kimi
+    inbox ``root/inbox`` (settle 0.5 s; ``inbox_extra``: lines for its table), the paths
+    dropped at once (``drop_and_wait``); then checks the emulator holds exactly that many."""
+    inbox = root / "inbox"
+    inbox.mkdir()
+    cfg = write_config(
+        root / "inboxd.toml",
+        state_dir=root / "state",
+        inboxes={"bench": inbox},
+        urls=emu.urls,
+        settle=0.5,
+        concurrency=concurrency,
+    )
+    if inbox_extra:
+        with cfg.open("a") as out:  # the last (only) [[inbox]] table
+            out.write(inbox_extra + "\n")
+    daemon = DaemonProc(cfg, emu.keys, root / "inboxd.log")
+    daemon.start()
+    try:
+        drop = drop_and_wait(daemon, paths, inbox, root / "inbox.done", timeout=timeout)
+    finally:
+        daemon.stop()
+    stored = len(emu.stored())
+    if stored != len(paths):
+        raise RuntimeError(f"emulator holds {stored} files, expected {len(paths)}")
+    return drop

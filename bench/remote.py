@@ -22,7 +22,11 @@ Per run, against one emulator process (``bench/_common.py``: quotas lifted, loop
 Every figure is printed with its ratio to the reference of the same run (upload alone), and
 the median ratio over ``--runs``.
 
-    .venv/bin/python bench/remote.py [--files 1000] [--keep 100] [--runs 3] [--smoke]
+    .venv/bin/python bench/remote.py [--files 1000] [--keep 100] [--runs 3] [--faults SPEC]
+        [--smoke]
+
+``--faults`` is an emulator fault spec for every part, e.g. ``kimi:latency=100`` (a round trip
+like the real services' from outside China: a pass deletes one file at a time).
 """
 
 from __future__ import annotations
@@ -41,15 +45,7 @@ from typing import NamedTuple
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    REPO,
-    DaemonProc,
-    Drop,
-    EmulatorProc,
-    drop_and_wait,
-    machine,
-    write_config,
-)
+from _common import REPO, Drop, EmulatorProc, inboxd_drop, machine, write_config
 from throughput import make_files
 
 MIB_KIB = 1024
@@ -82,33 +78,11 @@ def run_command(args: list[str], keys: Mapping[str, str], log: Path) -> Command:
     return Command(took, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, out.read_text())
 
 
-def daemon_run(emu: EmulatorProc, root: Path, count: int, *, extract: bool) -> tuple[Drop, Path]:
-    """inboxd over ``count`` fresh files in a fresh state dir; the drop and its config."""
+def daemon_run(emu: EmulatorProc, root: Path, count: int, *, extract: bool) -> Drop:
+    """inboxd over ``count`` fresh files (Kimi, a fresh state dir under ``root``)."""
     paths = make_files(root / "staging", count)
-    inbox = root / "inbox"
-    inbox.mkdir()
-    cfg = write_config(
-        root / "inboxd.toml",
-        state_dir=root / "state",
-        inboxes={"bench": inbox},
-        urls=emu.urls,
-        settle=0.5,
-    )
-    if extract:
-        with cfg.open("a") as out:  # the last (only) [[inbox]] table
-            out.write("extract = true\n")
-    daemon = DaemonProc(cfg, emu.keys, root / "inboxd.log")
-    daemon.start()
-    try:
-        drop = drop_and_wait(
-            daemon, paths, inbox, root / "inbox.done", timeout=max(60.0, count / 5)
-        )
-    finally:
-        daemon.stop()
-    stored = len(emu.stored())
-    if stored != count:
-        raise RuntimeError(f"emulator holds {stored} files, expected {count}")
-    return drop, cfg
+    extra = "extract = true" if extract else ""
+    return inboxd_drop(emu, root, paths, timeout=max(60.0, count / 5), inbox_extra=extra)
 
 
 def prune_runs(emu: EmulatorProc, root: Path, count: int, keep: int) -> tuple[Command, Command]:
@@ -147,12 +121,12 @@ def one_run(emu: EmulatorProc, n: int, count: int, keep: int) -> dict[str, float
     """One run's three parts; prints its lines, returns its ratios to upload alone."""
     with tempfile.TemporaryDirectory(prefix="inboxd-bench-remote-") as tmp:
         root = Path(tmp)
-        ref, _ = daemon_run(emu, root, count, extract=False)
+        ref = daemon_run(emu, root, count, extract=False)
         dry, real = prune_runs(emu, root, count, keep)
     httpx.post(emu.admin + "/_emulator/reset", timeout=60).raise_for_status()
     with tempfile.TemporaryDirectory(prefix="inboxd-bench-remote-") as tmp:
         root = Path(tmp)
-        ext, _ = daemon_run(emu, root, count, extract=True)
+        ext = daemon_run(emu, root, count, extract=True)
         texts = sum(1 for p in (root / "inbox.done").glob("*.extracted.txt"))
     content = emu.get("/_emulator/counts")["kimi"].get("content.200", 0)
     httpx.post(emu.admin + "/_emulator/reset", timeout=60).raise_for_status()
@@ -190,14 +164,17 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--keep", type=int, default=100, help="retention max_files for the pass")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--faults", default="", help="emulator fault spec, e.g. kimi:latency=100")
     parser.add_argument("--smoke", action="store_true", help="60 files, keep 10, one run")
     args = parser.parse_args()
     count, keep, runs = (60, 10, 1) if args.smoke else (args.files, args.keep, args.runs)
     if not 0 < keep < count:
         parser.error("--keep must be between 1 and --files - 1")
     print(machine())
+    if args.faults:
+        print(f"emulator faults: {args.faults}")
     ratios: list[dict[str, float]] = []
-    with EmulatorProc() as emu:
+    with EmulatorProc(faults=args.faults) as emu:
         for n in range(1, runs + 1):
             ratios.append(one_run(emu, n, count, keep))
     print(machine())

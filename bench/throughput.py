@@ -26,13 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    DaemonProc,
-    EmulatorProc,
-    drop_and_wait,
-    machine,
-    write_config,
-)
+from _common import EmulatorProc, inboxd_drop, machine
 
 SIZE = 16 * 1024
 
@@ -81,27 +75,7 @@ def one_run(
     direct = asyncio.run(direct_upload(emu.urls["kimi"], emu.keys["kimi"], paths, concurrency))
     direct_cpu = time.process_time() - cpu0
     httpx.post(emu.admin + "/_emulator/reset", timeout=30).raise_for_status()
-    inbox = root / "inbox"
-    inbox.mkdir()
-    cfg = write_config(
-        root / "inboxd.toml",
-        state_dir=root / "state",
-        inboxes={"bench": inbox},
-        urls=emu.urls,
-        settle=0.5,
-        concurrency=concurrency,
-    )
-    daemon = DaemonProc(cfg, emu.keys, root / "inboxd.log")
-    daemon.start()
-    try:
-        drop = drop_and_wait(
-            daemon, paths, inbox, root / "inbox.done", timeout=max(60.0, count / 10)
-        )
-    finally:
-        daemon.stop()
-    stored = len(emu.stored())
-    if stored != count:
-        raise RuntimeError(f"emulator holds {stored} files, expected {count}")
+    drop = inboxd_drop(emu, root, paths, timeout=max(60.0, count / 10), concurrency=concurrency)
     httpx.post(emu.admin + "/_emulator/reset", timeout=30).raise_for_status()
     return direct, drop.seconds, direct_cpu, drop.cpu
 
