@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -26,9 +26,12 @@ __all__ = [
     "GLM_AGENT_100MB",
     "REPO",
     "DaemonProc",
+    "Drop",
     "EmulatorProc",
     "count_archived",
     "cpu_seconds",
+    "drop_and_wait",
+    "inboxd_drop",
     "machine",
     "percentile",
     "vm_kib",
@@ -116,13 +119,16 @@ def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0
     return check()
 
 
+_SIDECARS = (".upload.json", ".extracted.txt")
+
+
 def count_archived(done_dir: Path) -> int:
-    """Archived files in ``done_dir``: neither their ``.upload.json`` sidecars nor the hidden
-    ``.<name>.inboxd-XXXXXXXX.tmp`` a sidecar is written to before the file is moved."""
+    """Archived files in ``done_dir``: neither their ``.upload.json`` and ``.extracted.txt``
+    sidecars nor the hidden ``.<name>.inboxd-XXXXXXXX.tmp`` a sidecar is written to first."""
     try:
         with os.scandir(done_dir) as it:
             return sum(
-                1 for e in it if not e.name.endswith(".upload.json") and not e.name.startswith(".")
+                1 for e in it if not e.name.endswith(_SIDECARS) and not e.name.startswith(".")
             )
     except FileNotFoundError:
         return 0
@@ -291,3 +297,70 @@ class DaemonProc:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class Drop(NamedTuple):
+    """One drop of files into a running daemon's inbox, until all were archived."""
+
+    seconds: float  # from the first move until the last file was archived
+    cpu: float  # the daemon's CPU seconds over that time
+    peak_kib: int  # the daemon's VmHWM at the end: its peak resident set since launch
+
+
+def drop_and_wait(
+    daemon: DaemonProc, paths: list[Path], inbox: Path, done_dir: Path, *, timeout: float
+) -> Drop:
+    """Move every path into ``inbox`` at once and wait until ``done_dir`` holds them all;
+    raises (archived and quarantined counts) if they are not all there in ``timeout`` s."""
+    count = len(paths)
+    cpu0 = cpu_seconds(daemon.pid)
+    start = time.monotonic()
+    for path in paths:
+        path.rename(inbox / path.name)
+    ok = wait_until(lambda: count_archived(done_dir) >= count, timeout=timeout, interval=0.05)
+    took = time.monotonic() - start
+    cpu = cpu_seconds(daemon.pid) - cpu0
+    if not ok:
+        quarantined = count_archived(inbox.parent / f"{inbox.name}.quarantine")
+        raise RuntimeError(
+            f"{count_archived(done_dir)}/{count} archived, {quarantined} quarantined; "
+            f"see {daemon.log}"
+        )
+    return Drop(took, cpu, vm_kib(daemon.pid, "VmHWM"))
+
+
+def inboxd_drop(
+    emu: EmulatorProc,
+    root: Path,
+    paths: list[Path],
+    *,
+    timeout: float,
+    concurrency: int = 4,
+    inbox_extra: str = "",
+) -> Drop:
+    """inboxd over ``paths`` from start to stop: a fresh state dir under ``root``, one Kimi
+    inbox ``root/inbox`` (settle 0.5 s; ``inbox_extra``: lines for its table), the paths
+    dropped at once (``drop_and_wait``); then checks the emulator holds exactly that many."""
+    inbox = root / "inbox"
+    inbox.mkdir()
+    cfg = write_config(
+        root / "inboxd.toml",
+        state_dir=root / "state",
+        inboxes={"bench": inbox},
+        urls=emu.urls,
+        settle=0.5,
+        concurrency=concurrency,
+    )
+    if inbox_extra:
+        with cfg.open("a") as out:  # the last (only) [[inbox]] table
+            out.write(inbox_extra + "\n")
+    daemon = DaemonProc(cfg, emu.keys, root / "inboxd.log")
+    daemon.start()
+    try:
+        drop = drop_and_wait(daemon, paths, inbox, root / "inbox.done", timeout=timeout)
+    finally:
+        daemon.stop()
+    stored = len(emu.stored())
+    if stored != len(paths):
+        raise RuntimeError(f"emulator holds {stored} files, expected {len(paths)}")
+    return drop

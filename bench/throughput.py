@@ -26,15 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    DaemonProc,
-    EmulatorProc,
-    count_archived,
-    cpu_seconds,
-    machine,
-    wait_until,
-    write_config,
-)
+from _common import EmulatorProc, inboxd_drop, machine
 
 SIZE = 16 * 1024
 
@@ -83,41 +75,9 @@ def one_run(
     direct = asyncio.run(direct_upload(emu.urls["kimi"], emu.keys["kimi"], paths, concurrency))
     direct_cpu = time.process_time() - cpu0
     httpx.post(emu.admin + "/_emulator/reset", timeout=30).raise_for_status()
-    inbox = root / "inbox"
-    inbox.mkdir()
-    cfg = write_config(
-        root / "inboxd.toml",
-        state_dir=root / "state",
-        inboxes={"bench": inbox},
-        urls=emu.urls,
-        settle=0.5,
-        concurrency=concurrency,
-    )
-    daemon = DaemonProc(cfg, emu.keys, root / "inboxd.log")
-    daemon.start()
-    try:
-        cpu0 = cpu_seconds(daemon.pid)
-        done_dir = root / "inbox.done"
-        start = time.monotonic()
-        for path in paths:
-            path.rename(inbox / path.name)
-        ok = wait_until(
-            lambda: count_archived(done_dir) >= count, timeout=max(60.0, count / 10), interval=0.05
-        )
-        took = time.monotonic() - start
-        daemon_cpu = cpu_seconds(daemon.pid) - cpu0
-        if not ok:
-            raise RuntimeError(
-                f"{count_archived(done_dir)}/{count} archived, "
-                f"{count_archived(root / 'inbox.quarantine')} quarantined; see the log"
-            )
-    finally:
-        daemon.stop()
-    stored = len(emu.stored())
-    if stored != count:
-        raise RuntimeError(f"emulator holds {stored} files, expected {count}")
+    drop = inboxd_drop(emu, root, paths, timeout=max(60.0, count / 10), concurrency=concurrency)
     httpx.post(emu.admin + "/_emulator/reset", timeout=30).raise_for_status()
-    return direct, took, direct_cpu, daemon_cpu
+    return direct, drop.seconds, direct_cpu, drop.cpu
 
 
 def main() -> int:

@@ -40,6 +40,14 @@ FIGURES = {
         "glm learned:",
         "glm configured:",
     ],
+    "remote.py": [
+        "machine: nproc=",
+        "run 1: upload alone (reference): 60 files",
+        "run 1: prune --dry-run over 60 files:",
+        "run 1: prune pass, 60 -> 10 files (50 deleted):",
+        "run 1: extract = true: 60 files",
+        "remote_ratio_median (to upload alone):",
+    ],
     "memory_transports.py": ["nproc ", "worst median rise over the real transports:"],
     "cpu_breakdown.py": [
         "machine: nproc=",
