@@ -199,3 +199,26 @@ def test_two_attempts_never_adopt_one_copy() -> None:
     ]
     got = find_orphans(files, attempts, claimed=(), skew=30.0)
     assert [(d.file.id, d.ledger_id) for d in got] == [("o1", 1), ("o2", 2)]
+
+
+def test_a_pass_makes_room_for_the_uploads_waiting() -> None:
+    """With room asked for 2 uploads, a pass leaves max_files - 2 files (oldest own first),
+    and max_bytes - their bytes."""
+    files = [rf("a", 1, 40), rf("b", 2, 40), rf("c", 3, 40), rf("d", 4, 40)]
+    owned = own("a", "b", "c", "d")
+    by_count = plan_deletions(files, owned, RetentionLimits(max_files=4), now=NOW, room=(2, 0))
+    assert planned(by_count) == [("a", "max_files"), ("b", "max_files")]
+    by_size = plan_deletions(files, owned, RetentionLimits(max_bytes=160), now=NOW, room=(1, 50))
+    assert planned(by_size) == [("a", "max_bytes"), ("b", "max_bytes")]
+
+
+def test_a_copy_whose_content_is_in_use_is_not_chosen() -> None:
+    """A copy whose content the pipeline holds now (an upload waiting for room may hold it)
+    is skipped: the next oldest goes instead, so a pass never waits on a waiting upload."""
+    files = [rf("a", 1), rf("b", 2), rf("c", 3)]
+    owned = {
+        i: Owned(i, n, "in", f"{i}.txt", None, sha256=f"sha-{i}")
+        for n, i in enumerate(("a", "b", "c"), 1)
+    }
+    got = plan_deletions(files, owned, RetentionLimits(max_files=2), now=NOW, busy={"sha-a"})
+    assert planned(got) == [("b", "max_files")]

@@ -146,18 +146,29 @@ def plan_deletions(
     *,
     now: float,
     orphans: Sequence[Deletion] = (),
+    room: tuple[int, int] = (0, 0),
+    busy: Collection[str] = (),
 ) -> list[Deletion]:
     """The deletions that bring the account within ``limits``, in the order to make them.
 
     ``files`` is the whole listing; ``owned`` maps the file ids inboxd uploaded to the
     ledger's view; ``orphans`` come from ``find_orphans``. A file not in ``owned`` (nor an
     orphan) is never chosen; when only such files are left, the account stays over a limit.
+    ``room``: (files, bytes) to leave free under the limits for the uploads being sent or
+    waiting (``daemon.remote.admission``); ``busy``: contents the pipeline holds now, whose
+    copies are not chosen (recording their deletion would wait for it).
     """
     chosen: dict[str, Deletion] = {}
     mine = sorted(
-        (f for f in files if f.id in owned and owned[f.id].settled),
+        (
+            f
+            for f in files
+            if f.id in owned and owned[f.id].settled and owned[f.id].sha256 not in busy
+        ),
         key=lambda f: (f.created_at, owned[f.id].uploaded_at, f.id),
     )
+    max_files = None if limits.max_files is None else max(limits.max_files - room[0], 0)
+    max_bytes = None if limits.max_bytes is None else max(limits.max_bytes - room[1], 0)
     if limits.max_age_days > 0:
         cutoff = now - limits.max_age_days * DAY
         for f in mine:
@@ -170,8 +181,8 @@ def plan_deletions(
     count = sum(1 for f in files if f.id not in chosen)
     nbytes = sum(f.bytes for f in files if f.id not in chosen)
     for f in mine:
-        over_files = limits.max_files is not None and count > limits.max_files
-        over_bytes = limits.max_bytes is not None and nbytes > limits.max_bytes
+        over_files = max_files is not None and count > max_files
+        over_bytes = max_bytes is not None and nbytes > max_bytes
         if not (over_files or over_bytes):
             break
         if f.id in chosen:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -29,9 +29,23 @@ from daemon.state.store import Store
 from providers.errors import ProviderError
 from providers.types import RemoteFile, UploadClient
 
-__all__ = ["ContentLock", "PassReport", "Pruner"]
+__all__ = ["ContentLock", "PassReport", "Pruner", "Room", "no_room", "nothing_busy"]
 
 ContentLock = Callable[[str], AbstractAsyncContextManager[None]]
+# (files, bytes) a pass leaves free under the limits of a provider: the uploads being sent or
+# waiting for room (``daemon.remote.admission``).
+Room = Callable[[str], tuple[int, int]]
+
+
+def no_room(provider: str) -> tuple[int, int]:
+    """No upload waits for room (``inboxd remote prune``, tests)."""
+    return (0, 0)
+
+
+def nothing_busy() -> Collection[str]:
+    """No content is held by a pipeline (no pipeline runs here)."""
+    return ()
+
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +78,12 @@ class Pruner:
         clock: Callable[[], float] = time.time,
         checkpoint: Checkpoint = no_checkpoint,
         content_lock: ContentLock | None = None,
+        room: Room = no_room,
+        busy: Callable[[], Collection[str]] = nothing_busy,
     ) -> None:
         """``content_lock(sha256)``: the pipeline's lock on a content (``delete_recorded``'s
-        ``hold``); None where no pipeline runs (``inboxd remote prune``)."""
+        ``hold``); None where no pipeline runs (``inboxd remote prune``). ``room(provider)``:
+        the room a pass leaves for uploads; ``busy()``: the contents the pipeline holds now."""
         self.store = store
         self.clients = clients
         self.limits = limits
@@ -75,6 +92,8 @@ class Pruner:
         self.clock = clock
         self.checkpoint = checkpoint
         self.content_lock = content_lock
+        self.room = room
+        self.busy = busy
         self.ledger = RemoteLedger(store)
         self._locks: dict[str, anyio.Lock] = {}
 
@@ -99,7 +118,15 @@ class Pruner:
                 protect=await self.ledger.active_attempts(provider),
             )
         limits = self.limits.get(provider, RetentionLimits())
-        return plan_deletions(live, owned, limits, now=self.clock(), orphans=orphans)
+        return plan_deletions(
+            live,
+            owned,
+            limits,
+            now=self.clock(),
+            orphans=orphans,
+            room=self.room(provider),
+            busy=self.busy(),
+        )
 
     async def run(self, provider: str, *, dry_run: bool = False) -> PassReport:
         """One pass over ``provider`` (waits for a running one to end first).
