@@ -12,6 +12,7 @@ from daemon.remote.plan import (
     RetentionLimits,
     find_orphans,
     plan_deletions,
+    short_of,
 )
 from providers.types import RemoteFile
 
@@ -222,3 +223,20 @@ def test_a_copy_whose_content_is_in_use_is_not_chosen() -> None:
     }
     got = plan_deletions(files, owned, RetentionLimits(max_files=2), now=NOW, busy={"sha-a"})
     assert planned(got) == [("b", "max_files")]
+
+
+@pytest.mark.parametrize(
+    ("files", "nbytes", "room", "expected"),
+    [
+        (8, 80, (2, 0), False),
+        (9, 80, (2, 0), True),
+        (1, 95, (1, 10), True),
+        (1, 90, (1, 10), False),
+        (0, 0, (20, 0), False),
+    ],
+)
+def test_short_of(files: int, nbytes: int, room: tuple[int, int], expected: bool) -> None:
+    """A pass falls short when the account is still over the limits less the room asked for
+    (max_files = 10, max_bytes = 100; room past the limit asks for an empty account)."""
+    limits = RetentionLimits(max_files=10, max_bytes=100)
+    assert short_of(files, nbytes, limits, room) is expected

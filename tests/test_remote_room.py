@@ -10,7 +10,7 @@ import pytest
 
 from daemon.remote.admission import Admission, AdmittedClient
 from daemon.remote.plan import RetentionLimits
-from daemon.remote.room import Usage, Verdict, admit
+from daemon.remote.room import PassOutcome, Usage, Verdict, admit
 from providers.errors import Retryable
 from providers.types import RemoteFile, UploadResult
 
@@ -19,7 +19,10 @@ BYTES100 = RetentionLimits(max_bytes=100)
 
 
 # (known, sending, wanted, limits, passes here, fresh pass freed, expected verdict)
-Case = tuple[Usage | None, Usage, Usage, RetentionLimits, bool, bool | None, Verdict]
+Case = tuple[Usage | None, Usage, Usage, RetentionLimits, bool, PassOutcome | None, Verdict]
+FREED = PassOutcome(freed=True, short=False)
+SHORT = PassOutcome(freed=False, short=True)
+REACHED = PassOutcome(freed=False, short=False)
 
 
 @pytest.mark.parametrize(
@@ -33,12 +36,15 @@ Case = tuple[Usage | None, Usage, Usage, RetentionLimits, bool, bool | None, Ver
         # No pass has counted the account yet: wait for one.
         (None, Usage(0, 0), Usage(1, 1), FILES3, True, None, "pass"),
         # A pass that started after the upload began waiting freed something: another one.
-        (Usage(3, 3), Usage(0, 0), Usage(1, 1), FILES3, True, True, "pass"),
+        (Usage(3, 3), Usage(0, 0), Usage(1, 1), FILES3, True, FREED, "pass"),
         # It freed nothing while uploads are in flight: wait for one to end (then a pass).
-        (Usage(0, 0), Usage(3, 3), Usage(1, 1), FILES3, True, False, "settle"),
-        # It freed nothing, none in flight (a full account of files inboxd did not upload).
-        (Usage(3, 3), Usage(0, 0), Usage(1, 1), FILES3, True, False, "send_anyway"),
-        (None, Usage(0, 0), Usage(1, 1), FILES3, True, False, "send_anyway"),
+        (Usage(0, 0), Usage(3, 3), Usage(1, 1), FILES3, True, REACHED, "settle"),
+        (Usage(2, 2), Usage(1, 1), Usage(1, 1), FILES3, True, SHORT, "settle"),
+        # It reached its target but the room was taken meanwhile: another pass.
+        (Usage(3, 3), Usage(0, 0), Usage(1, 1), FILES3, True, REACHED, "pass"),
+        # It fell short, none in flight (a full account of files inboxd did not upload).
+        (Usage(3, 3), Usage(0, 0), Usage(1, 1), FILES3, True, SHORT, "send_anyway"),
+        (None, Usage(0, 0), Usage(1, 1), FILES3, True, SHORT, "send_anyway"),
         # No passes run in this process: never wait for one.
         (Usage(3, 3), Usage(0, 0), Usage(1, 1), FILES3, False, None, "send_anyway"),
         # No count or size limit (age only, or nothing): no gate at all.
@@ -49,7 +55,8 @@ Case = tuple[Usage | None, Usage, Usage, RetentionLimits, bool, bool | None, Ver
 def test_admit(case: Case) -> None:
     """An upload is sent only when the known usage, the uploads in flight and itself fit the
     limits; otherwise it waits for a pass, or (a fresh pass freed nothing) for an upload in
-    flight to end; with none in flight, or no passes here, it goes anyway."""
+    flight to end; it goes anyway only when a pass fell short with none in flight, or no
+    passes run here."""
     known, sending, wanted, limits, passes, fresh, expected = case
     assert admit(known, sending, wanted, limits, passes=passes, fresh=fresh) == expected
 
@@ -116,7 +123,8 @@ class FakePruner:
         freed = min(max(self.account.files - target, 0), own)
         self.account.files -= freed
         after = Usage(self.account.files, self.account.files)
-        self.admission.pass_ended(provider, seq, after, freed=freed > 0)
+        short = self.account.files > target
+        self.admission.pass_ended(provider, seq, after, freed=freed > 0, short=short)
 
 
 async def _send(client: AdmittedClient, n: int) -> None:
@@ -179,7 +187,9 @@ async def test_a_failed_upload_gives_its_room_back_an_ambiguous_one_keeps_it() -
     account = Account(0)
     account.gate.set()
     admission = Admission({"kimi": limits})
-    admission.pass_ended("kimi", admission.pass_started("kimi"), Usage(0, 0), freed=False)
+    admission.pass_ended(
+        "kimi", admission.pass_started("kimi"), Usage(0, 0), freed=False, short=False
+    )
     client = AdmittedClient(account, admission)
     account.fail_next = Retryable("bad gateway", provider="kimi", status=502)
     with pytest.raises(Retryable):

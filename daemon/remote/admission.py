@@ -5,12 +5,12 @@ room in ``Admission`` (known usage + uploads being sent + this one within the li
 pure rule in ``daemon.remote.room``). Without room it asks for a retention pass, which makes
 room for every upload waiting or being sent, and waits for that pass to end (an event, never
 a timer). After a pass that freed nothing it waits for an upload in flight to end and asks
-again; with none in flight it goes (the account is full of files inboxd did not upload: the
-provider's quota answer parks the file). The reservation is the one count of an
-upload: kept when the file was stored (or may have been: an ambiguous failure), given back
-when it was refused. A pass resets the known usage to its listing, plus whatever was stored
-since it began (a copy stored while it listed is counted twice until the next pass: too
-high is safe, too low never happens).
+again; with none in flight, when the pass fell short of its target, it goes (the account is
+full of files inboxd did not upload: the provider's quota answer parks the file). The
+reservation is the one count of an upload: kept when the file was stored (or may have been:
+an ambiguous failure), given back when it was refused. A pass resets the known usage to its
+listing, plus whatever was stored since it began (a copy stored while it listed is counted
+twice until the next pass: too high is safe, too low never happens).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import BinaryIO
 import anyio
 
 from daemon.remote.plan import RetentionLimits
-from daemon.remote.room import Usage, admit, limited
+from daemon.remote.room import PassOutcome, Usage, admit, limited
 from providers.errors import ProviderError, Retryable
 from providers.types import RemoteFile, UploadClient, UploadResult
 
@@ -49,7 +49,7 @@ class Admission:
         self.waiting: dict[str, Usage] = {}
         self._started: dict[str, int] = {}
         self._since: dict[str, dict[int, Usage]] = {}  # pass -> stored since it began
-        self._last: dict[str, tuple[int, bool]] = {}  # (pass, freed) of the last one ended
+        self._last: dict[str, tuple[int, PassOutcome]] = {}  # the last pass that ended
         self._ended: dict[str, anyio.Event] = {}
         self._settled: dict[str, anyio.Event] = {}
         self._warned: dict[str, int] = {}
@@ -65,15 +65,18 @@ class Admission:
         self._since.setdefault(provider, {})[seq] = NONE
         return seq
 
-    def pass_ended(self, provider: str, seq: int, after: Usage | None, *, freed: bool) -> None:
-        """Pass ``seq`` ended: the account holds ``after`` (None: not listed) and it deleted
-        something (``freed``); every upload waiting for room looks again."""
+    def pass_ended(
+        self, provider: str, seq: int, after: Usage | None, *, freed: bool, short: bool
+    ) -> None:
+        """Pass ``seq`` ended: the account holds ``after`` (None: not listed), it deleted
+        something (``freed``), it fell short of its target (``short``); every upload
+        waiting for room looks again."""
         since = self._since.get(provider, {}).pop(seq, NONE)
         if after is not None:
             self.known[provider] = after + since
         last = self._last.get(provider)
         if last is None or seq >= last[0]:
-            self._last[provider] = (seq, freed)
+            self._last[provider] = (seq, PassOutcome(freed, short))
         ended = self._ended.pop(provider, None)
         if ended is not None:
             ended.set()

@@ -24,7 +24,13 @@ from daemon.remote.deletions import (
     settle_intents,
 )
 from daemon.remote.ledger import RemoteLedger
-from daemon.remote.plan import Deletion, RetentionLimits, find_orphans, plan_deletions
+from daemon.remote.plan import (
+    Deletion,
+    RetentionLimits,
+    find_orphans,
+    plan_deletions,
+    short_of,
+)
 from daemon.state.store import Store
 from providers.errors import ProviderError
 from providers.types import RemoteFile, UploadClient
@@ -53,7 +59,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PassReport:
     """What one pass did (or, ``dry_run``, would do); ``files``/``bytes``: the account after
-    it. ``error``: the DELETE that failed and ended the pass early (None: it ran whole)."""
+    it. ``error``: the DELETE that failed and ended the pass early (None: it ran whole).
+    ``short``: the account is still over the limits less the room asked for."""
 
     provider: str
     deletions: tuple[Deletion, ...]
@@ -62,6 +69,7 @@ class PassReport:
     bytes: int
     dry_run: bool
     error: str | None = None
+    short: bool = False
 
 
 class Pruner:
@@ -101,8 +109,11 @@ class Pruner:
         """The lock that lets one pass at a time run over ``provider``'s account."""
         return self._locks.setdefault(provider, anyio.Lock())
 
-    async def plan(self, provider: str, files: list[RemoteFile]) -> list[Deletion]:
-        """The deletions the rules call for over this listing (nothing is written)."""
+    async def plan(
+        self, provider: str, files: list[RemoteFile], *, room: tuple[int, int] = (0, 0)
+    ) -> list[Deletion]:
+        """The deletions the rules call for over this listing, leaving ``room`` (files,
+        bytes) under the limits (nothing is written)."""
         recorded = await self.ledger.deletions(provider)
         live = [f for f in files if f.id not in recorded]
         ids = [f.id for f in live]
@@ -124,7 +135,7 @@ class Pruner:
             limits,
             now=self.clock(),
             orphans=orphans,
-            room=self.room(provider),
+            room=room,
             busy=self.busy(),
         )
 
@@ -147,7 +158,8 @@ class Pruner:
                 )
             recorded = await self.ledger.deletions(provider)
             live = [f for f in files if f.id not in recorded]
-            deletions = await self.plan(provider, files)
+            room = self.room(provider)
+            deletions = await self.plan(provider, files, room=room)
             done: list[Deletion] = []
             error: str | None = None
             if not dry_run:
@@ -165,6 +177,7 @@ class Pruner:
                     done.append(deletion)
             gone = {d.file.id for d in (deletions if dry_run else done)}
             kept = [f for f in live if f.id not in gone]
+            limits = self.limits.get(provider, RetentionLimits())
             return PassReport(
                 provider=provider,
                 deletions=tuple(deletions),
@@ -173,6 +186,7 @@ class Pruner:
                 bytes=sum(f.bytes for f in kept),
                 dry_run=dry_run,
                 error=error,
+                short=short_of(len(kept), sum(f.bytes for f in kept), limits, room),
             )
 
     async def _delete(self, client: UploadClient, deletion: Deletion) -> None:

@@ -4,10 +4,13 @@ With ``max_files`` or ``max_bytes`` set, an upload is sent only when the account
 usage, the uploads being sent and the upload itself stay within both limits, so the account
 never holds more than the limits, not even for a moment. Otherwise the upload waits for a
 retention pass that makes room. When a pass that started after the upload began waiting
-freed nothing, the upload waits for one in flight to end (the next pass can delete that one
-once it is done); with none in flight, the account is full of files inboxd did not upload
-(or may not delete yet) and the upload goes: the provider's quota answer then parks the
-file, as without retention. So nothing waits forever, and nothing waits on a timer.
+could not bring the account down to the limits less the room it was asked for (``short``:
+files inboxd did not upload, or may not delete yet, fill it), the upload waits for one in
+flight to end (the next pass may delete that one once it is done); with none in flight it
+goes: the provider's quota answer then parks the file, as without retention. A pass that
+reached its target but freed nothing (the room was taken meanwhile, or the known usage
+counted a copy twice) is followed by another once an upload in flight ends, or at once when
+none is. So nothing waits forever, and nothing waits on a timer.
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ from typing import Literal
 
 from daemon.remote.plan import RetentionLimits
 
-__all__ = ["Usage", "Verdict", "admit", "limited"]
+__all__ = ["PassOutcome", "Usage", "Verdict", "admit", "limited"]
 
 Verdict = Literal["send", "pass", "settle", "send_anyway"]
+
+
+@dataclass(frozen=True)
+class PassOutcome:
+    """What a pass did for the uploads waiting: ``freed`` some room, fell ``short`` of its
+    target (the limits less the room asked for)."""
+
+    freed: bool
+    short: bool
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,7 @@ def admit(
     limits: RetentionLimits,
     *,
     passes: bool,
-    fresh: bool | None,
+    fresh: PassOutcome | None,
 ) -> Verdict:
     """Whether an upload of ``wanted`` may be sent now: ``send``; ``pass``: wait for a pass
     that makes room; ``settle``: wait for an upload in flight to end, then for a pass;
@@ -57,8 +69,7 @@ def admit(
     ``known``: the account as the last pass listed it plus what was stored since (None: no
     pass has counted it yet); ``sending``: uploads admitted and not finished; ``passes``:
     retention passes run in this process; ``fresh``: None until a pass that started after
-    the upload began waiting (or last saw an upload end) has ended, then whether that pass
-    deleted anything.
+    the upload began waiting (or last saw an upload end) has ended, then what it did.
     """
     if not limited(limits):
         return "send"
@@ -70,6 +81,8 @@ def admit(
             return "send"
     if not passes:
         return "send_anyway"
-    if fresh is False:
-        return "settle" if sending.files > 0 else "send_anyway"
-    return "pass"
+    if fresh is None or fresh.freed:
+        return "pass"
+    if sending.files > 0:
+        return "settle"
+    return "send_anyway" if fresh.short else "pass"

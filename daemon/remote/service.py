@@ -173,7 +173,11 @@ class RemoteSide:
         finally:
             after = None if report is None else Usage(report.files, report.bytes)
             self.gate.pass_ended(
-                provider, seq, after, freed=report is not None and bool(report.done)
+                provider,
+                seq,
+                after,
+                freed=report is not None and bool(report.done),
+                short=report is None or report.short,
             )
             self.passed.set()
             self.passed = anyio.Event()
