@@ -202,3 +202,27 @@ async def test_a_failed_upload_gives_its_room_back_an_ambiguous_one_keeps_it() -
     await _send(client, 2)
     assert admission.known["kimi"] == Usage(2, 2)
     assert admission.sending["kimi"] == Usage(0, 0)
+
+
+@pytest.mark.anyio
+async def test_a_reload_that_drops_the_limit_lets_waiting_uploads_go() -> None:
+    """An upload waiting for room (no pass answers) goes once a reload removes max_files
+    and wakes the waiters: nothing waits on a limit that is gone."""
+    limits = {"kimi": RetentionLimits(max_files=3)}
+    account = Account(3)
+    account.gate.set()
+    admission = Admission(limits)
+    admission.pass_ended(
+        "kimi", admission.pass_started("kimi"), Usage(3, 3), freed=False, short=False
+    )
+    requested: list[str] = []
+    admission.request = lambda provider: requested.append(provider) is None
+    client = AdmittedClient(account, admission)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_send, client, 0)
+            await anyio.wait_all_tasks_blocked()
+            assert (requested, account.uploads) == (["kimi"], 0)
+            limits["kimi"] = RetentionLimits()
+            admission.wake()
+    assert account.uploads == 1

@@ -83,14 +83,14 @@ class Admission:
 
     async def reserve(self, provider: str, nbytes: int) -> Usage | None:
         """Room for one upload of ``nbytes``, waiting for passes to make it; None: no limit."""
-        limits = self.limits.get(provider, RetentionLimits())
-        if not limited(limits):
+        if not limited(self.limits.get(provider, RetentionLimits())):
             return None
         wanted = Usage(1, nbytes)
         asked = self._started.get(provider, 0)
         self.waiting[provider] = self.waiting.get(provider, NONE) + wanted
         try:
             while True:
+                limits = self.limits.get(provider, RetentionLimits())  # a reload may change it
                 last = self._last.get(provider)
                 fresh = last[1] if last is not None and last[0] > asked else None
                 verdict = admit(
@@ -117,6 +117,13 @@ class Admission:
             self._warn(provider, limits)
         self.sending[provider] = self.sending.get(provider, NONE) + wanted
         return wanted
+
+    def wake(self) -> None:
+        """Every upload waiting for room looks again (a reload changed the limits)."""
+        for events in (self._ended, self._settled):
+            for event in events.values():
+                event.set()
+            events.clear()
 
     def settle(self, provider: str, held: Usage | None, *, stored: bool) -> None:
         """An upload admitted with ``held`` ended; ``stored``: the account may hold it now."""

@@ -86,6 +86,7 @@ class RemoteSide:
         fresh = retention_limits(settings)
         self.limits.clear()
         self.limits.update(fresh)
+        self.gate.wake()  # uploads waiting for room go by the new limits
         if isinstance(self.pruner.events, RemoteMetrics):
             for provider in fresh:
                 self.pruner.events.add_provider(provider)
