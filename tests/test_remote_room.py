@@ -216,7 +216,12 @@ async def test_a_reload_that_drops_the_limit_lets_waiting_uploads_go() -> None:
         "kimi", admission.pass_started("kimi"), Usage(3, 3), freed=False, short=False
     )
     requested: list[str] = []
-    admission.request = lambda provider: requested.append(provider) is None
+
+    def request(provider: str) -> bool:
+        requested.append(provider)  # no pass runs: only the reload can let it go
+        return True
+
+    admission.request = request
     client = AdmittedClient(account, admission)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
