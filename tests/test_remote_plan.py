@@ -12,6 +12,7 @@ from daemon.remote.plan import (
     RetentionLimits,
     find_orphans,
     plan_deletions,
+    short_of,
 )
 from providers.types import RemoteFile
 
@@ -199,3 +200,43 @@ def test_two_attempts_never_adopt_one_copy() -> None:
     ]
     got = find_orphans(files, attempts, claimed=(), skew=30.0)
     assert [(d.file.id, d.ledger_id) for d in got] == [("o1", 1), ("o2", 2)]
+
+
+def test_a_pass_makes_room_for_the_uploads_waiting() -> None:
+    """With room asked for 2 uploads, a pass leaves max_files - 2 files (oldest own first),
+    and max_bytes - their bytes."""
+    files = [rf("a", 1, 40), rf("b", 2, 40), rf("c", 3, 40), rf("d", 4, 40)]
+    owned = own("a", "b", "c", "d")
+    by_count = plan_deletions(files, owned, RetentionLimits(max_files=4), now=NOW, room=(2, 0))
+    assert planned(by_count) == [("a", "max_files"), ("b", "max_files")]
+    by_size = plan_deletions(files, owned, RetentionLimits(max_bytes=160), now=NOW, room=(1, 50))
+    assert planned(by_size) == [("a", "max_bytes"), ("b", "max_bytes")]
+
+
+def test_a_copy_whose_content_is_in_use_is_not_chosen() -> None:
+    """A copy whose content the pipeline holds now (an upload waiting for room may hold it)
+    is skipped: the next oldest goes instead, so a pass never waits on a waiting upload."""
+    files = [rf("a", 1), rf("b", 2), rf("c", 3)]
+    owned = {
+        i: Owned(i, n, "in", f"{i}.txt", None, sha256=f"sha-{i}")
+        for n, i in enumerate(("a", "b", "c"), 1)
+    }
+    got = plan_deletions(files, owned, RetentionLimits(max_files=2), now=NOW, busy={"sha-a"})
+    assert planned(got) == [("b", "max_files")]
+
+
+@pytest.mark.parametrize(
+    ("files", "nbytes", "room", "expected"),
+    [
+        (8, 80, (2, 0), False),
+        (9, 80, (2, 0), True),
+        (1, 95, (1, 10), True),
+        (1, 90, (1, 10), False),
+        (0, 0, (20, 0), False),
+    ],
+)
+def test_short_of(files: int, nbytes: int, room: tuple[int, int], expected: bool) -> None:
+    """A pass falls short when the account is still over the limits less the room asked for
+    (max_files = 10, max_bytes = 100; room past the limit asks for an empty account)."""
+    limits = RetentionLimits(max_files=10, max_bytes=100)
+    assert short_of(files, nbytes, limits, room) is expected

@@ -125,9 +125,10 @@ async def test_a_quota_answer_waits_only_until_a_pass_makes_room(tmp_path: Path)
             }
 
 
-async def test_an_upload_that_crosses_max_files_starts_a_pass(tmp_path: Path) -> None:
-    """With max_files = 2, each upload that takes the account to 3 files starts a pass on its
-    own, which brings it back to the 2 newest (no pass is called by the test)."""
+async def test_an_upload_that_would_cross_max_files_waits_for_a_pass(tmp_path: Path) -> None:
+    """With max_files = 2, an upload that would take the account to 3 files first starts a
+    pass on its own, which leaves room for it: the account ends with the 2 newest and never
+    held 3 (no pass is called by the test)."""
     kimi = provider_section("kimi", retention=RetentionSettings(max_files=2))
     async with running(tmp_path, providers={"kimi": kimi}) as run:
         side = run.daemon.current().remote
@@ -142,6 +143,7 @@ async def test_an_upload_that_crosses_max_files_starts_a_pass(tmp_path: Path) ->
                 await side.passed.wait()
         marked = {n: "remote_deleted_at" in _receipt(run, f"f{n}.txt") for n in range(4)}
         assert marked == {0: True, 1: True, 2: False, 3: False}
+        assert run.emu.peak_files("kimi") == 2
 
 
 async def test_a_deletion_waits_while_its_content_is_being_deduped(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""When passes run (pure crossing rule), and a failing pass never stops the daemon."""
+"""Deletion metrics from start, and a failing pass never stops the daemon."""
 
 from __future__ import annotations
 
@@ -11,25 +11,10 @@ from prometheus_client import CollectorRegistry
 from daemon.remote.metrics import RemoteMetrics
 from daemon.remote.plan import DELETION_REASONS, RetentionLimits
 from daemon.remote.prune import Pruner
-from daemon.remote.service import RemoteSide, Usage, crosses
+from daemon.remote.service import RemoteSide
 from daemon.state.store import Store
 from providers.errors import Retryable
 from providers.types import RemoteFile, UploadResult
-
-
-@pytest.mark.parametrize(
-    ("usage", "limits", "expected"),
-    [
-        (Usage(900, 10), RetentionLimits(max_files=900), False),
-        (Usage(901, 10), RetentionLimits(max_files=900), True),
-        (Usage(1, 101), RetentionLimits(max_bytes=100), True),
-        (Usage(1, 100), RetentionLimits(max_bytes=100), False),
-        (Usage(10**6, 10**12), RetentionLimits(max_age_days=30), False),
-    ],
-)
-def test_crosses(usage: Usage, limits: RetentionLimits, expected: bool) -> None:
-    """Only a count or size over its limit crosses it (age is left to the periodic pass)."""
-    assert crosses(usage, limits) is expected
 
 
 def test_every_deletion_series_exists_at_zero() -> None:

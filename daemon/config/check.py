@@ -20,6 +20,7 @@ from daemon.config.folders import (
 from daemon.config.keys import KEY_CREDENTIAL, KEY_ENV
 from daemon.config.settings import InboxSettings, Settings
 from daemon.remote.config import retention_warnings
+from providers.limits import extract_supported
 
 __all__ = ["Report", "check"]
 
@@ -141,11 +142,27 @@ def _check_purposes(key: str, inbox: InboxSettings, settings: Settings, report: 
                 f"{key}.purpose.{name}: {purpose!r} is not a purpose {_PRETTY[name]} accepts "
                 f"for inbox {inbox.name!r}; use one of {valid}"
             )
+    if inbox.extract:
+        _check_extract(key, inbox, settings, report)
     for name in inbox.purpose:
         if name not in inbox.providers:
             report.warnings.append(
                 f"{key}.purpose.{name}: {name} is not in {key}.providers, so this purpose is unused"
             )
+
+
+def _check_extract(key: str, inbox: InboxSettings, settings: Settings, report: Report) -> None:
+    for name in inbox.providers:
+        purpose = inbox.purpose_for(name)
+        if extract_supported(name, purpose):
+            continue
+        accepted = settings.providers.get(name).effective_limits(name).purposes
+        with_text = ", ".join(sorted(p for p in accepted if extract_supported(name, p)))
+        report.problems.append(
+            f"{key}.extract: inbox {inbox.name!r} uploads to {_PRETTY[name]} with purpose "
+            f"{purpose!r}, which has no extracted text; set extract = false, or use a purpose "
+            f"with text ({with_text})"
+        )
 
 
 def _owned_dirs(inbox: InboxSettings) -> list[tuple[str, Path]]:

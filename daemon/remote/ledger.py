@@ -16,7 +16,7 @@ from pathlib import Path
 from daemon.remote.plan import Attempt, Owned
 from daemon.state.store import Store
 from handlers.archive import receipt_path
-from handlers.ledger import PENDING
+from handlers.ledger import ACTIVE_STATES, PENDING
 from providers.types import RemoteFile
 
 __all__ = ["DeletionRow", "RemoteLedger"]
@@ -32,9 +32,12 @@ _INSERT_INTENT = """
 
 # The original upload (not a duplicate's row) of each listed id; the oldest row wins.
 _OWNERS = """
-    SELECT file_id, min(id) AS id FROM ledger
-    WHERE provider = ? AND dedupe_of IS NULL AND file_id IN ({marks})
-    GROUP BY file_id
+    SELECT id, file_id, inbox, relpath, state, final_path, uploaded_at, sha256 FROM ledger
+    WHERE id IN (
+        SELECT min(id) FROM ledger
+        WHERE provider = ? AND dedupe_of IS NULL AND file_id IN ({marks})
+        GROUP BY file_id
+    )
 """
 
 
@@ -143,22 +146,21 @@ class RemoteLedger:
         for start in range(0, len(file_ids), _CHUNK):
             chunk = tuple(file_ids[start : start + _CHUNK])
             query = _OWNERS.format(marks=", ".join("?" * len(chunk)))
-            ids = [row["id"] for row in await self.store.fetch(query, (provider, *chunk))]
-            for row_id in ids:
-                row = await self.store.get(row_id)
-                assert row.file_id is not None
+            # One query per chunk, whole rows: a pass weighs every file of the account.
+            for row in await self.store.fetch(query, (provider, *chunk)):
+                final_path = _path(row["final_path"])
                 receipt = None
-                if row.state == "done" and row.final_path is not None:
-                    receipt = str(receipt_path(Path(row.final_path)))
-                owned[row.file_id] = Owned(
-                    row.file_id,
-                    row.id,
-                    row.inbox,
-                    row.relpath,
+                if row["state"] == "done" and final_path is not None:
+                    receipt = str(receipt_path(Path(final_path)))
+                owned[row["file_id"]] = Owned(
+                    row["file_id"],
+                    row["id"],
+                    row["inbox"],
+                    _path(row["relpath"]) or "",
                     receipt,
-                    settled=not row.active,
-                    uploaded_at=row.uploaded_at or 0.0,
-                    sha256=row.sha256,
+                    settled=row["state"] not in ACTIVE_STATES,
+                    uploaded_at=row["uploaded_at"] or 0.0,
+                    sha256=row["sha256"],
                 )
         return owned
 

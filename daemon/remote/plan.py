@@ -22,6 +22,7 @@ from typing import Literal
 
 from handlers.reconcile import match_remote
 from providers.types import RemoteFile
+from providers.wire import wire_filenames
 
 __all__ = [
     "DAY",
@@ -32,6 +33,7 @@ __all__ = [
     "RetentionLimits",
     "find_orphans",
     "plan_deletions",
+    "short_of",
 ]
 
 DAY = 86400.0
@@ -129,15 +131,24 @@ def find_orphans(
     the attempts of rows still active (an upload in flight, or one reconciliation has yet to
     settle): the copies they match are theirs, never orphans.
     """
-    listed = list(files)
+    # Only a copy of the attempt's size under one of its wire names can match: look those
+    # up, not the whole listing for each attempt (a pass weighs thousands of attempts).
+    by_name: dict[tuple[str, int], list[RemoteFile]] = {}
+    for f in files:
+        by_name.setdefault((f.filename, f.bytes), []).append(f)
+
+    def candidates(attempt: Attempt) -> list[RemoteFile]:
+        names = wire_filenames(PurePath(attempt.relpath).name)
+        return [f for name in names for f in by_name.get((name, attempt.size), [])]
+
     taken = set(claimed)
     for attempt in protect:
-        match = _match(listed, attempt, skew=skew, taken=taken)
+        match = _match(candidates(attempt), attempt, skew=skew, taken=taken)
         if match is not None:
             taken.add(match.id)
     found: list[Deletion] = []
     for attempt in sorted(attempts, key=lambda a: (a.intent_at, a.ledger_id)):
-        window = [f for f in listed if f.created_at <= attempt.finished_at + skew]
+        window = [f for f in candidates(attempt) if f.created_at <= attempt.finished_at + skew]
         match = _match(window, attempt, skew=skew, taken=taken)
         if match is not None:
             taken.add(match.id)
@@ -152,18 +163,28 @@ def plan_deletions(
     *,
     now: float,
     orphans: Sequence[Deletion] = (),
+    room: tuple[int, int] = (0, 0),
+    busy: Collection[str] = (),
 ) -> list[Deletion]:
     """The deletions that bring the account within ``limits``, in the order to make them.
 
     ``files`` is the whole listing; ``owned`` maps the file ids inboxd uploaded to the
     ledger's view; ``orphans`` come from ``find_orphans``. A file not in ``owned`` (nor an
     orphan) is never chosen; when only such files are left, the account stays over a limit.
+    ``room``: (files, bytes) to leave free under the limits for the uploads being sent or
+    waiting (``daemon.remote.admission``); ``busy``: contents the pipeline holds now, whose
+    copies are not chosen (recording their deletion would wait for it).
     """
     chosen: dict[str, Deletion] = {}
     mine = sorted(
-        (f for f in files if f.id in owned and owned[f.id].settled),
+        (
+            f
+            for f in files
+            if f.id in owned and owned[f.id].settled and owned[f.id].sha256 not in busy
+        ),
         key=lambda f: (f.created_at, owned[f.id].uploaded_at, f.id),
     )
+    max_files, max_bytes = _targets(limits, room)
     if limits.max_age_days > 0:
         cutoff = now - limits.max_age_days * DAY
         for f in mine:
@@ -176,8 +197,8 @@ def plan_deletions(
     count = sum(1 for f in files if f.id not in chosen)
     nbytes = sum(f.bytes for f in files if f.id not in chosen)
     for f in mine:
-        over_files = limits.max_files is not None and count > limits.max_files
-        over_bytes = limits.max_bytes is not None and nbytes > limits.max_bytes
+        over_files = max_files is not None and count > max_files
+        over_bytes = max_bytes is not None and nbytes > max_bytes
         if not (over_files or over_bytes):
             break
         if f.id in chosen:
@@ -187,3 +208,19 @@ def plan_deletions(
         count -= 1
         nbytes -= f.bytes
     return list(chosen.values())
+
+
+def _targets(limits: RetentionLimits, room: tuple[int, int]) -> tuple[int | None, int | None]:
+    """The most files and bytes a pass leaves, ``room`` (files, bytes) kept free."""
+    max_files = None if limits.max_files is None else max(limits.max_files - room[0], 0)
+    max_bytes = None if limits.max_bytes is None else max(limits.max_bytes - room[1], 0)
+    return max_files, max_bytes
+
+
+def short_of(files: int, nbytes: int, limits: RetentionLimits, room: tuple[int, int]) -> bool:
+    """True when an account of ``files`` files and ``nbytes`` bytes is over ``limits`` less
+    ``room``: a pass left it there, so only files it may not delete are left to go."""
+    max_files, max_bytes = _targets(limits, room)
+    over_files = max_files is not None and files > max_files
+    over_bytes = max_bytes is not None and nbytes > max_bytes
+    return over_files or over_bytes

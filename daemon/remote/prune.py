@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -24,14 +24,34 @@ from daemon.remote.deletions import (
     settle_intents,
 )
 from daemon.remote.ledger import RemoteLedger
-from daemon.remote.plan import Deletion, RetentionLimits, find_orphans, plan_deletions
+from daemon.remote.plan import (
+    Deletion,
+    RetentionLimits,
+    find_orphans,
+    plan_deletions,
+    short_of,
+)
 from daemon.state.store import Store
 from providers.errors import ProviderError
 from providers.types import RemoteFile, UploadClient
 
-__all__ = ["ContentLock", "PassReport", "Pruner"]
+__all__ = ["ContentLock", "PassReport", "Pruner", "Room", "no_room", "nothing_busy"]
 
 ContentLock = Callable[[str], AbstractAsyncContextManager[None]]
+# (files, bytes) a pass leaves free under the limits of a provider: the uploads being sent or
+# waiting for room (``daemon.remote.admission``).
+Room = Callable[[str], tuple[int, int]]
+
+
+def no_room(provider: str) -> tuple[int, int]:
+    """No upload waits for room (``inboxd remote prune``, tests)."""
+    return (0, 0)
+
+
+def nothing_busy() -> Collection[str]:
+    """No content is held by a pipeline (no pipeline runs here)."""
+    return ()
+
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +59,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PassReport:
     """What one pass did (or, ``dry_run``, would do); ``files``/``bytes``: the account after
-    it. ``error``: the DELETE that failed and ended the pass early (None: it ran whole)."""
+    it. ``error``: the DELETE that failed and ended the pass early (None: it ran whole).
+    ``short``: the account is still over the limits less the room asked for."""
 
     provider: str
     deletions: tuple[Deletion, ...]
@@ -48,6 +69,7 @@ class PassReport:
     bytes: int
     dry_run: bool
     error: str | None = None
+    short: bool = False
 
 
 class Pruner:
@@ -64,9 +86,12 @@ class Pruner:
         clock: Callable[[], float] = time.time,
         checkpoint: Checkpoint = no_checkpoint,
         content_lock: ContentLock | None = None,
+        room: Room = no_room,
+        busy: Callable[[], Collection[str]] = nothing_busy,
     ) -> None:
         """``content_lock(sha256)``: the pipeline's lock on a content (``delete_recorded``'s
-        ``hold``); None where no pipeline runs (``inboxd remote prune``)."""
+        ``hold``); None where no pipeline runs (``inboxd remote prune``). ``room(provider)``:
+        the room a pass leaves for uploads; ``busy()``: the contents the pipeline holds now."""
         self.store = store
         self.clients = clients
         self.limits = limits
@@ -75,6 +100,8 @@ class Pruner:
         self.clock = clock
         self.checkpoint = checkpoint
         self.content_lock = content_lock
+        self.room = room
+        self.busy = busy
         self.ledger = RemoteLedger(store)
         self._locks: dict[str, anyio.Lock] = {}
 
@@ -82,8 +109,11 @@ class Pruner:
         """The lock that lets one pass at a time run over ``provider``'s account."""
         return self._locks.setdefault(provider, anyio.Lock())
 
-    async def plan(self, provider: str, files: list[RemoteFile]) -> list[Deletion]:
-        """The deletions the rules call for over this listing (nothing is written)."""
+    async def plan(
+        self, provider: str, files: list[RemoteFile], *, room: tuple[int, int] = (0, 0)
+    ) -> list[Deletion]:
+        """The deletions the rules call for over this listing, leaving ``room`` (files,
+        bytes) under the limits (nothing is written)."""
         recorded = await self.ledger.deletions(provider)
         live = [f for f in files if f.id not in recorded]
         ids = [f.id for f in live]
@@ -99,7 +129,15 @@ class Pruner:
                 protect=await self.ledger.active_attempts(provider),
             )
         limits = self.limits.get(provider, RetentionLimits())
-        return plan_deletions(live, owned, limits, now=self.clock(), orphans=orphans)
+        return plan_deletions(
+            live,
+            owned,
+            limits,
+            now=self.clock(),
+            orphans=orphans,
+            room=room,
+            busy=self.busy(),
+        )
 
     async def run(self, provider: str, *, dry_run: bool = False) -> PassReport:
         """One pass over ``provider`` (waits for a running one to end first).
@@ -120,7 +158,8 @@ class Pruner:
                 )
             recorded = await self.ledger.deletions(provider)
             live = [f for f in files if f.id not in recorded]
-            deletions = await self.plan(provider, files)
+            room = self.room(provider)
+            deletions = await self.plan(provider, files, room=room)
             done: list[Deletion] = []
             error: str | None = None
             if not dry_run:
@@ -138,6 +177,7 @@ class Pruner:
                     done.append(deletion)
             gone = {d.file.id for d in (deletions if dry_run else done)}
             kept = [f for f in live if f.id not in gone]
+            limits = self.limits.get(provider, RetentionLimits())
             return PassReport(
                 provider=provider,
                 deletions=tuple(deletions),
@@ -146,6 +186,7 @@ class Pruner:
                 bytes=sum(f.bytes for f in kept),
                 dry_run=dry_run,
                 error=error,
+                short=short_of(len(kept), sum(f.bytes for f in kept), limits, room),
             )
 
     async def _delete(self, client: UploadClient, deletion: Deletion) -> None:

@@ -1,12 +1,16 @@
-"""When retention passes run in a daemon: at start, every ``rescan_interval``, after an
-upload that crosses a limit, and on a quota answer from a provider with retention set.
+"""When retention passes run in a daemon: at start, every ``rescan_interval``, before an
+upload that would take the account over a limit, and on a quota answer from a provider with
+retention set.
 
 Passes are requested, not awaited: ``request(provider)`` starts one in the background,
 unless one is already waiting to run (at most one running and one queued per provider, so a
-burst of uploads or quota answers costs one extra pass). When any pass deleted something
-while the provider's breaker is open for ``quota``, ``on_room(provider)`` lets the parked
-files go again (the daemon closes the breaker and rescans); a pass that freed nothing
-leaves them parked, so an account full of files inboxd did not upload never loops.
+burst of uploads or quota answers costs one extra pass). Requests made before ``start`` run
+once it is called. ``gate`` (``daemon.remote.admission``) holds each upload until the
+account has room for it: it asks for passes, and each pass makes room for the uploads being
+sent or waiting. When any pass deleted something while the provider's breaker is open for
+``quota``, ``on_room(provider)`` lets the parked files go again (the daemon closes the
+breaker and rescans); a pass that freed nothing leaves them parked, so an account full of
+files inboxd did not upload never loops.
 """
 
 from __future__ import annotations
@@ -14,44 +18,27 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
 from prometheus_client import CollectorRegistry
 
 from daemon.config.settings import Settings
+from daemon.remote.admission import Admission
 from daemon.remote.config import retention_limits
 from daemon.remote.deletions import delete_recorded
 from daemon.remote.metrics import RemoteMetrics
 from daemon.remote.plan import RetentionLimits
 from daemon.remote.prune import ContentLock, PassReport, Pruner
+from daemon.remote.room import Usage
 from daemon.state.store import Store
 from handlers.ledger import LedgerRow
 from providers.errors import ConfigError, ProviderError, StateError
 from providers.types import BreakerStore, UploadClient
 
-__all__ = ["RemoteSide", "Usage", "build_remote_side", "crosses"]
+__all__ = ["RemoteSide", "build_remote_side"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Usage:
-    """An account's files and bytes as the last pass left it, plus uploads since."""
-
-    files: int
-    bytes: int
-
-    def plus(self, nbytes: int) -> Usage:
-        return Usage(self.files + 1, self.bytes + nbytes)
-
-
-def crosses(usage: Usage, limits: RetentionLimits) -> bool:
-    """True when ``usage`` is over a count or size limit (pure)."""
-    over_files = limits.max_files is not None and usage.files > limits.max_files
-    over_bytes = limits.max_bytes is not None and usage.bytes > limits.max_bytes
-    return over_files or over_bytes
 
 
 class RemoteSide:
@@ -69,13 +56,25 @@ class RemoteSide:
         self.limits = limits
         self.breakers = breakers
         self.on_room = on_room
-        self.usage: dict[str, Usage] = {}
+        # Room for uploads on each limited account (one count of what inboxd stored).
+        self.gate = Admission(limits)
+        pruner.room = self._room
         # Bumped after each ``on_room``: a file parked by a read from before it goes again.
         self.rooms = 0
         # Set (and replaced) after each pass: tests and benchmarks wait on it, never on time.
         self.passed = anyio.Event()
         self._queued: set[str] = set()
+        self._early: set[str] = set()  # requested before ``start``
         self._tasks: TaskGroup | None = None
+
+    @property
+    def usage(self) -> dict[str, Usage]:
+        """Each limited account's known usage (the last listing plus what was stored since)."""
+        return self.gate.known
+
+    def _room(self, provider: str) -> tuple[int, int]:
+        wanted = self.gate.wanted(provider)
+        return (wanted.files, wanted.bytes)
 
     def configure(
         self, settings: Settings, clients: Mapping[str, UploadClient] | None = None
@@ -87,6 +86,7 @@ class RemoteSide:
         fresh = retention_limits(settings)
         self.limits.clear()
         self.limits.update(fresh)
+        self.gate.wake()  # uploads waiting for room go by the new limits
         if isinstance(self.pruner.events, RemoteMetrics):
             for provider in fresh:
                 self.pruner.events.add_provider(provider)
@@ -104,8 +104,15 @@ class RemoteSide:
         )
 
     def start(self, tasks: TaskGroup) -> None:
-        """Run passes in ``tasks`` from now on (before this, requests are dropped)."""
+        """Run passes in ``tasks`` from now on (the ones requested before run now)."""
         self._tasks = tasks
+        for provider in sorted(self._early):
+            self.request(provider)
+        self._early.clear()
+
+    def passes_here(self) -> None:
+        """Passes will run in this process (``start`` is coming): uploads wait for room."""
+        self.gate.request = self.request
 
     @property
     def providers(self) -> list[str]:
@@ -115,33 +122,26 @@ class RemoteSide:
     def request(self, provider: str) -> bool:
         """Queue a pass over ``provider``; False when one was already queued or retention is
         not set for it."""
-        if provider not in self.providers or self._tasks is None:
+        if provider not in self.providers:
             return False
+        if self._tasks is None:
+            self._early.add(provider)
+            return True
         if provider in self._queued:
             return False
         self._queued.add(provider)
         self._tasks.start_soon(self._queued_pass, provider)
         return True
 
-    def uploaded(self, provider: str, nbytes: int) -> None:
-        """One more file stored on ``provider``: a pass when that crosses a limit."""
-        known = self.usage.get(provider)
-        if known is None:
-            return  # no pass has counted the account yet: the first one will
-        self.usage[provider] = known.plus(nbytes)
-        if crosses(self.usage[provider], self.limits.get(provider, RetentionLimits())):
-            self.request(provider)
-
     async def after_file(self, outcome: str, row: LedgerRow | None, *, rooms: int) -> bool:
-        """Hook for each file's outcome: count an upload; a parked file whose provider's
-        breaker is open for ``quota`` asks for a pass that lets it go once there is room.
+        """Hook for each file's outcome: a parked file whose provider's breaker is open for
+        ``quota`` asks for a pass that lets it go once there is room (uploads are counted by
+        ``gate``, when they are sent).
 
         ``rooms``: ``self.rooms`` when the file was taken up. True: the file was parked
         while room was being made (it read its wait from before): offer it again now.
         """
-        if outcome == "uploaded" and row is not None and row.provider is not None:
-            self.uploaded(row.provider, row.remote_bytes or row.size)
-        elif outcome == "parked":
+        if outcome == "parked":
             for provider in self.providers:
                 if await self._quota_parked(provider):
                     self.request(provider)
@@ -159,6 +159,8 @@ class RemoteSide:
 
     async def run(self, provider: str) -> PassReport | None:
         """One pass now (waiting for a running one); None when the account cannot be listed."""
+        seq = self.gate.pass_started(provider)
+        report: PassReport | None = None
         try:
             report = await self.pruner.run(provider)
         except ProviderError as exc:
@@ -170,9 +172,16 @@ class RemoteSide:
             logger.exception("%s: retention pass failed; the next one tries again", provider)
             return None
         finally:
+            after = None if report is None else Usage(report.files, report.bytes)
+            self.gate.pass_ended(
+                provider,
+                seq,
+                after,
+                freed=report is not None and bool(report.done),
+                short=report is None or report.short,
+            )
             self.passed.set()
             self.passed = anyio.Event()
-        self.usage[provider] = Usage(report.files, report.bytes)
         if report.done and await self._quota_parked(provider):
             await self.on_room(provider)
             self.rooms += 1

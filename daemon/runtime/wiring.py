@@ -16,6 +16,7 @@ import anyio
 
 from daemon.config.settings import BreakerSettings, ProviderSettings, RetrySettings, Settings
 from daemon.ops.metrics import Metrics
+from daemon.remote.admission import AdmittedClient
 from daemon.remote.service import RemoteSide, build_remote_side
 from daemon.state.store import Store
 from handlers.budget import ByteBudget
@@ -96,11 +97,6 @@ def build(
     )
     clients = {**kept, **fresh}  # clients no longer used stay: a retry in flight may use one
     limits = {p: settings.providers.get(p).effective_limits(p) for p in clients}
-    dispatcher = (
-        build_dispatcher(settings, clients, limits, store, metrics)
-        if previous is None or rebuild_dispatcher
-        else previous.dispatcher
-    )
     locks: ContentLocks = {} if previous is None else previous.content_locks
     if previous is None:
         remote = build_remote_side(
@@ -110,9 +106,18 @@ def build(
             registry=metrics.registry,
             on_room=on_room or _no_room_callback,
         )
+        if on_room is not None:  # a daemon: it starts the passes, so uploads wait for room
+            remote.passes_here()
     else:
         remote = previous.remote
         remote.configure(settings, clients)
+    # Every upload reserves room on its account first (never above max_files / max_bytes).
+    admitted = {name: AdmittedClient(client, remote.gate) for name, client in clients.items()}
+    dispatcher = (
+        build_dispatcher(settings, admitted, limits, store, metrics)
+        if previous is None or rebuild_dispatcher
+        else previous.dispatcher
+    )
     pipeline = Pipeline(
         ledger=store,
         uploader=dispatcher,
@@ -132,6 +137,7 @@ def build(
     # A pass records a deletion under the pipeline's lock on that content (one lock table
     # for every generation): a dedupe in progress finishes first, later ones see it.
     remote.pruner.content_lock = pipeline.content_lock
+    remote.pruner.busy = locks.keys
     return Components(
         settings=settings,
         store=store,

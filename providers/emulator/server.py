@@ -151,6 +151,18 @@ class Emulator:
         """Every stored file of every provider, in upload order per provider."""
         return self._running().accounts.all()
 
+    def stored_ever(self, provider: str) -> list[StoredFile]:
+        """Every file ever stored on ``provider``'s account, deleted ones too, in order."""
+        return list(self._running().accounts.history[provider])
+
+    def delete_log(self, provider: str) -> list[str]:
+        """The file id of every DELETE sent to ``provider``, found or not, in order."""
+        return list(self._running().accounts.deletes[provider])
+
+    def peak_files(self, provider: str) -> int:
+        """The most files ``provider``'s account held at any moment (since start or reset)."""
+        return self._running().accounts.peak[provider]
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Requests per provider per ``op.outcome``, e.g. ``{"kimi": {"upload.200": 3}}``.
 

@@ -313,12 +313,20 @@ def glm_page(
 
 
 class Accounts:
-    """Stored files per provider, in upload order."""
+    """Stored files per provider, in upload order.
+
+    Also what tests observe (read-only, never consulted by the API): ``history`` every file
+    ever stored, ``deletes`` every file id a DELETE asked for (found or not), ``peak`` the
+    most files each account held at any moment.
+    """
 
     def __init__(self) -> None:
         self._files: dict[str, dict[str, StoredFile]] = {p: {} for p in PROVIDERS}
         self._bytes = dict.fromkeys(PROVIDERS, 0)
         self._by_purpose: dict[str, dict[str, int]] = {p: {} for p in PROVIDERS}
+        self.history: dict[str, list[StoredFile]] = {p: [] for p in PROVIDERS}
+        self.deletes: dict[str, list[str]] = {p: [] for p in PROVIDERS}
+        self.peak = dict.fromkeys(PROVIDERS, 0)
 
     def usage(self, provider: str) -> Usage:
         """What this provider's key has stored."""
@@ -330,13 +338,16 @@ class Accounts:
         self._bytes[f.provider] += f.bytes
         counts = self._by_purpose[f.provider]
         counts[f.purpose] = counts.get(f.purpose, 0) + 1
+        self.history[f.provider].append(f)
+        self.peak[f.provider] = max(self.peak[f.provider], len(self._files[f.provider]))
 
     def get(self, provider: str, file_id: str) -> StoredFile | None:
         """The file, or None."""
         return self._files[provider].get(file_id)
 
     def remove(self, provider: str, file_id: str) -> StoredFile | None:
-        """Forget the file; the removed file or None."""
+        """Forget the file (a DELETE); the removed file or None."""
+        self.deletes[provider].append(file_id)
         f = self._files[provider].pop(file_id, None)
         if f is not None:
             self._bytes[provider] -= f.bytes
@@ -357,6 +368,9 @@ class Accounts:
             self._files[provider].clear()
             self._bytes[provider] = 0
             self._by_purpose[provider].clear()
+            self.history[provider].clear()
+            self.deletes[provider].clear()
+            self.peak[provider] = 0
 
 
 def as_json(f: StoredFile) -> dict[str, Any]:
