@@ -10,7 +10,7 @@ import pytest
 
 from daemon.remote.admission import Admission, AdmittedClient
 from daemon.remote.plan import RetentionLimits
-from daemon.remote.room import PassOutcome, Usage, Verdict, admit
+from daemon.remote.room import PassOutcome, Usage, Verdict, admit, pass_room
 from providers.errors import Retryable
 from providers.types import RemoteFile, UploadResult
 
@@ -135,6 +135,29 @@ async def _send(client: AdmittedClient, n: int) -> None:
         purpose="file-extract",
         content_type="text/plain",
     )
+
+
+@pytest.mark.parametrize(
+    ("wanted", "limits", "room"),
+    [
+        # no upload wants room (a periodic pass): the pass keeps the account at the limits
+        (Usage(0, 0), RetentionLimits(max_files=900), (0, 0)),
+        # one upload waits: the pass frees 5 % of max_files (45), not just the one
+        (Usage(1, 10), RetentionLimits(max_files=900), (45, 10)),
+        # more waiting than the slack: what they need
+        (Usage(60, 600), RetentionLimits(max_files=900), (60, 600)),
+        # a byte limit: 5 % of it (rounded up), and the files they need
+        (Usage(2, 10), RetentionLimits(max_bytes=1001), (2, 51)),
+        # both limits
+        (Usage(1, 10), RetentionLimits(max_files=10, max_bytes=100), (1, 10)),
+    ],
+)
+def test_pass_room_frees_a_slack_for_waiting_uploads(
+    wanted: Usage, limits: RetentionLimits, room: tuple[int, int]
+) -> None:
+    """A pass asked for by uploads leaves at least 5 % of each limit free (so a busy account
+    is listed once per ~5 % of uploads), a periodic one none beyond the limits."""
+    assert pass_room(wanted, limits) == room
 
 
 @pytest.mark.anyio

@@ -15,14 +15,19 @@ none is. So nothing waits forever, and nothing waits on a timer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from daemon.remote.plan import RetentionLimits
 
-__all__ = ["PassOutcome", "Usage", "Verdict", "admit", "limited"]
+__all__ = ["SLACK", "PassOutcome", "Usage", "Verdict", "admit", "limited", "pass_room"]
 
 Verdict = Literal["send", "pass", "settle", "send_anyway"]
+
+# A pass that makes room for uploads frees at least this share of each limit, so a busy
+# account at its limit is listed once per ~5 % of max_files uploads, not once per upload.
+SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -86,3 +91,18 @@ def admit(
     if sending.files > 0:
         return "settle"
     return "send_anyway" if fresh.short else "pass"
+
+
+def pass_room(wanted: Usage, limits: RetentionLimits) -> tuple[int, int]:
+    """The room (files, bytes) a pass leaves under the limits: none when no upload wants
+    any, else what the uploads being sent or waiting need, and at least ``SLACK`` of each
+    limit (the account then fills again for a while before the next pass)."""
+    if wanted.files <= 0 and wanted.bytes <= 0:
+        return (0, 0)
+    files = wanted.files
+    nbytes = wanted.bytes
+    if limits.max_files is not None:
+        files = max(files, math.ceil(limits.max_files * SLACK))
+    if limits.max_bytes is not None:
+        nbytes = max(nbytes, math.ceil(limits.max_bytes * SLACK))
+    return (files, nbytes)

@@ -30,7 +30,7 @@ from daemon.remote.deletions import delete_recorded
 from daemon.remote.metrics import RemoteMetrics
 from daemon.remote.plan import RetentionLimits
 from daemon.remote.prune import ContentLock, PassReport, Pruner
-from daemon.remote.room import Usage
+from daemon.remote.room import Usage, pass_room
 from daemon.state.store import Store
 from handlers.ledger import LedgerRow
 from providers.errors import ConfigError, ProviderError, StateError
@@ -73,8 +73,7 @@ class RemoteSide:
         return self.gate.known
 
     def _room(self, provider: str) -> tuple[int, int]:
-        wanted = self.gate.wanted(provider)
-        return (wanted.files, wanted.bytes)
+        return pass_room(self.gate.wanted(provider), self.limits.get(provider, RetentionLimits()))
 
     def configure(
         self, settings: Settings, clients: Mapping[str, UploadClient] | None = None
