@@ -33,8 +33,8 @@ from providers.types import BreakerRecord
 
 __all__ = [
     "HOUR",
+    "AccountStatus",
     "Requeued",
-    "Usage",
     "find_quarantined",
     "render_status",
     "run_breaker_reset",
@@ -51,7 +51,7 @@ FAILURES_SHOWN = 10
 
 
 @dataclass(frozen=True)
-class Usage:
+class AccountStatus:
     """One provider's stored files against its quota (None: no documented limit)."""
 
     files: int
@@ -84,7 +84,7 @@ def status_report(
     day: Mapping[str, int],
     breakers: Mapping[str, BreakerRecord],
     failures: Sequence[LedgerRow],
-    usage: Mapping[str, Usage] | None,
+    usage: Mapping[str, AccountStatus] | None,
 ) -> dict[str, Any]:
     """The status as plain JSON values (what ``status --json`` prints)."""
     return {
@@ -187,16 +187,18 @@ def render_status(report: Mapping[str, Any]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-async def _remote_usage(settings: Settings) -> dict[str, Usage]:
+async def _remote_usage(settings: Settings) -> dict[str, AccountStatus]:
     clients = build_clients(settings)
-    usage: dict[str, Usage] = {}
+    usage: dict[str, AccountStatus] = {}
     try:
         for name, client in clients.items():
             limits = settings.providers.get(name).effective_limits(name)
             count, nbytes = await client.usage()  # page by page: no whole listing held
             keep = settings.providers.get(name).retention
             retention = limits_for(settings, name) if keep.configured else None
-            usage[name] = Usage(count, nbytes, limits.max_files, limits.max_total_bytes, retention)
+            usage[name] = AccountStatus(
+                count, nbytes, limits.max_files, limits.max_total_bytes, retention
+            )
     finally:
         for client in clients.values():
             await client.aclose()

@@ -39,9 +39,9 @@ __all__ = [
     "ExtractedText",
     "Extraction",
     "ExtractionEvents",
-    "Extractor",
     "RemoteDeleter",
     "TextAndRelease",
+    "TextSource",
     "extract_error",
     "extracted_receipt",
     "remote_of",
@@ -63,7 +63,7 @@ class ExtractedText(Protocol):
     def text(self) -> str: ...
 
 
-class Extractor(Protocol):
+class TextSource(Protocol):
     """One provider's text extraction (the provider client's ``extract``).
 
     ``fileobj`` is the local file at offset 0 when it is at hand (a provider whose parser
@@ -146,7 +146,7 @@ class TextAndRelease:
         self,
         *,
         ledger: Ledger,
-        extractors: Mapping[str, Extractor],
+        extractors: Mapping[str, TextSource],
         deleter: RemoteDeleter | None,
         events: ExtractionEvents,
         clock: Callable[[], float],

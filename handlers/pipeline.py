@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 
 from handlers.budget import ByteBudget
-from handlers.extract import ExtractLater, Extractor, RemoteDeleter, TextAndRelease, remote_of
+from handlers.extract import ExtractLater, RemoteDeleter, TextAndRelease, TextSource, remote_of
 from handlers.finishing import Finisher
 from handlers.hashing import sha256_file
 from handlers.ledger import UPLOADED, UPLOADING, Ledger, LedgerRow
@@ -72,7 +72,7 @@ class Pipeline:
         relist_delay: float = 5.0,
         busy_delay: float = 5.0,
         opener: Opener = os.open,
-        extractors: Mapping[str, Extractor] | None = None,
+        extractors: Mapping[str, TextSource] | None = None,
         deleter: RemoteDeleter | None = None,
         extract_delay: float = 60.0,
         content_locks: dict[str, tuple[anyio.Lock, int]] | None = None,

@@ -19,8 +19,8 @@ from providers.emulator.faults import (
 from providers.emulator.state import (
     Accounts,
     ApiError,
+    Occupancy,
     StoredFile,
-    Usage,
     auth_error,
     fault_error,
     glm_page,
@@ -133,8 +133,8 @@ def test_decide_table(index: int, draw: float, fault: Fault | None) -> None:
     assert decide(plan, index, draw, 0.5) == Decision(fault, 0.02, 0.0)
 
 
-def _usage(files: int = 0, total: int = 0, **by: int) -> Usage:
-    return Usage(files, total, {k.replace("_", "-"): v for k, v in by.items()})
+def _usage(files: int = 0, total: int = 0, **by: int) -> Occupancy:
+    return Occupancy(files, total, {k.replace("_", "-"): v for k, v in by.items()})
 
 
 @pytest.mark.parametrize(
@@ -204,7 +204,7 @@ def _usage(files: int = 0, total: int = 0, **by: int) -> Usage:
     ],
 )
 def test_judge_kimi(
-    purpose: str, name: str, size: int, usage: Usage, expected: ApiError | None
+    purpose: str, name: str, size: int, usage: Occupancy, expected: ApiError | None
 ) -> None:
     """Moonshot's refusals, in its documented words (prefix match for undocumented ones)."""
     got = judge_upload(KIMI_LIMITS, purpose, name, size, usage)
@@ -229,7 +229,7 @@ def test_judge_kimi(
     ],
 )
 def test_judge_glm(
-    *, purpose: str, name: str, size: int, usage: Usage, status: int | None, needle: str
+    *, purpose: str, name: str, size: int, usage: Occupancy, status: int | None, needle: str
 ) -> None:
     """GLM's refusals: code "1214" (a string), 435 over 100 MB, per-purpose sizes and counts."""
     got = judge_upload(GLM_LIMITS, purpose, name, size, usage)
@@ -359,12 +359,12 @@ def test_extracted_kimi_json_and_placeholder() -> None:
 
 
 def test_store_usage_tracks_add_and_remove() -> None:
-    """Usage counts files, bytes and per-purpose counts through add and remove."""
+    """Occupancy counts files, bytes and per-purpose counts through add and remove."""
     store = Accounts()
     for f in _files(3):
         store.add(f)
     store.remove("glm", "id1")
-    assert store.usage("glm") == Usage(2, 2, {"agent": 2})
+    assert store.usage("glm") == Occupancy(2, 2, {"agent": 2})
     assert [f.id for f in store.of("glm")] == ["id0", "id2"]
 
 

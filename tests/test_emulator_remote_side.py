@@ -19,7 +19,7 @@ import zhipuai
 
 from providers.emulator.parser import ParserTask, judge_parse, result_answer
 from providers.emulator.server import Emulator
-from providers.emulator.state import Usage, judge_upload
+from providers.emulator.state import Occupancy, judge_upload
 from providers.limits import KIMI_LIMITS, MIB
 
 
@@ -222,7 +222,7 @@ async def test_default_kimi_account_refuses_the_1001st_file(emu: Emulator) -> No
 def test_default_kimi_limits_refuse_past_10_gb() -> None:
     """The documented 10 GB total: a file that would pass it is refused; one that fits is not."""
     total = 10 * 1024 * MIB
-    usage = Usage(files=5, bytes=total - 10, by_purpose={"file-extract": 5})
+    usage = Occupancy(files=5, bytes=total - 10, by_purpose={"file-extract": 5})
     refused = judge_upload(KIMI_LIMITS, "file-extract", "a.txt", 11, usage)
     assert refused is not None
     assert (refused.status, refused.code) == (400, "invalid_request_error")

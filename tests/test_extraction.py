@@ -26,7 +26,7 @@ from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
 from daemon.state.store import Store
 from handlers.archive import finish
 from handlers.budget import ByteBudget
-from handlers.extract import ExtractedText, Extractor, RemoteDeleter, extracted_receipt
+from handlers.extract import ExtractedText, RemoteDeleter, TextSource, extracted_receipt
 from handlers.ledger import DONE, UPLOADED
 from handlers.names import NAME_MAX
 from handlers.pipeline import InboxPlan, Pipeline
@@ -151,7 +151,7 @@ class _Rig:
     parts: dict[str, Any]
 
     def pipeline(
-        self, extractor: Extractor | None = None, deleter: RemoteDeleter | None = None
+        self, extractor: TextSource | None = None, deleter: RemoteDeleter | None = None
     ) -> Pipeline:
         """A fresh pipeline (a restart is a new one) over the same store and clients."""
         return Pipeline(

@@ -19,7 +19,7 @@ from providers.errors import ConfigError, InboxdError, StateError
 __all__ = [
     "FATAL",
     "STAGES",
-    "Failure",
+    "FailingFile",
     "FileErrors",
     "backoff",
     "daemon_fault",
@@ -55,7 +55,7 @@ def passed_stages(outcome: str) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
-class Failure:
+class FailingFile:
     """One file's run of failures: the stage of the last, how many, when it may go again."""
 
     stage: str
@@ -87,7 +87,7 @@ class FileErrors:
         self.base = base
         self.cap = cap
         self.threshold = threshold
-        self._files: dict[str, Failure] = {}
+        self._files: dict[str, FailingFile] = {}
         self._stages: dict[tuple[str, str], _Failing] = {}
 
     def held_until(self, key: str) -> float | None:
@@ -97,13 +97,13 @@ class FileErrors:
             return None
         return failure.until
 
-    def failed(self, key: str, inbox: str, stage: str) -> Failure:
+    def failed(self, key: str, inbox: str, stage: str) -> FailingFile:
         """Record a failure of ``key`` at ``stage``; returns when it may go again."""
         now = self.clock()
         previous = self._files.get(key)
         failures = 1 if previous is None else previous.failures + 1
         loud = previous is None or previous.stage != stage
-        failure = Failure(
+        failure = FailingFile(
             stage, failures, now + backoff(failures, base=self.base, cap=self.cap), loud
         )
         self._files[key] = failure

@@ -20,8 +20,8 @@ from providers.waits import CHINA_TZ, next_china_midnight
 __all__ = [
     "Accounts",
     "ApiError",
+    "Occupancy",
     "StoredFile",
-    "Usage",
     "as_json",
     "auth_error",
     "bad_request",
@@ -48,7 +48,7 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
-class Usage:
+class Occupancy:
     """What one key has stored: file count, total bytes, file count per purpose."""
 
     files: int = 0
@@ -186,7 +186,7 @@ def fault_error(  # noqa: PLR0911
 
 
 def judge_upload(  # noqa: PLR0911 - one return per documented refusal reads best
-    limits: ProviderLimits, purpose: str, filename: str, size: int, usage: Usage
+    limits: ProviderLimits, purpose: str, filename: str, size: int, usage: Occupancy
 ) -> ApiError | None:
     """Why the provider refuses this upload, or None to store it."""
     provider = limits.provider
@@ -219,7 +219,9 @@ def judge_upload(  # noqa: PLR0911 - one return per documented refusal reads bes
     return _quota_error(limits, purpose, size, usage)
 
 
-def _quota_error(limits: ProviderLimits, purpose: str, size: int, usage: Usage) -> ApiError | None:
+def _quota_error(
+    limits: ProviderLimits, purpose: str, size: int, usage: Occupancy
+) -> ApiError | None:
     provider = limits.provider
     if limits.max_files is not None and usage.files >= limits.max_files:
         return _bad_request(
@@ -328,9 +330,11 @@ class Accounts:
         self.deletes: dict[str, list[str]] = {p: [] for p in PROVIDERS}
         self.peak = dict.fromkeys(PROVIDERS, 0)
 
-    def usage(self, provider: str) -> Usage:
+    def usage(self, provider: str) -> Occupancy:
         """What this provider's key has stored."""
-        return Usage(len(self._files[provider]), self._bytes[provider], self._by_purpose[provider])
+        return Occupancy(
+            len(self._files[provider]), self._bytes[provider], self._by_purpose[provider]
+        )
 
     def add(self, f: StoredFile) -> None:
         """Record a stored file."""
