@@ -116,3 +116,24 @@ def test_docstrings_and_comments_point_at_code_that_exists() -> None:
                 if not (ROOT / ref).exists()
             ]
     assert stale == []
+
+
+# Classes that share a name on purpose: the emulator's and the SDK-facing ones are separate
+# worlds, none here yet. Keep this empty unless a clash is the clearest naming.
+_SHARED_CLASS_NAMES: frozenset[str] = frozenset()
+
+
+def test_no_two_public_classes_share_a_name() -> None:
+    """Two unrelated classes with one name (two ``Outcome``s, two ``Store``s) confuse every
+    reader and every import: each class name under daemon/, handlers/, providers/ is unique."""
+    where: dict[str, list[str]] = {}
+    for path, source in _sources():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    clashes = {
+        name: paths
+        for name, paths in where.items()
+        if len(paths) > 1 and name not in _SHARED_CLASS_NAMES
+    }
+    assert clashes == {}
