@@ -153,13 +153,36 @@ async def test_sigkill_during_retention_passes(tmp_path: Path) -> None:
     assert deletes.most_common(1)[0][1] == 1  # no file deleted twice
     assert sum(deletes.values()) >= KILL_AT[-1]  # the kills fell while passes deleted
     done = tmp_path / "in.done"
+    wrong = []
     for name, data in contents.items():
         assert (done / name).read_bytes() == data
         receipt = json.loads(receipt_path(done / name).read_text(encoding="utf-8"))
-        if "remote_deleted_at" not in receipt:
-            assert receipt["file_id"] in on_account, name  # kept: still on the account
-        else:
-            assert receipt["file_id"] not in on_account, name
+        # kept: still on the account; marked deleted: gone from it
+        if ("remote_deleted_at" in receipt) == (receipt["file_id"] in on_account):
+            wrong.append((name, receipt["file_id"], "remote_deleted_at" in receipt))
+    if wrong:
+        print(log.read_text(encoding="utf-8", errors="replace")[-20000:])
+        async with Store.open(tmp_path / "state" / "inboxd.sqlite3") as store:
+            for name, file_id, _ in wrong:
+                print(
+                    name,
+                    [
+                        dict(r)
+                        for r in await store.fetch(
+                            "SELECT * FROM ledger WHERE relpath = ?", (name,)
+                        )
+                    ],
+                )
+                print(
+                    file_id,
+                    [
+                        dict(r)
+                        for r in await store.fetch(
+                            "SELECT * FROM remote_deletions WHERE file_id = ?", (file_id,)
+                        )
+                    ],
+                )
+    assert wrong == []
     assert len(stored) == len({f.sha256 for f in stored}) == FILES  # each uploaded once
     assert peak <= MAX_FILES
     assert not (tmp_path / "in.quarantine").exists() or not any(
