@@ -16,6 +16,7 @@ orphan of a crash mid-finish); otherwise the next free name is taken.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ from handlers.moves import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from handlers.names import sidecar_name
+from handlers.names import sidecar_name, split_extension
 from providers.errors import DestinationExists, FileChanged, FileVanished, MoveError
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "RECORD_FIELDS",
     "UPLOAD_SUFFIX",
     "archive_open_file",
+    "find_archived",
     "finish",
     "mark_receipt",
     "receipt_path",
@@ -208,6 +210,33 @@ def _receipt(record: Mapping[str, object], name: str) -> dict[str, object]:
     sidecar.update((key, value) for key, value in record.items() if key not in sidecar)
     sidecar.setdefault("name", name)
     return sidecar
+
+
+def find_archived(done_dir: Path, name: str, file_id: str) -> Path | None:
+    """The file archived in ``done_dir`` from inbox name ``name`` for the upload ``file_id``
+    (its receipt names both), or None.
+
+    For a row whose file left its inbox before the ledger recorded where it went (a process
+    killed between the move and the ledger write): its receipt must stay findable, so that a
+    later deletion of the remote copy marks it. Looks only at names that begin as ``name``
+    does (collision and shortened names keep the start of the stem).
+    """
+    stem, _ = split_extension(name)
+    pattern = glob.escape(stem[:16]) + "*"
+    for candidate in sorted(done_dir.glob(pattern)):
+        if candidate.name.endswith((UPLOAD_SUFFIX, EXTRACTED_SUFFIX)):
+            continue
+        try:
+            receipt = json.loads(receipt_path(candidate).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(receipt, dict)
+            and receipt.get("file_id") == file_id
+            and receipt.get("name") == name
+        ):
+            return candidate
+    return None
 
 
 def receipt_path(archived: Path) -> Path:

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import anyio
 
-from handlers.archive import finish
+from handlers.archive import find_archived, finish
 from handlers.extract import Extraction
 from handlers.identity import Identity
 from handlers.ledger import DONE, PENDING, QUARANTINED, Ledger, LedgerRow
@@ -109,7 +109,13 @@ class Outcomes:
         try:
             final = await _finish_file(plan, path, record, expect, extraction)
         except FileVanished:
-            final = None  # moved away by someone else after the upload: the upload stands
+            # Moved away after the upload (the upload stands), or archived by a process killed
+            # before it could record where: then the receipt is found, and recorded.
+            final = None
+            if plan.on_success == "archive" and row.file_id is not None:
+                final = await anyio.to_thread.run_sync(
+                    find_archived, plan.done_dir, path.name, row.file_id
+                )
         done = await self.ledger.transition(
             row.id, DONE, final_path=None if final is None else str(final)
         )
