@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import anyio
+from anyio.abc import Process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.config.settings import InboxSettings, ProviderSettings, Settings, load_settings
@@ -57,6 +60,7 @@ __all__ = [
     "write_config",
 ]
 
+_ROOT = Path(__file__).resolve().parent.parent  # the checkout: `python -m daemon` runs from it
 FINAL = frozenset({"uploaded", "quarantined", "duplicate"})
 
 FAST_RETRY: dict[str, Any] = {
@@ -390,3 +394,24 @@ def logging_daemon(loader: Callable[[], Settings], outcomes: Outcomes, stream: T
         loader=loader,
         configure_logging=configure,
     )
+
+
+async def start_inboxd(
+    cfg: Path, env: dict[str, str], sock: socket.socket, log: Path, procs: list[Process]
+) -> Process:
+    """Start a real ``inboxd run -c cfg`` (added to ``procs``, output appended to ``log``) and
+    return once it has sent READY=1 on ``sock`` (its ``NOTIFY_SOCKET``)."""
+    with log.open("ab") as err:
+        proc = await anyio.open_process(
+            [sys.executable, "-m", "daemon", "run", "-c", str(cfg)],
+            env=env,
+            cwd=_ROOT,
+            stdout=err,
+            stderr=err,
+        )
+    procs.append(proc)
+    with anyio.fail_after(120):
+        while True:
+            await anyio.wait_readable(sock)
+            if b"READY=1" in sock.recv(4096).split(b"\n"):
+                return proc

@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import anyio
@@ -26,13 +25,12 @@ import watchfiles
 from anyio.abc import Process
 
 from providers.emulator.server import Emulator
-from tests.harness import ledger_rows, read_sidecar, sha
+from tests.harness import ledger_rows, read_sidecar, sha, start_inboxd
 
 # Eight starts (imports, recovery listings) take minutes on a loaded 2-core machine: the
 # bounds below only stop a hung run, they time nothing.
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parent.parent
 # Six SIGKILLs, and one graceful SIGTERM among them (in-flight uploads finish, exit 0).
 STOPS = (signal.SIGKILL,) * 3 + (signal.SIGTERM,) + (signal.SIGKILL,) * 3
 # Another seed replays other kill moments: INBOXD_CRASH_SEED=7 pytest tests/test_crash_recovery.py
@@ -94,26 +92,6 @@ level = "info"
     return path
 
 
-async def _start(
-    cfg: Path, env: dict[str, str], sock: socket.socket, log: Path, procs: list[Process]
-) -> Process:
-    """Start ``inboxd run`` (added to ``procs``) and return once it has sent READY=1."""
-    with log.open("ab") as err:
-        proc = await anyio.open_process(
-            [sys.executable, "-m", "daemon", "run", "-c", str(cfg)],
-            env=env,
-            cwd=ROOT,
-            stdout=err,
-            stderr=err,
-        )
-    procs.append(proc)
-    with anyio.fail_after(120):
-        while True:
-            await anyio.wait_readable(sock)
-            if b"READY=1" in sock.recv(4096).split(b"\n"):
-                return proc
-
-
 async def _stored(emu: Emulator, at_least: int, proc: Process) -> int:
     """Return the emulator's file count once it is ``at_least`` (polled: the emulator has no
     event to wait on); fails if the daemon exits first."""
@@ -159,7 +137,7 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
         try:
             stored_at_kill = []
             for signum in STOPS:
-                proc = await _start(cfg, env, sock, log, procs)
+                proc = await start_inboxd(cfg, env, sock, log, procs)
                 # The chaos schedule itself: stop after a seeded-random number of new files.
                 target = len(emu.files()) + rng.randint(1, STEP)
                 with anyio.fail_after(300):
@@ -169,7 +147,7 @@ async def test_sigkill_at_random_moments(tmp_path: Path) -> None:
                     code = await proc.wait()
                 assert code == (0 if signum == signal.SIGTERM else -signal.SIGKILL)
                 stored_at_kill.append(len(emu.files()))
-            proc = await _start(cfg, env, sock, log, procs)
+            proc = await start_inboxd(cfg, env, sock, log, procs)
             with anyio.fail_after(300):
                 await _inboxes_empty(tmp_path)
             proc.send_signal(signal.SIGTERM)

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -26,12 +25,12 @@ from daemon.remote.ledger import RemoteLedger
 from daemon.state.store import Store
 from handlers.archive import receipt_path
 from providers.emulator.server import Emulator
+from tests.harness import start_inboxd
 
 # Four starts of a real process (imports, recovery listings) take a while on a loaded
 # machine: the bounds below only stop a hung run, they time nothing.
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parent.parent
 FILES = 150
 MAX_FILES = 40
 KILL_AT = (5, 30, 62)  # cumulative DELETEs received by the emulator when each SIGKILL lands
@@ -69,26 +68,6 @@ providers = ["kimi"]
     return path
 
 
-async def _start(
-    cfg: Path, env: dict[str, str], sock: socket.socket, log: Path, procs: list[Process]
-) -> Process:
-    """Start ``inboxd run`` (added to ``procs``) and return once it has sent READY=1."""
-    with log.open("ab") as err:
-        proc = await anyio.open_process(
-            [sys.executable, "-m", "daemon", "run", "-c", str(cfg)],
-            env=env,
-            cwd=ROOT,
-            stdout=err,
-            stderr=err,
-        )
-    procs.append(proc)
-    with anyio.fail_after(120):
-        while True:
-            await anyio.wait_readable(sock)
-            if b"READY=1" in sock.recv(4096).split(b"\n"):
-                return proc
-
-
 def _empty(folder: Path) -> bool:
     return not any(folder.iterdir())
 
@@ -124,13 +103,13 @@ async def test_sigkill_during_retention_passes(tmp_path: Path) -> None:
         procs: list[Process] = []
         try:
             for k in KILL_AT:
-                proc = await _start(cfg, env, sock, log, procs)
+                proc = await start_inboxd(cfg, env, sock, log, procs)
                 with anyio.fail_after(300):
                     await emu.wait_count("kimi", "delete.200", k)
                 proc.send_signal(signal.SIGKILL)
                 with anyio.fail_after(120):
                     assert await proc.wait() == -signal.SIGKILL
-            proc = await _start(cfg, env, sock, log, procs)
+            proc = await start_inboxd(cfg, env, sock, log, procs)
             with anyio.fail_after(300):
                 await _inbox_empty(inbox)
             proc.send_signal(signal.SIGTERM)
