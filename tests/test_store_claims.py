@@ -165,3 +165,16 @@ async def test_a_named_lock_is_held_by_one_host(hosts: tuple[Store, Store, FakeC
     assert not await a.hold("retention:kimi", ttl=10)
     await b.release("retention:kimi")
     assert await a.hold("retention:kimi", ttl=10)
+
+
+async def test_renewal_keeps_a_hosts_named_locks(hosts: tuple[Store, Store, FakeClock]) -> None:
+    """A named lock held by a live host (renewing its leases) outlasts its ttl; its host's
+    death (no renewal) lets it expire."""
+    a, b, clock = hosts
+    assert await a.hold("content:kimi:abc", ttl=5)
+    clock.now += 4
+    await a.renew_leases()  # extended to now + lease
+    clock.now += LEASE - 1
+    assert not await b.hold("content:kimi:abc", ttl=5)
+    clock.now += 1
+    assert await b.hold("content:kimi:abc", ttl=5)

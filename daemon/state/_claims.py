@@ -111,7 +111,13 @@ def take(
 
 
 def renew(db: Cursor, *, host: str, lease: float, now: float) -> int:
-    """Extend the lease of every active row ``host`` owns; the number renewed."""
+    """Extend the lease of every active row ``host`` owns, and every named lock it holds to at
+    least ``lease`` from now (a lock is held until released or its host dies); the number of
+    rows renewed."""
+    db.run(
+        "UPDATE leases SET until = ? WHERE owner = ? AND until < ?",
+        (now + lease, host, now + lease),
+    )
     return db.run(_RENEW, (now + lease, host))
 
 
