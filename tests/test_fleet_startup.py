@@ -1,0 +1,170 @@
+"""A shared database that does not answer at start: the daemon waits for it (one log line per
+attempt, backoff doubling), serving /healthz 200 and /readyz 503 with the reason, and goes on
+once the store opens; it never exits for it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from daemon.ops.notify import Notifier
+from daemon.runtime.daemon import Daemon
+from daemon.runtime.main import with_emulator
+from daemon.runtime.starting import StateHealth, next_delay
+from daemon.state.store import Store
+from providers.emulator.server import Emulator
+from providers.errors import StateUnavailable
+from tests.harness import Outcomes, _settings, drop
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then closed: connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatedSleep:
+    """Records each wait; the first one holds until ``go`` is set (the test looks meanwhile)."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+        self.waiting = anyio.Event()
+        self.go = anyio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.waiting.set()
+        await self.go.wait()
+
+
+@asynccontextmanager
+async def _refused(url: str) -> AsyncIterator[Store]:
+    """What the PostgreSQL engine does with a server that refuses connections: a real connect
+    to the loopback address of ``url``, refused, raised as StateUnavailable."""
+    where = url.rpartition("@")[2]
+    host, _, rest = where.partition(":")
+    port = int(rest.partition("/")[0])
+    try:
+        stream = await anyio.connect_tcp(host, port)
+    except OSError as exc:
+        raise StateUnavailable(
+            f"state_url: PostgreSQL at {where} does not answer ({exc}); start it, or "
+            "fix state_url; retrying"
+        ) from None
+    await stream.aclose()
+    raise AssertionError(f"something listens on {where}")
+    yield  # pragma: no cover -- never reached: the body above raises
+
+
+def test_backoff_doubles_to_the_cap() -> None:
+    """1 s doubling: 1, 2, 4, 8, 16, 30, 30 (capped at 30 s)."""
+    delays = [1.0]
+    for _ in range(6):
+        delays.append(next_delay(delays[-1], 30.0))
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+@asynccontextmanager
+async def _daemon(
+    tmp_path: Path, emu: Emulator, url: str, failures: int, sleep: GatedSleep
+) -> AsyncIterator[tuple[Daemon, list[str], Outcomes]]:
+    settings = _settings(
+        tmp_path,
+        [{"name": "in"}],
+        {},
+        {"metrics": {"listen": "127.0.0.1:0"}, "state_url": url, "host_id": "host-a"},
+    )
+    settings = with_emulator(
+        settings,
+        {p: emu.base_url(p) for p in ("kimi", "glm")},
+        {p: emu.key(p) for p in ("kimi", "glm")},
+    )
+    opened: list[str] = []
+
+    def opener(health: StateHealth) -> AbstractAsyncContextManager[Store]:
+        # The first ``failures`` tries reach the refusing address; then the SQLite file.
+        if len(opened) < failures:
+            opened.append(url)
+            return _refused(url)
+        opened.append(str(settings.state_file))
+        return Store.open(settings.state_file, host="host-a")
+
+    outcomes = Outcomes()
+    daemon = Daemon(
+        settings, notifier=Notifier(None), observer=outcomes, open_store=opener, sleep=sleep
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        yield daemon, opened, outcomes
+        daemon.stop()
+
+
+@pytest.mark.anyio
+async def test_waits_for_the_database_then_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two refused tries: /healthz 200 and /readyz 503 "state: database unreachable: ..."
+    meanwhile, one error line each, waits of 1 s then 2 s, two state errors counted; the third
+    try opens the store, /readyz turns 200 and a file dropped then is uploaded."""
+    caplog.set_level(logging.ERROR, logger="daemon.runtime.starting")
+    port = _closed_port()
+    url = f"postgresql://inboxd@127.0.0.1:{port}/inboxd"
+    sleep = GatedSleep()
+    async with Emulator() as emu, _daemon(tmp_path, emu, url, 2, sleep) as run:
+        daemon, opened, outcomes = run
+        with anyio.fail_after(30):
+            await sleep.waiting.wait()
+        assert daemon.http_port is not None
+        base = f"http://127.0.0.1:{daemon.http_port}"
+        async with httpx.AsyncClient() as http:
+            healthz = await http.get(f"{base}/healthz")
+            readyz = await http.get(f"{base}/readyz")
+        assert healthz.status_code == 200
+        assert readyz.status_code == 503
+        reason, *others = readyz.json()["reasons"]
+        assert others == ["watchers not running"]
+        assert reason.startswith(
+            f"state: database unreachable: state_url: PostgreSQL at 127.0.0.1:{port}/inboxd "
+            "does not answer ("
+        )
+        assert not daemon.ready.is_set()
+        sleep.go.set()
+        with anyio.fail_after(30):
+            await daemon.ready.wait()
+        assert opened == [url, url, str(tmp_path / "state" / "inboxd.sqlite3")]
+        assert sleep.slept == [1.0, 2.0]
+        base = f"http://127.0.0.1:{daemon.http_port}"
+        async with httpx.AsyncClient() as http:
+            readyz = await http.get(f"{base}/readyz")
+            metrics = await http.get(f"{base}/metrics")
+        assert (readyz.status_code, readyz.json()) == (200, {"ready": True, "reasons": []})
+        assert "inboxd_state_errors_total 2.0" in metrics.text.splitlines()
+        drop(tmp_path / "in", "a.txt", b"hello")
+        assert (await outcomes.wait("in", "a.txt")).outcome == "uploaded"
+    lines = [r.getMessage() for r in caplog.records if r.name == "daemon.runtime.starting"]
+    assert [line.rsplit("(attempt ", 1)[1] for line in lines] == [
+        "1; next in 1 s)",
+        "2; next in 2 s)",
+    ]
+
+
+@pytest.mark.anyio
+async def test_stopped_while_waiting_returns(tmp_path: Path) -> None:
+    """A stop (SIGTERM) while the database does not answer ends run() quietly, no error."""
+    url = f"postgresql://inboxd@127.0.0.1:{_closed_port()}/inboxd"
+    sleep = GatedSleep()
+    async with Emulator() as emu, _daemon(tmp_path, emu, url, 99, sleep) as run:
+        daemon, opened, _ = run
+        with anyio.fail_after(30):
+            await sleep.waiting.wait()
+        daemon.stop()
+    assert opened == [url]
+    assert not daemon.ready.is_set()
