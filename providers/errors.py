@@ -64,6 +64,7 @@ __all__ = [
     "RejectedFile",
     "Retryable",
     "StateError",
+    "StateUnavailable",
     "Throttled",
     "TransportUnavailable",
     "is_reason",
@@ -118,6 +119,14 @@ class StateError(InboxdError):
 
     A fault of the daemon itself, not of one file: the process exits non-zero so that
     systemd restarts it on a sound state file.
+    """
+
+
+class StateUnavailable(InboxdError):
+    """The shared state database (``state_url``) does not answer while the daemon starts.
+
+    Not a fault of the daemon: it keeps retrying with backoff (``/readyz`` answers 503) until
+    the database answers. The message names host:port/database and the fix, never a password.
     """
 
 
