@@ -13,23 +13,28 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 import httpx
 import pytest
 
-__all__ = ["free_port", "need_tool", "query_until", "run_prometheus"]
+__all__ = ["free_port", "missing_tool", "need_tool", "query_until", "run_prometheus"]
 
 
 def need_tool(name: str, package: str = "prometheus") -> str:
     """The path of system tool ``name``; fail in CI when it is missing, skip elsewhere."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not installed: apt-get install {package}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool(f"{name} not installed: apt-get install {package}")
     return path
+
+
+def missing_tool(message: str) -> NoReturn:
+    """Fail the test in CI (``.ci/run`` installs every tool), skip it elsewhere: ``message``."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def free_port() -> int:

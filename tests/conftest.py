@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from daemon.ops.logs import RedactingHandler
 from providers.redaction import clear_secrets
+from tests._tools import missing_tool
 from tests._tools import need_tool as _need_tool
+from tests.pg_cluster import Cluster, find_bindir
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +79,50 @@ def write(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return _write
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test item, so a fixture's teardown knows the test failed
+    (``pg_url`` then prints the PostgreSQL server's log)."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[call.when] = report
+    return report
+
+
+_REPORTS = pytest.StashKey[dict[str, object]]()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL cluster for the whole session, started when a test first asks
+    for it (tests/pg_cluster.py). Binaries missing: the test fails in CI, skips elsewhere."""
+    bindir = find_bindir()
+    if bindir is None:
+        missing_tool(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
+        )
+    cluster = Cluster.create(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_url(
+    pg_cluster: Cluster, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The URL of a fresh, empty database of the session's cluster (no password in it; the
+    test's PGPASSWORD carries it). A failed test prints the tail of the server's log."""
+    monkeypatch.setenv("PGPASSWORD", pg_cluster.password)
+    url = pg_cluster.create_database(f"t_{secrets.token_hex(6)}")
+    print(f"PostgreSQL {url}, server log {pg_cluster.log_path}")
+    yield url
+    reports = request.node.stash.get(_REPORTS, {})
+    if any(getattr(report, "failed", False) for report in reports.values()):
+        log = pg_cluster.log_path.read_text(errors="replace").splitlines()[-60:]
+        print(f"--- last lines of {pg_cluster.log_path} ---", *log, sep="\n")
