@@ -29,7 +29,7 @@ from daemon.state.url import parse_state_url
 from providers.errors import StateUnavailable
 from providers.redaction import scrub
 
-__all__ = ["CONNECTION_ERRORS", "PgConn", "PgEngine", "PgRow"]
+__all__ = ["CONNECTION_ERRORS", "PgConn", "PgEngine", "PgRow", "unavailable"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +167,7 @@ class PgEngine:
         try:
             await anyio.to_thread.run_sync(first_connection)
         except psycopg.OperationalError as exc:
-            raise StateUnavailable(
-                f"state_url: PostgreSQL at {where} does not answer ({_one_line(exc)}); start it, "
-                "or fix state_url, the network or the password (PGPASSWORD, ~/.pgpass, "
-                "$CREDENTIALS_DIRECTORY/pg_password); retrying"
-            ) from None
+            raise unavailable(where, exc) from None
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo,
             kwargs=kwargs,
@@ -235,6 +231,15 @@ class PgEngine:
                 logger.info("state database %s answers again", self.where)
                 self.on_ok()
             return result
+
+
+def unavailable(where: str, exc: BaseException) -> StateUnavailable:
+    """The one-line StateUnavailable for a server at ``where`` that failed with ``exc``."""
+    return StateUnavailable(
+        f"state_url: PostgreSQL at {where} does not answer ({_one_line(exc)}); start it, "
+        "or fix state_url, the network or the password (PGPASSWORD, ~/.pgpass, "
+        "$CREDENTIALS_DIRECTORY/pg_password)"
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -39,18 +39,11 @@ from handlers.ledger import (
 )
 from providers.types import BreakerRecord
 
-__all__ = ["Store", "state_target"]
+__all__ = ["Store"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def state_target(settings: Any) -> Path | str:
-    """What ``Store.open`` opens for these settings: ``state_url`` when set, else the state
-    file in ``state_dir``."""
-    url = getattr(settings, "state_url", None)
-    return str(url) if url else Path(settings.state_file)
 
 
 def _ignore(*_: object) -> None:

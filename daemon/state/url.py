@@ -9,19 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
 from providers.errors import ConfigError
 from providers.redaction import add_secret
 
-__all__ = ["PASSWORD_FIX", "is_state_url", "parse_state_url", "pg_password"]
+__all__ = ["PASSWORD_FIX", "is_state_url", "parse_state_url", "pg_password", "state_target"]
 
 PASSWORD_FIX = (
     "put the password in PGPASSWORD, a ~/.pgpass file or $CREDENTIALS_DIRECTORY/pg_password "  # noqa: S105 -- where one goes
     "(systemd LoadCredential=pg_password:...), never in the config file"
 )
 _SCHEMES = ("postgresql://", "postgres://")
+
+
+def state_target(settings: Any) -> Path | str:
+    """What ``Store.open`` opens for these settings: ``state_url`` when set, else the state
+    file in ``state_dir``."""
+    url = getattr(settings, "state_url", None)
+    return str(url) if url else Path(settings.state_file)
 
 
 def is_state_url(target: object) -> bool:
