@@ -2,7 +2,7 @@
 
 An operation is a plain function of a ``Conn``, run whole on a worker thread inside one
 transaction (``daemon.state._sqlite`` / ``daemon.state._postgres`` decide how). Its SQL uses
-``?`` placeholders; ``execute`` returns a ``Result`` whose rows answer both ``row["col"]`` and
+``?`` placeholders; ``execute`` returns a ``Rows`` whose rows answer both ``row["col"]`` and
 ``row[0]``. The engines differ in how a filename is stored (``Conn.path``): SQLite keeps valid
 UTF-8 as TEXT and anything else as its raw bytes; PostgreSQL keeps every path as BYTEA (its
 ``os.fsencode`` bytes). Either mapping is deterministic, so the unique index over (inbox,
@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Conn", "Engine", "Result", "Row", "Sleep", "decode_path"]
+__all__ = ["Conn", "Engine", "Row", "Rows", "Sleep", "decode_path"]
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ class Row(Protocol):
     def keys(self) -> list[str]: ...
 
 
-class Result:
+class Rows:
     """The rows of one statement (empty when it returns none) and how many rows it changed."""
 
     __slots__ = ("rowcount", "rows")
@@ -52,7 +52,7 @@ class Conn(Protocol):
 
     engine: str  # "sqlite" | "postgresql"
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         """Run one statement with ``?`` placeholders; its rows (all of them) and row count."""
         ...
 

@@ -24,7 +24,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from daemon.state import pg_schema
-from daemon.state._conn import Conn, Result, Row, Sleep
+from daemon.state._conn import Conn, Row, Rows, Sleep
 from daemon.state.url import parse_state_url
 from providers.errors import StateUnavailable
 from providers.redaction import scrub
@@ -81,7 +81,7 @@ class PgConn:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         cursor: psycopg.Cursor[PgRow] = self.conn.cursor(row_factory=_rows)
         with cursor:
             if params:
@@ -89,7 +89,7 @@ class PgConn:
             else:
                 cursor.execute(sql)
             rows: list[Row] = list(cursor.fetchall()) if cursor.description else []
-            return Result(rows, cursor.rowcount)
+            return Rows(rows, cursor.rowcount)
 
     def path(self, value: str) -> bytes:
         return value.encode("utf-8", "surrogateescape")

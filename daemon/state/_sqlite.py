@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.state._conn import Conn, Result
+from daemon.state._conn import Conn, Rows
 from daemon.state._connection import connect, hint
 from daemon.state._group_commit import GroupCommit
 from daemon.state._ledger_sql import encode_path
@@ -38,9 +38,9 @@ class SqliteConn:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         cursor = self.db.execute(sql, tuple(params))
-        return Result(cursor.fetchall(), cursor.rowcount)
+        return Rows(cursor.fetchall(), cursor.rowcount)
 
     def path(self, value: str) -> str | bytes:
         return encode_path(value)
