@@ -5,6 +5,7 @@ a server stopped under a running store (the call waits, then completes once)."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import anyio
@@ -181,3 +182,41 @@ async def test_server_stopped_under_a_write_waits_and_writes_once(
         assert all(isinstance(e, CONNECTION_ERRORS) for e in errors)
         assert "retrying in" in caplog.text
         assert pg_cluster.password not in caplog.text
+
+
+async def test_both_engines_have_the_same_tables_columns_and_indexes(
+    pg_url: str, pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    """After migrating, a PostgreSQL database and a state file hold the same tables, each with
+    the same columns in the same order, and the same named indexes (one schema, two dialects)."""
+    path = tmp_path / "inboxd.sqlite3"
+    async with Store.open(path), Store.open(pg_url):
+        pass
+    with sqlite3.connect(path) as raw:
+        tables = [t for (t,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        lite = {
+            t: [c[1] for c in raw.execute(f"PRAGMA table_info({t})")]
+            for t in tables
+            if t != "sqlite_sequence"
+        }
+        lite_indexes = {
+            i for (i,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    raw.close()
+    with psycopg.connect(pg_url, password=pg_cluster.password) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+        ).fetchall()
+        pg_indexes = {
+            i
+            for (i,) in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
+                " AND indexname NOT LIKE '%_pkey'"
+            )
+        }
+    pg: dict[str, list[str]] = {}
+    for table, column in columns:
+        pg.setdefault(table, []).append(column)
+    assert pg == lite
+    assert pg_indexes == {i for i in lite_indexes if not i.startswith("sqlite_autoindex")}

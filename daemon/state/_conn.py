@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Conn", "Engine", "Row", "Rows", "Sleep", "decode_path"]
+__all__ = ["Conn", "ConnBase", "Engine", "Row", "Rows", "Sleep", "decode_path"]
 
 T = TypeVar("T")
 
@@ -56,9 +56,30 @@ class Conn(Protocol):
         """Run one statement with ``?`` placeholders; its rows (all of them) and row count."""
         ...
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """``execute(sql, params).rows``."""
+        ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """``execute(sql, params).rowcount``: the number of rows changed."""
+        ...
+
     def path(self, value: str) -> str | bytes:
         """``value`` (a filename, possibly with surrogate escapes) as this engine stores it."""
         ...
+
+
+class ConnBase:
+    """``rows`` and ``run`` for an engine's ``Conn``, from its ``execute``."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        raise NotImplementedError
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.execute(sql, params).rows
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.execute(sql, params).rowcount
 
 
 class Engine(Protocol):

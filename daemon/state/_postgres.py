@@ -24,7 +24,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from daemon.state import pg_schema
-from daemon.state._conn import Conn, Row, Rows, Sleep
+from daemon.state._conn import Conn, ConnBase, Row, Rows, Sleep
 from daemon.state.url import parse_state_url
 from providers.errors import StateUnavailable
 from providers.redaction import scrub
@@ -73,7 +73,7 @@ def _placeholders(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-class PgConn:
+class PgConn(ConnBase):
     """``Conn`` over a psycopg connection, inside the operation's transaction."""
 
     engine = "postgresql"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.state._conn import Conn, Rows
+from daemon.state._conn import Conn, ConnBase, Rows
 from daemon.state._connection import connect, hint
 from daemon.state._group_commit import GroupCommit
 from daemon.state._ledger_sql import encode_path
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SqliteConn:
+class SqliteConn(ConnBase):
     """``Conn`` over a sqlite3 connection (already inside the operation's transaction)."""
 
     engine = "sqlite"

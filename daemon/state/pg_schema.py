@@ -1,7 +1,8 @@
 """The PostgreSQL schema: the same versions and summaries as the SQLite file's, in PG types.
 
 Version 1 is the ledger, 2 the circuit breakers, 3 the pruning index, 4 the recorded remote
-deletions (``daemon.state.schema`` holds the summaries; a version's SQL here never changes
+deletions, 5 what several hosts share (claims, the send window, named locks)
+(``daemon.state.schema`` holds the summaries; a version's SQL here never changes
 once released). The version is the highest ``schema_history`` row (one row per version).
 Paths (``relpath``, ``final_path``) are BYTEA: a file name's exact bytes, undecodable ones too
 (``daemon.state._conn``). Migrations run in one transaction under a transaction-scoped
@@ -101,6 +102,32 @@ _DDL: dict[int, tuple[str, ...]] = {
         """,
         "CREATE UNIQUE INDEX remote_deletions_file ON remote_deletions (provider, file_id)",
         "CREATE INDEX remote_deletions_open ON remote_deletions (provider) WHERE outcome IS NULL",
+    ),
+    5: (
+        "ALTER TABLE ledger ADD COLUMN owner TEXT",
+        "ALTER TABLE ledger ADD COLUMN lease_until DOUBLE PRECISION",
+        f"CREATE INDEX ledger_owner ON ledger (owner) WHERE state IN {ACTIVE_STATES_SQL}",
+        """
+        CREATE TABLE send_guard (
+            provider   TEXT PRIMARY KEY,
+            touched_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE send_slots (
+            id       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            provider TEXT NOT NULL,
+            at       DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX send_slots_window ON send_slots (provider, at)",
+        """
+        CREATE TABLE leases (
+            name  TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            until DOUBLE PRECISION NOT NULL
+        )
+        """,
     ),
 }
 
