@@ -220,3 +220,14 @@ async def test_both_engines_have_the_same_tables_columns_and_indexes(
         pg.setdefault(table, []).append(column)
     assert pg == lite
     assert pg_indexes == {i for i in lite_indexes if not i.startswith("sqlite_autoindex")}
+
+
+async def test_an_error_that_is_not_the_connections_propagates_at_once(pg_url: str) -> None:
+    """A statement the database refuses (a bug, not an outage) is raised to the caller, not
+    retried, and on_error never hears of it; the store goes on working."""
+    errors: list[BaseException] = []
+    async with Store.open(pg_url, on_error=errors.append, retry_initial=0.01) as store:
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            await store.write(lambda db: db.execute("SELECT * FROM no_such_table"))
+        assert (await store.begin("docs", "a.pdf", size=1, mtime_ns=1)).id == 1
+    assert errors == []

@@ -223,6 +223,10 @@ class PgEngine:
                     "state database %s: %s; retrying in %gs", self.where, _one_line(exc), delay
                 )
                 self.on_error(exc)
+                # Drop every idle connection the outage broke, so that the attempts after it
+                # do not each trip over one of them once the server answers again.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._pool.check)
                 await self._sleep(delay)
                 delay = min(delay * 2, self._max)
                 continue
