@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from tests._tools import free_port
 
-__all__ = ["Cluster", "find_bindir"]
+__all__ = ["Cluster", "find_bindir", "reachable_or"]
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 UNPRIVILEGED = "nobody"
@@ -85,7 +86,10 @@ class Cluster:
         cls, bindir: Path, *, parent: Path | None = None, settings: dict[str, str] | None = None
     ) -> Cluster:
         """A new cluster (``initdb`` done, not started) in a fresh folder under ``parent``
-        (default: the system's temporary folder; it must be reachable by ``nobody``)."""
+        (default: the system's temporary folder, or /tmp when ``nobody`` cannot reach that)."""
+        if parent is None:
+            temp = Path(tempfile.gettempdir())
+            parent = temp if os.geteuid() != 0 else reachable_or(temp, Path("/tmp"))
         base = Path(tempfile.mkdtemp(prefix="inboxd-pg-", dir=parent))
         cluster = cls(
             bindir=bindir,
@@ -211,14 +215,24 @@ class Cluster:
             )
 
 
+def reachable_or(folder: Path, fallback: Path) -> Path:
+    """``folder`` when every folder on its path lets others through (o+x: ``nobody`` can reach
+    a cluster made inside it), else ``fallback`` (a root's TMPDIR, pytest's tmp_path are 0700)."""
+    resolved = folder.resolve()
+    for step in (resolved, *resolved.parents):
+        if not step.stat().st_mode & stat.S_IXOTH:
+            return fallback
+    return folder
+
+
 def _children(parent: int) -> list[int]:
     """The pids whose parent is ``parent`` (from /proc)."""
     pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = entry.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
         if int(fields[1]) == parent:
-            pids.append(int(stat.parent.name))
+            pids.append(int(entry.parent.name))
     return pids

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests._tools import missing_tool
+from tests.pg_cluster import find_bindir
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 # script → the figure lines its smoke run must print (each a line prefix).
@@ -55,12 +58,22 @@ FIGURES = {
         "cpu_per_file_median pipeline-local:",
         "cpu_per_file_median pipeline:",
     ],
+    "pg_driver.py": [
+        "machine: nproc=",
+        "run 1 psycopg-thread: 200 files",
+        "median psycopg-thread:",
+        "median psycopg-async:",
+        "median asyncpg:",
+        "median sqlite-store:",
+    ],
 }
 # memory_transports.py (another owner's) has no --smoke: a 10 MB, one-run call instead.
 ARGS = {"memory_transports.py": ["--runs", "1", "--size", "10000000"]}
 # A bound that only stops a hung run. The torture smoke waits out real pauses (each 429 of its
 # storms pauses the provider for the 1 s it names): ~60 s on a quiet machine, more when busy.
 SECONDS = {"torture.py": 240}
+# Scripts that start a throwaway PostgreSQL cluster (tests/pg_cluster.py).
+NEEDS_POSTGRES = {"pg_driver.py"}
 
 
 def test_every_bench_script_is_covered() -> None:
@@ -74,6 +87,10 @@ def test_every_bench_script_is_covered() -> None:
 @pytest.mark.parametrize("script", sorted(FIGURES))
 def test_smoke_run_prints_its_figures(script: str) -> None:
     """``bench/SCRIPT --smoke`` (or its ARGS) exits 0 and prints every expected figure line."""
+    if script in NEEDS_POSTGRES and find_bindir() is None:
+        missing_tool(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
+        )
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *ARGS.get(script, ["--smoke"])],
         capture_output=True,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.pg_cluster import Cluster, find_bindir
+from tests.pg_cluster import Cluster, find_bindir, reachable_or
 
 
 def _tables(url: str, password: str) -> list[str]:
@@ -112,3 +114,19 @@ def test_find_bindir_prefers_pg_config_then_the_newest_debian_server(tmp_path: P
     assert find_bindir(str(pg_config), root) == elsewhere
     pg_config.write_text(f"#!/bin/sh\necho {root / '17' / 'bin'}\n")
     assert find_bindir(str(pg_config), root) == newest
+
+
+def test_a_cluster_folder_goes_where_nobody_can_reach_it() -> None:
+    """As root the server runs as ``nobody``, so its folder's parent must let others through
+    (o+x) on every step: a folder behind a 0700 one is replaced by the fallback."""
+    outer = Path(tempfile.mkdtemp(prefix="pgc-reach-", dir="/tmp"))
+    try:
+        inner = outer / "inner"
+        inner.mkdir()
+        outer.chmod(0o755)
+        inner.chmod(0o711)
+        assert reachable_or(inner, Path("/fallback")) == inner
+        outer.chmod(0o700)
+        assert reachable_or(inner, Path("/fallback")) == Path("/fallback")
+    finally:
+        shutil.rmtree(outer)

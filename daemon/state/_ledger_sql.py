@@ -32,9 +32,13 @@ ACTIVE_ROW = (
     " AND state IN ('pending', 'uploading', 'uploaded')"
 )
 
+# Claimed by its host as it is made; a row another host inserted first wins (the unique
+# partial index ledger_active), and this one returns nothing: the caller reads that row.
 INSERT_PENDING = """
-    INSERT INTO ledger (inbox, relpath, size, mtime_ns, state, attempts, created_at, updated_at)
-    VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)
+    INSERT INTO ledger (inbox, relpath, size, mtime_ns, state, attempts, created_at, updated_at,
+                        owner, lease_until)
+    VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)
+    ON CONFLICT (inbox, relpath) WHERE state IN ('pending', 'uploading', 'uploaded') DO NOTHING
     RETURNING *
 """
 
@@ -97,6 +101,18 @@ CLAIM_PROBE = """
 # deterministic, so the unique index over (inbox, relpath) still means one row per file.
 # (PostgreSQL keeps every path as BYTEA: ``daemon.state._postgres.PgConn.path``.)
 _PATH_COLUMNS = frozenset({"relpath", "final_path"})
+# SQLite's INSERT … RETURNING gives a REAL of integral value as an int; PostgreSQL a float.
+_TIME_COLUMNS = frozenset(
+    {
+        "intent_at",
+        "uploaded_at",
+        "finished_at",
+        "not_before",
+        "created_at",
+        "updated_at",
+        "lease_until",
+    }
+)
 _TEXT_COLUMNS = frozenset({"reason", "detail"})
 
 
@@ -144,6 +160,9 @@ def ledger_from_row(row: Row) -> LedgerRow:
     values = {key: row[key] for key in row.keys()}  # noqa: SIM118 -- sqlite3.Row has no items()
     values["relpath"] = decode_path(values["relpath"])
     values["final_path"] = decode_path(values["final_path"])
+    for column in _TIME_COLUMNS.intersection(values):
+        if values[column] is not None:
+            values[column] = float(values[column])
     return LedgerRow(**values)
 
 

@@ -24,20 +24,26 @@ from typing import Any, TypeVar
 
 import anyio
 
+from daemon.state import _claims as claims
 from daemon.state import _ledger_sql as sql
+from daemon.state._breakers import BreakerTable
 from daemon.state._conn import Conn, Engine, Row, Sleep
 from daemon.state._postgres import PgEngine
+from daemon.state._rows import one as _one
+from daemon.state._rows import row_by_id as _row_by_id
+from daemon.state._rows import update as _update
 from daemon.state._sqlite import SqliteEngine
 from daemon.state.url import is_state_url, pg_password
 from daemon.state.watch import file_identity
 from handlers.ledger import (
+    ACTIVE_STATES,
     PENDING,
     QUARANTINED,
     STATES,
     LedgerRow,
     transition_fields,
 )
-from providers.types import BreakerRecord
+from providers.errors import ClaimLost
 
 __all__ = ["Store"]
 
@@ -50,7 +56,7 @@ def _ignore(*_: object) -> None:
     return None
 
 
-class Store:
+class Store(BreakerTable):
     """The state store. Implements ``handlers.ledger.Ledger`` and ``providers.types.BreakerStore``.
 
     Build it with ``async with Store.open(path_or_url) as store``; one Store is safe to share
@@ -169,21 +175,88 @@ class Store:
     # -- ledger -----------------------------------------------------------------------------
 
     async def begin(self, inbox: str, relpath: str, *, size: int, mtime_ns: int) -> LedgerRow:
-        """The active row for (inbox, relpath), or a new ``pending`` one (see ``Ledger``)."""
+        """The active row for (inbox, relpath), or a new ``pending`` one, claimed by this host
+        (see ``Ledger``); ClaimedElsewhere when another host holds a live claim on it."""
 
         def begin(db: Conn) -> LedgerRow:
             key = (inbox, db.path(relpath))
             now = self._clock()
-            row = _one(db, sql.ACTIVE_ROW, key)
-            if row is None:
-                row = _one(db, sql.INSERT_PENDING, (*key, size, mtime_ns, now, now))
-            elif row["state"] == PENDING and (row["size"], row["mtime_ns"]) != (size, mtime_ns):
-                row = _one(db, sql.RESET_PENDING, (size, mtime_ns, now, row["id"]))
-            if row is None:
-                raise KeyError(key)
-            return sql.ledger_from_row(row)
+            until = now + self._lease
+            found = _one(db, sql.ACTIVE_ROW, key)
+            if found is None:
+                inserted = _one(
+                    db, sql.INSERT_PENDING, (*key, size, mtime_ns, now, now, self._host, until)
+                )
+                if inserted is not None:
+                    return sql.ledger_from_row(inserted)
+                found = _one(db, sql.ACTIVE_ROW, key)
+                if found is None:
+                    raise KeyError(key)
+            row = claims.claim(
+                db,
+                sql.ledger_from_row(found),
+                host=self._host,
+                lease=self._lease,
+                now=now,
+                to_row=sql.ledger_from_row,
+            )
+            if row.state == PENDING and (row.size, row.mtime_ns) != (size, mtime_ns):
+                reset = _one(db, sql.RESET_PENDING, (size, mtime_ns, now, row.id))
+                if reset is None:
+                    raise KeyError(key)
+                row = sql.ledger_from_row(reset)
+            return row
 
         return await self._write(begin)
+
+    async def take(self, row_id: int) -> LedgerRow | None:
+        """Claim the active row ``row_id`` for this host (recovery): the row, or None when it
+        is finished, gone, or another host holds a live claim on it."""
+
+        def take(db: Conn) -> LedgerRow | None:
+            found = _one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
+            row = None if found is None else sql.ledger_from_row(found)
+            return claims.take(
+                db,
+                row,
+                host=self._host,
+                lease=self._lease,
+                now=self._clock(),
+                to_row=sql.ledger_from_row,
+            )
+
+        return await self._write(take)
+
+    async def renew_leases(self) -> int:
+        """Extend the claim of every active row this host owns; the number renewed."""
+        return await self._write(
+            lambda db: claims.renew(db, host=self._host, lease=self._lease, now=self._clock())
+        )
+
+    async def fleet(self) -> dict[str, tuple[int, bool]]:
+        """Host id (``""``: rows no host owns) → (its active rows, whether its claims are live)."""
+        return await self._engine.read(lambda db: claims.fleet(db, now=self._clock()))
+
+    async def reserve_send(
+        self, provider: str, *, rpm: float, window: float, now: float | None = None
+    ) -> float:
+        """Take one send from ``provider``'s account-wide window (every host's sends): 0.0 when
+        taken, else the seconds to wait before asking again (``daemon.state._claims``)."""
+        at = self._clock() if now is None else now
+        return await self._write(
+            lambda db: claims.reserve_send(db, provider, rpm=rpm, window=window, now=at)
+        )
+
+    async def hold(self, name: str, *, ttl: float) -> bool:
+        """Take or extend the named lock ``name`` for ``ttl`` seconds; True when this host
+        holds it (another host's live lock: False)."""
+        return await self._write(
+            lambda db: claims.hold(db, name, host=self._host, ttl=ttl, now=self._clock())
+        )
+
+    async def release(self, name: str) -> None:
+        """Give up the named lock ``name`` if this host holds it."""
+        await self._write(lambda db: claims.release(db, name, host=self._host))
 
     async def get(self, row_id: int) -> LedgerRow:
         """The row with this id; KeyError when there is none."""
@@ -197,6 +270,8 @@ class Store:
 
         def transition(db: Conn) -> LedgerRow:
             current = _row_by_id(db, row_id)
+            if current.state in ACTIVE_STATES and current.owner not in (None, self._host):
+                raise ClaimLost(row_id, current.owner)  # another host took the file over
             updates = transition_fields(current.state, to_state, fields, self._clock())
             return _update(db, row_id, sql.encode_updates(updates, db.path))
 
@@ -304,52 +379,6 @@ class Store:
         """The rows of one read-only query."""
         return await self._fetch(query, params)
 
-    # -- breakers ---------------------------------------------------------------------------
-
-    async def load_breaker(self, provider: str) -> BreakerRecord | None:
-        """The persisted breaker of ``provider``, or None when it never left ``closed``."""
-        rows = await self._fetch("SELECT * FROM breakers WHERE provider = ?", (provider,))
-        return sql.breaker_from_row(rows[0]) if rows else None
-
-    async def save_breaker(self, provider: str, record: BreakerRecord) -> None:
-        """Persist ``record`` as the breaker of ``provider`` (committed on return)."""
-        params = sql.breaker_params(provider, record)
-        await self._write(lambda db: db.execute(sql.SAVE_BREAKER, params))
-
-    async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
-        """Atomically claim the one half-open probe (see ``providers.types.BreakerStore``)."""
-        params = (lease_until, self._clock(), provider, now, now)
-        return await self._write(lambda db: db.execute(sql.CLAIM_PROBE, params).rowcount == 1)
-
-    async def reset_breaker(self, provider: str) -> None:
-        """Close ``provider``'s breaker and forget its history (``inboxd breaker reset``)."""
-        record = BreakerRecord(reason="reset by operator", updated_at=self._clock())
-        await self.save_breaker(provider, record)
-
-    async def all_breakers(self) -> dict[str, BreakerRecord]:
-        """Every persisted breaker, by provider name."""
-        rows = await self._fetch("SELECT * FROM breakers ORDER BY provider")
-        return {row["provider"]: sql.breaker_from_row(row) for row in rows}
-
 
 def _hostname() -> str:
     return socket.gethostname()
-
-
-def _one(db: Conn, query: str, params: tuple[Any, ...]) -> Row | None:
-    return db.execute(query, params).fetchone()
-
-
-def _row_by_id(db: Conn, row_id: int) -> LedgerRow:
-    row = _one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
-    if row is None:
-        raise KeyError(row_id)
-    return sql.ledger_from_row(row)
-
-
-def _update(db: Conn, row_id: int, values: dict[str, Any]) -> LedgerRow:
-    columns = sorted(values)
-    row = _one(db, sql.update_sql(columns), (*(values[column] for column in columns), row_id))
-    if row is None:
-        raise KeyError(row_id)
-    return sql.ledger_from_row(row)
