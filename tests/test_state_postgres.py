@@ -136,8 +136,9 @@ async def test_unreachable_server_at_open_is_state_unavailable(
 async def test_server_stopped_under_a_write_waits_and_writes_once(
     pg_url: str, pg_cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With the server stopped, a write blocks, each failed attempt reaches on_error; once the
-    server is back it completes, on_ok fires once, and its row exists exactly once."""
+    """With the server stopped, a write blocks, each failed attempt reaches the on_error hook
+    (set with on_faults); once the server is back it completes, on_ok fires once, and its row
+    exists exactly once."""
     errors: list[BaseException] = []
     oks: list[None] = []
     failed = anyio.Event()
@@ -147,14 +148,8 @@ async def test_server_stopped_under_a_write_waits_and_writes_once(
         failed.set()
 
     caplog.set_level(logging.WARNING, "daemon.state._postgres")
-    async with Store.open(
-        pg_url,
-        on_error=on_error,
-        on_ok=lambda: oks.append(None),
-        retry_initial=0.01,
-        retry_max=0.2,
-        connect_timeout=1.0,
-    ) as store:
+    async with Store.open(pg_url, retry_initial=0.01, retry_max=0.2, connect_timeout=1.0) as store:
+        store.on_faults(on_error, lambda: oks.append(None))
         await store.begin("docs", "before.pdf", size=1, mtime_ns=1)
         await anyio.to_thread.run_sync(pg_cluster.stop)
         try:

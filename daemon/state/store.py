@@ -90,6 +90,7 @@ class Store(BreakerTable):
         retry_initial: float = 0.5,
         retry_max: float = 10.0,
         connect_timeout: float = 10.0,
+        pool_size: int = 8,
         sleep: Sleep = anyio.sleep,
     ) -> AsyncIterator[Store]:
         """Open the store: ``target`` is a state file path (SQLite) or a ``postgresql://`` URL.
@@ -114,6 +115,7 @@ class Store(BreakerTable):
                 retry_initial=retry_initial,
                 retry_max=retry_max,
                 connect_timeout=connect_timeout,
+                pool_size=pool_size,
                 sleep=sleep,
             )
         else:
@@ -150,6 +152,15 @@ class Store(BreakerTable):
     def describe(self) -> str:
         """``sqlite /path/to/inboxd.sqlite3`` or ``postgresql host:port/db``."""
         return self._engine.describe()
+
+    def on_faults(
+        self, on_error: Callable[[BaseException], None], on_ok: Callable[[], None]
+    ) -> None:
+        """From now on, tell ``on_error(exc)`` of every failed attempt while the database does
+        not answer and ``on_ok()`` of the first success after (PostgreSQL; SQLite never
+        retries: its faults are StateErrors)."""
+        if isinstance(self._engine, PgEngine):
+            self._engine.on_error, self._engine.on_ok = on_error, on_ok
 
     async def schema_version(self) -> int:
         """The schema version the store is at (after open: this inboxd's)."""
