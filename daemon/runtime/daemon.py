@@ -276,6 +276,8 @@ class Daemon:
         def lost(reason: str) -> None:
             self.state_lost = reason  # /readyz says so until the process is gone
 
+        if store.path is None or store.identity is None:
+            return  # PostgreSQL (state_url): no state file to watch
         await watch_state_file(
             store.path, store.identity, interval=self._state_check_interval, on_lost=lost
         )
