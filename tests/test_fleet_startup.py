@@ -20,7 +20,6 @@ from daemon.runtime.main import with_emulator
 from daemon.runtime.starting import StateHealth, next_delay
 from daemon.state.store import Store
 from providers.emulator.server import Emulator
-from providers.errors import StateUnavailable
 from tests.harness import Outcomes, _settings, drop
 
 
@@ -43,25 +42,6 @@ class GatedSleep:
         self.slept.append(seconds)
         self.waiting.set()
         await self.go.wait()
-
-
-@asynccontextmanager
-async def _refused(url: str) -> AsyncIterator[Store]:
-    """What the PostgreSQL engine does with a server that refuses connections: a real connect
-    to the loopback address of ``url``, refused, raised as StateUnavailable."""
-    where = url.rpartition("@")[2]
-    host, _, rest = where.partition(":")
-    port = int(rest.partition("/")[0])
-    try:
-        stream = await anyio.connect_tcp(host, port)
-    except OSError as exc:
-        raise StateUnavailable(
-            f"state_url: PostgreSQL at {where} does not answer ({exc}); start it, or "
-            "fix state_url; retrying"
-        ) from None
-    await stream.aclose()
-    raise AssertionError(f"something listens on {where}")
-    yield  # pragma: no cover -- never reached: the body above raises
 
 
 def test_backoff_doubles_to_the_cap() -> None:
@@ -91,11 +71,11 @@ async def _daemon(
 
     def opener(health: StateHealth) -> AbstractAsyncContextManager[Store]:
         # The first ``failures`` tries reach the refusing address; then the SQLite file.
-        if len(opened) < failures:
-            opened.append(url)
-            return _refused(url)
-        opened.append(str(settings.state_file))
-        return Store.open(settings.state_file, host="host-a")
+        target: Path | str = url if len(opened) < failures else settings.state_file
+        opened.append(str(target))
+        return Store.open(
+            target, host="host-a", on_error=health.failed, on_ok=health.answered, connect_timeout=2
+        )
 
     outcomes = Outcomes()
     daemon = Daemon(
