@@ -1,6 +1,6 @@
 """A shared database that does not answer at start: the daemon waits for it (one log line per
 attempt, backoff doubling), serving /healthz 200 and /readyz 503 with the reason, and goes on
-once the store opens; it never exits for it."""
+once the store opens; it never exits for it. While running, /readyz follows the database."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from daemon.runtime.main import with_emulator
 from daemon.runtime.starting import StateHealth, next_delay
 from daemon.state.store import Store
 from providers.emulator.server import Emulator
-from tests.harness import Outcomes, _settings, drop
+from tests.harness import Outcomes, _settings, drop, started
+from tests.pg_cluster import Cluster
 
 
 def _closed_port() -> int:
@@ -148,3 +149,84 @@ async def test_stopped_while_waiting_returns(tmp_path: Path) -> None:
         daemon.stop()
     assert opened == [url]
     assert not daemon.ready.is_set()
+
+
+@pytest.mark.anyio
+async def test_readyz_follows_the_database_while_running(
+    tmp_path: Path, pg_url: str, pg_cluster: Cluster
+) -> None:
+    """A running daemon on PostgreSQL whose server stops: a store call waits, /readyz turns 503
+    with "state: database unreachable: ..." and inboxd_state_errors_total counts; once the
+    server is back the call returns and /readyz is 200 again."""
+    failed, answered = anyio.Event(), anyio.Event()
+
+    def opener(health: StateHealth) -> AbstractAsyncContextManager[Store]:
+        def on_error(exc: BaseException) -> None:
+            health.failed(exc)
+            failed.set()
+
+        def on_ok() -> None:
+            health.answered()
+            answered.set()
+
+        return Store.open(
+            pg_url,
+            host="host-a",
+            on_error=on_error,
+            on_ok=on_ok,
+            retry_initial=0.01,
+            retry_max=0.2,
+            connect_timeout=1.0,
+        )
+
+    async with Emulator() as emu:
+        settings = _settings(
+            tmp_path,
+            [{"name": "in"}],
+            {},
+            {"metrics": {"listen": "127.0.0.1:0"}, "state_url": pg_url, "host_id": "host-a"},
+        )
+        settings = with_emulator(
+            settings,
+            {p: emu.base_url(p) for p in ("kimi", "glm")},
+            {p: emu.key(p) for p in ("kimi", "glm")},
+        )
+        daemon = Daemon(settings, notifier=Notifier(None), open_store=opener)
+        async with started(daemon), httpx.AsyncClient() as http:
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            assert (await http.get(f"{base}/readyz")).status_code == 200
+            await anyio.to_thread.run_sync(pg_cluster.stop)
+            try:
+                done = anyio.Event()
+
+                async def count() -> None:
+                    await daemon.current().store.counts_by_state()
+                    done.set()
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(count)
+                    with anyio.fail_after(60):
+                        await failed.wait()
+                    readyz = await http.get(f"{base}/readyz")
+                    assert readyz.status_code == 503
+                    assert any(
+                        r.startswith("state: database unreachable: ")
+                        for r in readyz.json()["reasons"]
+                    )
+                    metrics = (await http.get(f"{base}/metrics")).text
+                    errors = [
+                        line
+                        for line in metrics.splitlines()
+                        if line.startswith("inboxd_state_errors_total ")
+                    ]
+                    assert float(errors[0].split()[1]) >= 1
+                    assert not done.is_set()
+                    await anyio.to_thread.run_sync(pg_cluster.start)
+                    with anyio.fail_after(120):
+                        await done.wait()
+            finally:
+                if not (pg_cluster.datadir / "postmaster.pid").exists():
+                    pg_cluster.start()
+            assert answered.is_set()
+            readyz = await http.get(f"{base}/readyz")
+            assert (readyz.status_code, readyz.json()) == (200, {"ready": True, "reasons": []})
