@@ -311,10 +311,15 @@ class Pipeline:
         return None
 
     async def recover(
-        self, plans: Mapping[str, InboxPlan], *, on_error: RecoverErrors | None = None
+        self,
+        plans: Mapping[str, InboxPlan],
+        *,
+        on_error: RecoverErrors | None = None,
+        host: str | None = None,
     ) -> None:
         """At start: settle rows a crash left ``uploading``; finish rows left ``uploaded``
-        (``handlers.recovery``)."""
+        (``handlers.recovery``); ``host`` given, only the rows a dead host of the fleet left
+        whose file is gone from its inbox (a takeover pass)."""
         await recover(
             self.ledger,
             self.reconciler,
@@ -323,6 +328,7 @@ class Pipeline:
             plans=plans,
             now=self.clock(),
             on_error=on_error,
+            host=host,
         )
 
 

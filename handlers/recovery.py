@@ -13,6 +13,7 @@ lease ran out: that host died) are settled or finished; another live host's are 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 
 from handlers.finishing import Finisher
@@ -37,8 +38,14 @@ async def recover(
     plans: Mapping[str, InboxPlan],
     now: float,
     on_error: RecoverErrors | None = None,
+    host: str | None = None,
 ) -> None:
     """Settle rows a crash left ``uploading``; finish rows left ``uploaded``.
+
+    ``host`` given, this is a takeover pass of a fleet (``daemon.runtime``, every lease):
+    only rows another host held and stopped renewing (it died) whose file is no longer in
+    its inbox - that host archived it and died before its ledger said so, or the file went.
+    A file still in its inbox is taken over by processing it, as any file is.
 
     A row whose provider cannot be listed now stays ``uploading``: processing the file
     settles it later (never a second copy, never a crash at start). An unexpected error
@@ -47,6 +54,8 @@ async def recover(
     """
     settle = []
     for row in await ledger.rows_in_state(UPLOADING):
+        if host is not None and not _orphaned(row, plans, host, now):
+            continue
         if row.inbox in plans and row.provider in clients:
             taken = await ledger.take(row.id)
             if taken is not None:  # None: a live host is sending it
@@ -66,6 +75,8 @@ async def recover(
         plan = plans.get(row.inbox)
         if plan is None or (row.not_before is not None and row.not_before > now):
             continue  # its text is due later: processing the file fetches it then
+        if host is not None and not _orphaned(row, plans, host, now):
+            continue
         taken = await ledger.take(row.id)
         if taken is None:
             continue  # a live host is finishing it
@@ -73,6 +84,14 @@ async def recover(
             await finisher.recover(plan, taken)  # the same check as a live finish
         except Exception as exc:
             _recover_failed(on_error, taken, exc)
+
+
+def _orphaned(row: LedgerRow, plans: Mapping[str, InboxPlan], host: str, now: float) -> bool:
+    """Is ``row`` another host's whose lease ran out, its file gone from the inbox?"""
+    if row.owner is None or row.owner == host or (row.lease_until or 0.0) > now:
+        return False
+    plan = plans.get(row.inbox)
+    return plan is not None and not os.path.lexists(plan.path / row.relpath)
 
 
 def _recover_failed(on_error: RecoverErrors | None, row: LedgerRow | None, exc: Exception) -> None:

@@ -20,8 +20,10 @@ import pytest
 from daemon.config.settings import InboxSettings, Settings
 from daemon.runtime.wiring import build_clients, build_dispatcher, build_plans
 from daemon.state.store import Store
+from handlers.archive import finish
 from handlers.budget import ByteBudget
 from handlers.ledger import LedgerRow
+from handlers.outcomes import upload_record
 from handlers.pipeline import InboxPlan, Pipeline, Result, Uploader
 from providers.dispatch import NullEvents
 from providers.emulator.server import Emulator
@@ -266,3 +268,41 @@ async def test_recovery_leaves_a_live_hosts_rows_and_takes_a_dead_hosts(tmp_path
         assert (settled.state, settled.owner) == ("pending", "host-a")
         with pytest.raises(ClaimedElsewhere):
             await b.store.begin("in", "a.txt", size=5, mtime_ns=path.stat().st_mtime_ns)
+
+
+@pytest.mark.anyio
+async def test_a_takeover_pass_closes_what_a_dead_host_archived_but_did_not_record(
+    tmp_path: Path,
+) -> None:
+    """Host b uploaded and archived a file, then died before its row said done: a's takeover
+    pass (``recover(host=...)``) leaves the row while b's lease is live, and after it records
+    the archived path; a row whose file is still in the inbox is left to processing."""
+    async with fleet(tmp_path) as f:
+        a, b = f.hosts
+        rows = {}
+        for name, data in (("gone.txt", b"archived"), ("here.txt", b"still here")):
+            path = drop(f.inbox, name, data)
+            row = await b.store.begin("in", name, size=len(data), mtime_ns=path.stat().st_mtime_ns)
+            await b.store.transition(row.id, "uploading", provider="kimi", purpose="file-extract")
+            rows[name] = await b.store.transition(
+                row.id,
+                "uploaded",
+                file_id=f"file-{name}",
+                remote_bytes=len(data),
+                sha256=_sha(data),
+            )
+        archived = finish(
+            f.inbox / "gone.txt",
+            on_success="archive",
+            done_dir=f.plan.done_dir,
+            record=upload_record(rows["gone.txt"], _sha(b"archived")),
+        )
+        assert archived is not None
+        await a.pipeline.recover({"in": f.plan}, host="host-a")  # b's lease is live
+        assert (await a.store.get(rows["gone.txt"].id)).state == "uploaded"
+        f.now[0] += LEASE + 1
+        await a.pipeline.recover({"in": f.plan}, host="host-a")
+        gone = await a.store.get(rows["gone.txt"].id)
+        here = await a.store.get(rows["here.txt"].id)
+    assert (gone.state, gone.owner, gone.final_path) == ("done", "host-a", str(archived))
+    assert (here.state, here.owner) == ("uploaded", "host-b")

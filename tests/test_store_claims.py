@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 import anyio
 import pytest
 
+from daemon.remote.ledger import RemoteLedger
 from daemon.state.store import Store
 from handlers.ledger import DONE, PENDING, UPLOADED, UPLOADING
 from providers.errors import ClaimedElsewhere, ClaimLost
@@ -252,3 +253,21 @@ async def test_concurrent_holds_of_one_lock_go_to_one_host(
             tg.start_soon(hold, (a, b)[n % 2])
     assert len(set(holders)) == 1
     assert len(holders) == 4  # the holder's every call extends its own lock
+
+
+async def test_making_room_releases_only_this_hosts_parked_files(
+    hosts: tuple[Store, Store, FakeClock],
+) -> None:
+    """RemoteLedger.release_parked lets go the files this host parked on the provider, and
+    leaves another host's parked file to it (its transition would be ClaimLost)."""
+    a, b, clock = hosts
+    parked = {}
+    for store, name in ((a, "mine.txt"), (b, "theirs.txt")):
+        row = await store.begin("in", name, size=3, mtime_ns=1)
+        row = await store.transition(row.id, UPLOADING, provider="kimi", purpose="file-extract")
+        parked[name] = await store.transition(row.id, PENDING, not_before=clock.now + 600)
+    assert await RemoteLedger(a).release_parked("kimi") == 1
+    assert (await a.get(parked["mine.txt"].id)).not_before is None
+    assert (await a.get(parked["theirs.txt"].id)).not_before == clock.now + 600
+    assert await RemoteLedger(b).release_parked("kimi") == 1
+    assert (await a.get(parked["theirs.txt"].id)).not_before is None

@@ -197,11 +197,16 @@ class RemoteLedger:
         return [_attempt(row, float("inf")) for row in rows]
 
     async def release_parked(self, provider: str) -> int:
-        """Let every file parked after trying ``provider`` go at once; how many."""
+        """Let every file this host parked after trying ``provider`` go at once; how many.
+
+        Another host's parked files stay its own (a transition would be refused, ClaimLost):
+        they go when that host makes room or their wait ends."""
         rows = [
             row
             for row in await self.store.rows_in_state(PENDING)
-            if row.provider == provider and row.not_before is not None
+            if row.provider == provider
+            and row.not_before is not None
+            and row.owner in (None, self.store.host)
         ]
         for row in rows:
             await self.store.transition(row.id, PENDING, not_before=None)

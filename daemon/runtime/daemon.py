@@ -226,6 +226,7 @@ class Daemon(Operations):
             root.start_soon(watchdog_loop, self.notifier)
             root.start_soon(self._watch_state_file, current.store)
             root.start_soon(every, current.store.lease / 3, self.renew_leases)
+            root.start_soon(every, current.store.lease, self.take_over)
             # READY=1 waits for this: the intake runs and every watch is set up.
             await root.start(self.workers.run)
             self.workers.ensure(self._wanted_workers())

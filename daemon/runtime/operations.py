@@ -70,3 +70,11 @@ class Operations:
         """Renew the leases of the rows this host works on (every third of a lease), so no
         other host of a fleet takes them over while this one is alive."""
         return await self.current().store.renew_leases()
+
+    async def take_over(self) -> None:
+        """Settle and finish the rows a dead host of the fleet left whose file is gone from its
+        inbox (it archived the file and died before its ledger said so); every lease."""
+        current = self.current()
+        await current.pipeline.recover(
+            current.plans, on_error=self.workers.recover_failed, host=current.store.host
+        )
