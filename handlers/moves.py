@@ -8,7 +8,9 @@ re-created, never opened; a directory, socket or device cannot cross filesystems
 are fsynced after every change so a crash cannot undo a move the ledger already recorded.
 
 Every name made here (``~N`` collision names, sidecar and temp names) fits NAME_MAX: see
-``handlers.names.fit_name`` for how a longer one is shortened.
+``handlers.names.fit_name`` for how a longer one is shortened. Temp names carry this
+process's host id (``use_host_id``, set once at start from the config's ``host_id``): hosts
+of a fleet share done and quarantine folders, and each cleans up only its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +36,11 @@ __all__ = [
     "candidate_names",
     "copy_fd_noreplace",
     "fsync_dir",
+    "host_id",
     "move_file",
     "move_unique",
     "unique_destination",
+    "use_host_id",
     "write_bytes_atomic",
     "write_json_atomic",
 ]
@@ -44,6 +49,23 @@ SIDECAR_SUFFIXES = (".reason.json", ".upload.json")
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 _MAX_TRIES = 10_000
+
+# One process is one host: the id is set once at start (``use_host_id``), before any write.
+_host = [socket.gethostname()]
+
+
+def use_host_id(host: str) -> None:
+    """Name this process's temp files with ``host`` from now on (the config's ``host_id``)."""
+    _host[0] = host
+
+
+def host_id() -> str:
+    """The host id temp files are named with now."""
+    return _host[0]
+
+
+def _temp_path(dst: Path) -> Path:
+    return dst.with_name(temp_name(dst.name, secrets.token_hex(4), host=_host[0]))
 
 
 def _libc_renameat2() -> ctypes._NamedFuncPointer | None:
@@ -152,7 +174,7 @@ def move_unique(src: Path, folder: Path, name: str | None = None) -> Path:
 
 def _copy_across(src: Path, dst: Path) -> None:
     st = os.lstat(src)
-    tmp = dst.with_name(temp_name(dst.name, secrets.token_hex(4)))
+    tmp = _temp_path(dst)
     try:
         if stat.S_ISREG(st.st_mode):
             _copy_regular(src, tmp)
@@ -197,7 +219,7 @@ def copy_fd_noreplace(fd: int, dst: Path, *, size: int, sha256: str) -> Path:
     Raises ``ValueError`` when the bytes are not those (nothing is left), ``DestinationExists``
     when ``dst`` exists, ``MoveError`` for anything else.
     """
-    tmp = dst.with_name(temp_name(dst.name, secrets.token_hex(4)))
+    tmp = _temp_path(dst)
     try:
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
@@ -246,7 +268,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
     Raises ``MoveError`` naming the path when it cannot be written.
     """
-    tmp = path.with_name(temp_name(path.name, secrets.token_hex(4)))
+    tmp = _temp_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:

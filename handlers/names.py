@@ -5,7 +5,7 @@ Pure: strings in, answers out. ``name_problem`` accepts what ``os.listdir`` give
 directory (undecodable bytes arrive as lone surrogates, PEP 383) or the raw bytes.
 
 Derived names (``fit_name``): a collision name ``stem~N.ext``, a sidecar ``<name>.upload.json``
-or ``<name>.reason.json``, a temp name ``.<name>.inboxd-XXXXXXXX.tmp``. Any file name the
+or ``<name>.reason.json``, a temp name ``.<name>.inboxd-<host id>-XXXXXXXX.tmp``. Any file name the
 filesystem accepts (255 bytes) may make one longer than that; then the stem is cut (in bytes
 of ``os.fsencode``, never inside a UTF-8 character) and followed by ``~`` and the first 10 hex
 digits of the sha256 of the full name, before the tag, the extension and the suffix::
@@ -137,10 +137,11 @@ def sidecar_name(name: str, suffix: str) -> str:
     return fit_name(name, suffix=suffix)
 
 
-def temp_name(target: str, token: str) -> str:
-    """The hidden temp name for writing ``target``: ``.<target>.inboxd-<token>.tmp``
-    (``token``: 8 random lower-case hex digits, which ``handlers.leftovers`` recognises)."""
-    return fit_name(target, prefix=".", suffix=f".inboxd-{token}.tmp")
+def temp_name(target: str, token: str, *, host: str) -> str:
+    """The hidden temp name for writing ``target``: ``.<target>.inboxd-<host>-<token>.tmp``
+    (``token``: 8 random lower-case hex digits; ``host``: the writer's host id, so a host
+    cleaning up at start (``handlers.leftovers``) never removes another host's)."""
+    return fit_name(target, prefix=".", suffix=f".inboxd-{host}-{token}.tmp")
 
 
 def _cut(raw: bytes, budget: int) -> str:

@@ -6,6 +6,11 @@ sleep) and tells it how the call ended. A ``Throttled`` answer pauses the whole 
 is re-raised: the dispatcher calls again, and that call waits here until the pause ends and
 the window has room. Listing, deleting and extracting are not paced (the emulator limits
 uploads only; whether the real services count them is not documented).
+
+Several hosts on one account (a fleet) share one budget: with ``send_slots`` (the shared
+store's ``reserve_send``), each upload the local Pacer admits also asks it for a slot in the
+account's rolling window while an rpm is known (configured or learned), waits the seconds it
+answers and asks again, so the sum over hosts stays under the account's rate.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from providers.errors import Throttled, TransportUnavailable
 from providers.pacing import Pacer, PacingConfig
 from providers.types import Extracted, Extractor, RemoteFile, UploadClient, UploadResult
 
-__all__ = ["LimitedClient", "NullPacingEvents", "PacingEvents"]
+__all__ = ["LimitedClient", "NullPacingEvents", "PacingEvents", "SendSlots"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,14 @@ class PacingEvents(Protocol):
 
     def throttled(self, provider: str) -> None:
         """One rate-limit answer (429) from the provider."""
+
+
+class SendSlots(Protocol):
+    """The account's shared rate window (``daemon.state.store.Store.reserve_send``)."""
+
+    async def __call__(self, provider: str, *, rpm: float, window: float, now: float) -> float:
+        """0.0: a send slot at ``now`` is taken; else the seconds until one may be."""
+        ...
 
 
 class NullPacingEvents:
@@ -54,6 +67,8 @@ class LimitedClient:
     ``concurrency`` and ``rpm`` are the configured ceilings (``rpm`` None: learned from the
     429s). ``config`` replaces the whole ``PacingConfig`` (tests set tiny durations); ``clock``
     is monotonic seconds and ``sleep`` waits that long: both injected by tests.
+    ``send_slots``: the budget shared with other hosts (None: this host alone), asked with
+    ``wall_clock`` time (unix seconds: every host's clock must agree on it).
     """
 
     def __init__(
@@ -66,6 +81,8 @@ class LimitedClient:
         events: PacingEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        send_slots: SendSlots | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.inner = inner
         self.name = inner.name
@@ -73,6 +90,8 @@ class LimitedClient:
         self._events = events or NullPacingEvents()
         self._clock = clock
         self._sleep = sleep
+        self._slots = send_slots
+        self._wall = wall_clock
         self._changed: anyio.Event | None = None
         self._reported = (self.pacer.rpm, self.pacer.concurrency)
         self._events.pacing_limits(self.name, self.pacer.rpm, self.pacer.concurrency)
@@ -82,6 +101,7 @@ class LimitedClient:
     ) -> UploadResult:
         sent_at = await self._admitted()
         try:
+            await self._shared_slot()
             result = await self.inner.upload(
                 filename=filename,
                 fileobj=fileobj,
@@ -133,6 +153,15 @@ class LimitedClient:
             if wait == 0.0:
                 return now
             await self._wait(changed, wait)
+
+    async def _shared_slot(self) -> None:
+        """Wait for a slot in the account's window shared with other hosts (rpm known)."""
+        while self._slots is not None and (rpm := self.pacer.rpm) is not None:
+            window = self.pacer.config.window + self.pacer.config.margin
+            wait = await self._slots(self.name, rpm=rpm, window=window, now=self._wall())
+            if wait <= 0:
+                return
+            await self._sleep(wait)
 
     async def _wait(self, changed: anyio.Event, seconds: float | None) -> None:
         """Until ``changed`` is set or ``seconds`` have passed (None: only ``changed``)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from handlers.leftovers import is_temp_leftover, remove_temp_leftovers
-from handlers.moves import write_json_atomic
+from handlers.moves import host_id, write_json_atomic
 from tests.harness import running
 
 
@@ -48,8 +48,8 @@ def _killed_write(monkeypatch: pytest.MonkeyPatch, path: Path) -> Path:
     ],
 )
 def test_is_temp_leftover(name: str, expected: bool) -> None:
-    """Only the exact temp-name pattern of handlers.moves counts as a leftover."""
-    assert is_temp_leftover(name) is expected
+    """Only the exact (legacy, unscoped) temp-name pattern of handlers.moves counts."""
+    assert is_temp_leftover(name, host="h", legacy=True) is expected
 
 
 def test_removes_a_real_leftover_and_nothing_else(
@@ -66,10 +66,11 @@ def test_removes_a_real_leftover_and_nothing_else(
     leftover = _killed_write(monkeypatch, done / "b.txt.upload.json")
     (quarantine / "c.txt").write_bytes(b"c")
     qleftover = _killed_write(monkeypatch, quarantine / "c.txt.reason.json")
-    assert is_temp_leftover(leftover.name)
-    assert is_temp_leftover(qleftover.name)
+    assert is_temp_leftover(leftover.name, host=host_id(), legacy=False)
+    assert is_temp_leftover(qleftover.name, host=host_id(), legacy=False)
 
-    assert remove_temp_leftovers([done, quarantine, done, tmp_path / "missing"]) == 2
+    folders = [done, quarantine, done, tmp_path / "missing"]
+    assert remove_temp_leftovers(folders, host=host_id(), legacy=True) == 2
 
     assert sorted(p.name for p in done.iterdir()) == [
         ".dir.inboxd-0a1b2c3d.tmp",

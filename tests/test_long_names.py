@@ -205,10 +205,10 @@ def test_move_unique_across_filesystems_collision(tmp_path: Path, other_fs: Path
 @pytest.mark.parametrize("target", [ASCII_255, CJK_252, sidecar_name(CJK_255, ".upload.json")])
 def test_shortened_temp_names_are_leftovers(tmp_path: Path, target: str) -> None:
     """The start-up cleanup recognises and removes a shortened temp name, and only that."""
-    leftover = tmp_path / temp_name(target, "0a1b2c3d")
+    leftover = tmp_path / temp_name(target, "0a1b2c3d", host="node-1")
     assert _b(leftover.name) <= NAME_MAX
-    assert is_temp_leftover(leftover.name)
+    assert is_temp_leftover(leftover.name, host="node-1", legacy=False)
     leftover.write_bytes(b"half")
     (tmp_path / ASCII_255).write_bytes(b"kept")
-    assert remove_temp_leftovers([tmp_path]) == 1
+    assert remove_temp_leftovers([tmp_path], host="node-1", legacy=False) == 1
     assert [p.name for p in tmp_path.iterdir()] == [ASCII_255]

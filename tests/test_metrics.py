@@ -112,6 +112,7 @@ def expected_zero_series() -> list[tuple[str, frozenset[tuple[str, str]]]]:
             key("inboxd_extractions_total", provider=provider, outcome=o)
             for o in ("ok", "retry", "failed")
         ]
+    out += [key("inboxd_state_errors_total")]
     return out
 
 
@@ -215,6 +216,7 @@ def test_histogram_buckets_reach_600_seconds() -> None:
             1,
         ),
         (lambda m: m.queue_depth(7), key("inboxd_queue_depth"), 7),
+        (lambda m: m.state_error(), key("inboxd_state_errors_total"), 1),
         (lambda m: m.inflight_bytes(4096), key("inboxd_inflight_bytes"), 4096),
         (
             lambda m: m.remote_usage("kimi", 12, 3456),

@@ -38,6 +38,8 @@ def describe(err: Any) -> str:
             f"{key}: unknown key; remove it or fix its spelling "
             "(config.example.toml lists every key)"
         )
+    if kind == "secret_in_config":  # the value is a secret: never echoed
+        return f"{key}: {err['msg']}"
     if kind == "missing":
         return f"{key}: missing; set it (config.example.toml shows an example)"
     if kind in _TYPE_WORDS:

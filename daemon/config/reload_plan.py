@@ -25,7 +25,15 @@ CLIENT_FIELDS = (
     "concurrency",
 )
 # Top-level keys a running daemon cannot change (listener bound, state file open, ...).
-RESTART_FIELDS = ("state_dir", "metrics", "settle_seconds", "max_inflight_bytes", "reconcile_skew")
+RESTART_FIELDS = (
+    "state_dir",
+    "state_url",
+    "host_id",
+    "metrics",
+    "settle_seconds",
+    "max_inflight_bytes",
+    "reconcile_skew",
+)
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,15 @@ live in ``daemon.config.check``.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,6 +63,9 @@ DEFAULT_CONFIG = Path("/etc/inboxd/config.toml")
 
 ProviderName = Literal["kimi", "glm"]
 TransportName = Literal["zhipuai", "openai", "http"]
+
+_HOST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_STATE_URL_SCHEMES = ("postgresql", "postgres")
 
 
 class _Section(BaseModel):
@@ -266,6 +273,10 @@ class Settings(BaseSettings):
     )
 
     state_dir: Path = Path("/var/lib/inboxd")
+    # The shared PostgreSQL store of a fleet (None: the SQLite file in state_dir).
+    state_url: str | None = None
+    # This host's name in a fleet (ledger row owners, leases, temp file names).
+    host_id: str = Field(default_factory=socket.gethostname)
     settle_seconds: float = Field(default=2.0, ge=0)
     rescan_interval: float = Field(default=60.0, gt=0)
     shutdown_grace: float = Field(default=20.0, ge=0)
@@ -276,6 +287,35 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     providers: ProvidersSettings = ProvidersSettings()
     inbox: list[InboxSettings] = Field(default_factory=list)
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in _STATE_URL_SCHEMES or not parts.netloc:
+            raise ValueError(
+                "expected a postgresql://user@host:port/database URL (scheme postgresql:// or "
+                "postgres://); remove the key to keep the SQLite state file in state_dir"
+            )
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise PydanticCustomError(
+                "secret_in_config",  # ``daemon.config.problems.describe`` never echoes it
+                "holds a password; passwords never go in the config file: remove it from the "
+                "URL and set PGPASSWORD, or put it in ~/.pgpass, or in "
+                "$CREDENTIALS_DIRECTORY/pg_password (systemd LoadCredential=pg_password)",
+            )
+        return value
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str) -> str:
+        if _HOST_ID.fullmatch(value) is None:
+            raise ValueError(
+                "use 1 to 64 of A-Z a-z 0-9 . _ - (each host of a fleet needs its own)"
+            )
+        return value
 
     @property
     def state_file(self) -> Path:

@@ -217,6 +217,11 @@ class Metrics:
             ["provider", "outcome"],
             registry=r,
         )
+        self._state_errors = Counter(
+            "inboxd_state_errors",
+            "Failed operations on the state store (the database unreachable), each retry counted.",
+            registry=r,
+        )
         self._states: dict[str, str] = {}
         self._retry_reasons = tuple(retry_reasons)
 
@@ -372,3 +377,7 @@ class Metrics:
     def extraction(self, provider: str, outcome: str) -> None:
         """Count one try to fetch a file's text (``handlers.extract.EXTRACT_OUTCOMES``)."""
         self._extractions.labels(_label(provider), _label(outcome)).inc()
+
+    def state_error(self) -> None:
+        """Count one failed operation on the state store (``Store``'s ``on_error`` hook)."""
+        self._state_errors.inc()

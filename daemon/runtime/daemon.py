@@ -42,6 +42,7 @@ from daemon.state.retention import PRUNE_INTERVAL, prune_ledger
 from daemon.state.store import Store
 from daemon.state.watch import watch_state_file
 from handlers.leftovers import remove_temp_leftovers
+from handlers.moves import host_id, use_host_id
 from providers.client import ProviderClient
 from providers.errors import ConfigError
 from providers.retry import COMMON_ERROR_KINDS
@@ -142,6 +143,8 @@ class Daemon:
             logger.warning("%s", line)
         async with AsyncExitStack() as stack:
             stack.callback(self.workers.close)
+            stack.callback(use_host_id, host_id())  # temp names: this host's while it runs
+            use_host_id(settings.host_id)
             await self._make_folders(settings)
             if self.components is None:
                 store = await stack.enter_async_context(Store.open(settings.state_file))
@@ -159,7 +162,11 @@ class Daemon:
             for folder in (inbox.done_path, inbox.quarantine_path):
                 folder.mkdir(parents=True, exist_ok=True)
                 folders.append(folder)
-        removed = await anyio.to_thread.run_sync(remove_temp_leftovers, folders)
+        removed = await anyio.to_thread.run_sync(
+            lambda: remove_temp_leftovers(
+                folders, host=settings.host_id, legacy=settings.state_url is None
+            )
+        )
         if removed:
             logger.info(
                 "removed %d temp file(s) left in done/quarantine folders by an interrupted write",
