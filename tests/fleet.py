@@ -123,7 +123,7 @@ class Fleet:
             if host.proc is None and procs:
                 host.proc = procs[0]  # not ready in time: still stopped (and logged) at the end
 
-    async def until_archived(self, n: int, *, limit: float = 600.0) -> None:
+    async def until_archived(self, n: int, *, limit: float = 300.0) -> None:
         """Return once ``n`` files are archived (checked at each change and every 0.5 s);
         fail early when every host has exited."""
         self.done.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,8 @@ class Fleet:
     async def kill(self, host_id: str) -> None:
         """SIGKILL one host and wait until it is gone."""
         proc = self.host(host_id).proc
-        assert proc is not None and proc.returncode is None, f"{host_id} is not running"
+        assert proc is not None, f"{host_id} was never started"
+        assert proc.returncode is None, f"{host_id} is not running"
         proc.send_signal(signal.SIGKILL)
         with anyio.fail_after(60):
             assert await proc.wait() == -signal.SIGKILL
@@ -164,7 +165,8 @@ class Fleet:
         """Every host's log (their tails when long)."""
         out = []
         for host in self.hosts:
-            text = host.log.read_text(encoding="utf-8", errors="replace") if host.log.exists() else ""
+            exists = host.log.exists()
+            text = host.log.read_text(encoding="utf-8", errors="replace") if exists else ""
             out.append(f"--- {host.host_id} ({host.log}) ---\n{text[-15000:]}")
         return "\n".join(out)
 
@@ -176,6 +178,7 @@ class Fleet:
 def _config(
     root: Path,
     host_id: str,
+    *,
     emu: Emulator,
     state_url: str | None,
     metrics_port: int,
@@ -247,7 +250,15 @@ async def fleet(
     for i in range(1, n + 1):
         host_id = f"h{i}"
         port = free_port()
-        cfg = _config(root, host_id, emu, state_url, port, extra, kimi)
+        cfg = _config(
+            root,
+            host_id,
+            emu=emu,
+            state_url=state_url,
+            metrics_port=port,
+            extra=extra,
+            kimi=kimi,
+        )
         hosts.append(Host(host_id, cfg, root / "hosts" / host_id / "daemon.log", port))
     base_env = dict(os.environ if env is None else env)
     base_env["MOONSHOT_API_KEY"] = emu.key("kimi")

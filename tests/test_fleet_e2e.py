@@ -78,9 +78,7 @@ async def test_three_hosts_one_killed(tmp_path: Path, pg_url: str) -> None:
     assert len(set(owners.values())) >= 2, owners
 
 
-async def test_database_restarted_mid_run(
-    tmp_path: Path, pg_url: str, pg_cluster: Cluster
-) -> None:
+async def test_database_restarted_mid_run(tmp_path: Path, pg_url: str, pg_cluster: Cluster) -> None:
     """The PostgreSQL server restarted after 150 of 600 files under three hosts: no host
     exits, every file is archived once with a true receipt and stored once."""
     contents = _contents(FILES)
