@@ -90,3 +90,37 @@ async def test_database_restarted_mid_run(tmp_path: Path, pg_url: str, pg_cluste
         assert all(h.alive for h in crew.hosts)
         codes = await _finish(crew, contents)
     assert codes == {"h1": 0, "h2": 0, "h3": 0}
+
+
+RPM = 120
+WINDOW = 60.0
+
+
+def _most_in_a_window(times: list[float]) -> int:
+    """The most uploads admitted within any 60 s (a window starting at each upload)."""
+    ordered = sorted(times)
+    return max(sum(1 for t in ordered[i:] if t < start + WINDOW) for i, start in enumerate(ordered))
+
+
+async def test_three_hosts_share_one_rate_limit(tmp_path: Path, pg_url: str) -> None:
+    """Three hosts, each configured with the account's 120 uploads/min, against an emulator
+    that refuses the 121st upload within 60 s: no upload is refused, at most 120 are admitted
+    in any 60 s, and together they use at least 0.85 of the limit (uploads per minute of
+    window occupied, from the first upload to the last one's window end)."""
+    contents = _contents(2 * RPM)
+    async with (
+        Emulator(faults=f"kimi:rpm={RPM}") as emu,
+        fleet(tmp_path, emu, state_url=pg_url, kimi=f"rpm = {RPM}") as crew,
+    ):
+        await crew.start()
+        _drop_all(crew, contents)
+        await _finish(crew, contents)
+        times = emu.upload_times("kimi")
+        refused = emu.counts()["kimi"].get("upload.429", 0)
+    span = max(times) - min(times)
+    rate = len(times) * WINDOW / (span + WINDOW)
+    print(f"{len(times)} uploads over {span:.1f} s: {rate:.1f}/min")
+    assert refused == 0
+    assert len(times) == len(contents)
+    assert _most_in_a_window(times) <= RPM
+    assert rate >= 0.85 * RPM
