@@ -160,6 +160,8 @@ class LedgerRow:
     final_path: str | None
     created_at: float
     updated_at: float
+    owner: str | None = None  # the host whose claim this row is (``daemon.state._claims``)
+    lease_until: float | None = None  # that claim's end unless renewed (wall-clock seconds)
 
     @property
     def active(self) -> bool:

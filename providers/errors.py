@@ -5,6 +5,9 @@
     InboxdError
     ├── ConfigError                 bad config: refuse to start, name the key and the fix
     ├── StateError                  the state file failed at run time (gone, replaced, disk)
+    ├── StateUnavailable            the shared database cannot be reached now: wait, retry
+    ├── ClaimedElsewhere(owner)     another host holds the file's claim: look again later
+    ├── ClaimLost(row_id, owner)     our claim on a file passed to another host: leave it
     ├── RejectedFile(reason)        validation said no → quarantine
     ├── ProviderError
     │   ├── TransportUnavailable    this client can't be used (import, bug) → next transport
@@ -47,6 +50,8 @@ from providers.redaction import scrub
 __all__ = [
     "REASONS",
     "AuthFailed",
+    "ClaimLost",
+    "ClaimedElsewhere",
     "ConfigError",
     "DestinationExists",
     "FileBusy",
@@ -64,6 +69,7 @@ __all__ = [
     "RejectedFile",
     "Retryable",
     "StateError",
+    "StateUnavailable",
     "Throttled",
     "TransportUnavailable",
     "is_reason",
@@ -119,6 +125,32 @@ class StateError(InboxdError):
     A fault of the daemon itself, not of one file: the process exits non-zero so that
     systemd restarts it on a sound state file.
     """
+
+
+class StateUnavailable(InboxdError):
+    """The shared database (``state_url``) cannot be reached now; the message is one line
+    naming the server and the fix, never a password. Not fatal: the caller waits and retries."""
+
+
+class ClaimedElsewhere(InboxdError):
+    """Another host holds the claim on this file (a live lease): look at it again at
+    ``lease_until`` (wall-clock unix seconds); by then it is archived, or its host died and
+    the claim can be taken over."""
+
+    def __init__(self, owner: str, lease_until: float) -> None:
+        self.owner = owner
+        self.lease_until = lease_until
+        super().__init__(f"claimed by host {owner} until {lease_until:.0f}")
+
+
+class ClaimLost(InboxdError):
+    """A ledger row this host worked on is now another host's (its lease had expired and
+    the other host took the file over): nothing was changed; leave the file to its owner."""
+
+    def __init__(self, row_id: int, owner: str | None) -> None:
+        self.row_id = row_id
+        self.owner = owner
+        super().__init__(f"ledger row {row_id} is now claimed by host {owner}")
 
 
 class RejectedFile(InboxdError):

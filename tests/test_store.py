@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from daemon.state import _ledger_sql
-from daemon.state.schema import ACTIVE_STATES_SQL, SCHEMA_VERSION
+from daemon.state.schema import ACTIVE_STATES_SQL, MIGRATIONS, SCHEMA_VERSION
 from daemon.state.store import Store
 from handlers.ledger import ACTIVE_STATES, STATES, Ledger
 from providers.errors import ConfigError, InvalidTransition, StateError
@@ -92,25 +92,27 @@ async def test_open_sets_wal_full_busy_timeout_and_version(state: Path) -> None:
         (2, "circuit breakers"),
         (3, "index of the originals duplicates point at (ledger pruning)"),
         (4, "remote deletions (retention, keep_remote, orphans)"),
+        (5, "claims, shared send window, named locks (several hosts)"),
     ]
 
 
 async def test_v1_file_is_migrated_keeping_its_rows(state: Path) -> None:
-    """A version-1 file (ledger only) gains the breakers table and the pruning index, and
-    keeps its ledger rows."""
+    """A version-1 file (ledger only) is migrated to the current schema (breakers, pruning
+    index, deletions, claims), keeping its ledger rows (which no host owns yet)."""
     state.parent.mkdir()
     with sqlite3.connect(state) as raw:
         raw.executescript(V1_DDL)
     async with Store.open(state, clock=FakeClock(50.0)) as store:
-        assert (await store.pragmas())["user_version"] == 4
+        assert (await store.pragmas())["user_version"] == 5
         old = await store.get(1)
         assert (old.relpath, old.state, old.file_id) == ("old.pdf", "done", "f-1")
+        assert (old.owner, old.lease_until) == (None, None)
         assert await store.find_uploaded("abc", "kimi", "file-extract") == old
         await store.save_breaker("kimi", BreakerRecord(state="open", open_until=9.0))
         assert await store.all_breakers() == {"kimi": BreakerRecord(state="open", open_until=9.0)}
     with sqlite3.connect(state) as raw:
         history = raw.execute("SELECT version, applied_at FROM schema_history").fetchall()
-    assert history == [(1, 1.0), (2, 50.0), (3, 50.0), (4, 50.0)]
+    assert history == [(1, 1.0), (2, 50.0), (3, 50.0), (4, 50.0), (5, 50.0)]
 
 
 async def test_newer_schema_is_refused_untouched(state: Path) -> None:
@@ -531,10 +533,7 @@ async def test_two_processes_opening_a_new_file_migrate_once(state: Path) -> Non
     assert opened == [SCHEMA_VERSION, SCHEMA_VERSION]
     with sqlite3.connect(state) as raw:
         assert raw.execute("SELECT version FROM schema_history").fetchall() == [
-            (1,),
-            (2,),
-            (3,),
-            (4,),
+            (m.version,) for m in MIGRATIONS
         ]
 
 

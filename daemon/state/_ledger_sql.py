@@ -32,9 +32,13 @@ ACTIVE_ROW = (
     " AND state IN ('pending', 'uploading', 'uploaded')"
 )
 
+# Claimed by its host as it is made; a row another host inserted first wins (the unique
+# partial index ledger_active), and this one returns nothing: the caller reads that row.
 INSERT_PENDING = """
-    INSERT INTO ledger (inbox, relpath, size, mtime_ns, state, attempts, created_at, updated_at)
-    VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)
+    INSERT INTO ledger (inbox, relpath, size, mtime_ns, state, attempts, created_at, updated_at,
+                        owner, lease_until)
+    VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)
+    ON CONFLICT (inbox, relpath) WHERE state IN ('pending', 'uploading', 'uploaded') DO NOTHING
     RETURNING *
 """
 

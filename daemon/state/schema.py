@@ -3,7 +3,8 @@
 The version lives in ``PRAGMA user_version``; ``schema_history`` records when each migration
 ran. Migrations are append-only: a released migration's SQL never changes, a new one is added
 at the end. Version 1 was the ledger alone; version 2 added the circuit breakers; version 3
-an index for pruning old rows; version 4 the recorded remote deletions.
+an index for pruning old rows; version 4 the recorded remote deletions; version 5 what
+several hosts share (claims on ledger rows, the account's send window, named locks).
 """
 
 from __future__ import annotations
@@ -138,7 +139,41 @@ _V4 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
+# Several hosts on one database (daemon.state._claims): a ledger row's claim (owner host and
+# lease), the account's shared send window (a guard row per provider serialises reservations),
+# and named locks with an expiry (one retention pass at a time).
+_V5 = Migration(
+    5,
+    "claims, shared send window, named locks (several hosts)",
+    (
+        "ALTER TABLE ledger ADD COLUMN owner TEXT",
+        "ALTER TABLE ledger ADD COLUMN lease_until REAL",
+        f"CREATE INDEX ledger_owner ON ledger (owner) WHERE state IN {ACTIVE_STATES_SQL}",
+        """
+        CREATE TABLE send_guard (
+            provider   TEXT PRIMARY KEY,
+            touched_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE send_slots (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            provider TEXT NOT NULL,
+            at       REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX send_slots_window ON send_slots (provider, at)",
+        """
+        CREATE TABLE leases (
+            name  TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            until REAL NOT NULL
+        )
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

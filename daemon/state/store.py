@@ -16,6 +16,7 @@ start), a StateError once it is open (a fault of the running daemon, which then 
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -23,20 +24,26 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from daemon.state import _claims as claims
 from daemon.state import _ledger_sql as sql
+from daemon.state._breakers import BreakerTable
 from daemon.state._connection import connect, hint
 from daemon.state._group_commit import GroupCommit
+from daemon.state._rows import SqliteCursor as _Cursor
+from daemon.state._rows import one as _one
+from daemon.state._rows import row_by_id as _row_by_id
+from daemon.state._rows import update as _update
 from daemon.state.schema import migrations_after
 from daemon.state.watch import file_identity
 from handlers.ledger import (
+    ACTIVE_STATES,
     PENDING,
     QUARANTINED,
     STATES,
     LedgerRow,
     transition_fields,
 )
-from providers.errors import StateError
-from providers.types import BreakerRecord
+from providers.errors import ClaimLost, StateError
 
 __all__ = ["Store"]
 
@@ -45,7 +52,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Store:
+class Store(BreakerTable):
     """The state file. Implements ``handlers.ledger.Ledger`` and ``providers.types.BreakerStore``.
 
     Build it with ``async with Store.open(path) as store``; one Store is safe to share between
@@ -53,20 +60,40 @@ class Store:
     processes may open the same file.
     """
 
-    def __init__(self, db: sqlite3.Connection, path: Path, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        path: Path,
+        clock: Callable[[], float],
+        *,
+        host: str | None = None,
+        lease: float = 30.0,
+    ) -> None:
         self._db = GroupCommit(db)
         self._path = path
         self._clock = clock
         self._identity = file_identity(path)
+        self._host = host or socket.gethostname()
+        self._lease = lease
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, path: Path, *, clock: Callable[[], float] = time.time, busy_timeout: float = 10.0
+        cls,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 10.0,
+        host: str | None = None,
+        lease: float = 30.0,
     ) -> AsyncIterator[Store]:
-        """Open (creating, checking, migrating, or rebuilding when corrupt) the state file."""
+        """Open (creating, checking, migrating, or rebuilding when corrupt) the state file.
+
+        ``host`` is this host's id in the claims it takes (default: the host name), ``lease``
+        how long a claim lasts unless renewed (``renew_leases``).
+        """
         db = await connect(path, clock=clock, busy_timeout=busy_timeout)
-        store = cls(db, path, clock)
+        store = cls(db, path, clock, host=host, lease=lease)
         try:
             await store._write(store._migrate)
             yield store
@@ -76,6 +103,24 @@ class Store:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def host(self) -> str:
+        """This host's id: the owner of the claims it takes."""
+        return self._host
+
+    @property
+    def lease(self) -> float:
+        """Seconds a claim lasts unless renewed."""
+        return self._lease
+
+    def describe(self) -> str:
+        """The engine and where its data lives, for humans (``inboxd status``, ``check-config``)."""
+        return f"sqlite {self._path}"
+
+    async def schema_version(self) -> int:
+        """The schema version of the state file."""
+        return int((await self._fetch("PRAGMA user_version"))[0][0])
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -134,21 +179,90 @@ class Store:
     # -- ledger -----------------------------------------------------------------------------
 
     async def begin(self, inbox: str, relpath: str, *, size: int, mtime_ns: int) -> LedgerRow:
-        """The active row for (inbox, relpath), or a new ``pending`` one (see ``Ledger``)."""
+        """The active row for (inbox, relpath), or a new ``pending`` one, claimed by this host
+        (see ``Ledger``); ClaimedElsewhere when another host holds a live claim on it."""
         key = (inbox, sql.encode_path(relpath))
 
         def begin(db: sqlite3.Connection) -> LedgerRow:
             now = self._clock()
-            row = _one(db, sql.ACTIVE_ROW, key)
-            if row is None:
-                row = _one(db, sql.INSERT_PENDING, (*key, size, mtime_ns, now, now))
-            elif row["state"] == PENDING and (row["size"], row["mtime_ns"]) != (size, mtime_ns):
-                row = _one(db, sql.RESET_PENDING, (size, mtime_ns, now, row["id"]))
-            if row is None:
-                raise KeyError(key)
-            return sql.ledger_from_row(row)
+            until = now + self._lease
+            found = _one(db, sql.ACTIVE_ROW, key)
+            if found is None:
+                inserted = _one(
+                    db, sql.INSERT_PENDING, (*key, size, mtime_ns, now, now, self._host, until)
+                )
+                if inserted is not None:
+                    return sql.ledger_from_row(inserted)
+                found = _one(db, sql.ACTIVE_ROW, key)
+                if found is None:
+                    raise KeyError(key)
+            row = claims.claim(
+                _Cursor(db),
+                sql.ledger_from_row(found),
+                host=self._host,
+                lease=self._lease,
+                now=now,
+                to_row=sql.ledger_from_row,
+            )
+            if row.state == PENDING and (row.size, row.mtime_ns) != (size, mtime_ns):
+                reset = _one(db, sql.RESET_PENDING, (size, mtime_ns, now, row.id))
+                if reset is None:
+                    raise KeyError(key)
+                row = sql.ledger_from_row(reset)
+            return row
 
         return await self._write(begin)
+
+    async def take(self, row_id: int) -> LedgerRow | None:
+        """Claim the active row ``row_id`` for this host (recovery): the row, or None when it
+        is finished, gone, or another host holds a live claim on it."""
+
+        def take(db: sqlite3.Connection) -> LedgerRow | None:
+            found = _one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
+            row = None if found is None else sql.ledger_from_row(found)
+            return claims.take(
+                _Cursor(db),
+                row,
+                host=self._host,
+                lease=self._lease,
+                now=self._clock(),
+                to_row=sql.ledger_from_row,
+            )
+
+        return await self._write(take)
+
+    async def renew_leases(self) -> int:
+        """Extend the claim of every active row this host owns; the number renewed."""
+        return await self._write(
+            lambda db: claims.renew(
+                _Cursor(db), host=self._host, lease=self._lease, now=self._clock()
+            )
+        )
+
+    async def fleet(self) -> dict[str, tuple[int, bool]]:
+        """Host id (``""``: rows no host owns) → (its active rows, whether its claims are live)."""
+        return await self._db.read(lambda db: claims.fleet(_Cursor(db), now=self._clock()))
+
+    async def reserve_send(
+        self, provider: str, *, rpm: float, window: float, now: float | None = None
+    ) -> float:
+        """Take one send from ``provider``'s account-wide window (every host's sends): 0.0 when
+        taken, else the seconds to wait before asking again (``daemon.state._claims``)."""
+        at = self._clock() if now is None else now
+        return await self._write(
+            lambda db: claims.reserve_send(_Cursor(db), provider, rpm=rpm, window=window, now=at)
+        )
+
+    async def hold(self, name: str, *, ttl: float) -> bool:
+        """Take or extend the named lock ``name`` for ``ttl`` seconds; True when this host
+        holds it (another host's live lock: False)."""
+        return await self._write(
+            lambda db: claims.hold(_Cursor(db), name, host=self._host, ttl=ttl, now=self._clock())
+        )
+
+    async def release(self, name: str) -> None:
+        """Give up the named lock ``name`` if this host holds it."""
+        await self._write(lambda db: claims.release(_Cursor(db), name, host=self._host))
 
     async def get(self, row_id: int) -> LedgerRow:
         """The row with this id; KeyError when there is none."""
@@ -162,6 +276,8 @@ class Store:
 
         def transition(db: sqlite3.Connection) -> LedgerRow:
             current = _row_by_id(db, row_id)
+            if current.state in ACTIVE_STATES and current.owner not in (None, self._host):
+                raise ClaimLost(row_id, current.owner)  # another host took the file over
             updates = transition_fields(current.state, to_state, fields, self._clock())
             return _update(db, row_id, sql.encode_updates(updates))
 
@@ -263,50 +379,3 @@ class Store:
     async def fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """The rows of one read-only query."""
         return await self._fetch(query, params)
-
-    # -- breakers ---------------------------------------------------------------------------
-
-    async def load_breaker(self, provider: str) -> BreakerRecord | None:
-        """The persisted breaker of ``provider``, or None when it never left ``closed``."""
-        rows = await self._fetch("SELECT * FROM breakers WHERE provider = ?", (provider,))
-        return sql.breaker_from_row(rows[0]) if rows else None
-
-    async def save_breaker(self, provider: str, record: BreakerRecord) -> None:
-        """Persist ``record`` as the breaker of ``provider`` (committed on return)."""
-        params = sql.breaker_params(provider, record)
-        await self._write(lambda db: db.execute(sql.SAVE_BREAKER, params).close())
-
-    async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
-        """Atomically claim the one half-open probe (see ``providers.types.BreakerStore``)."""
-        params = (lease_until, self._clock(), provider, now, now)
-        return await self._write(lambda db: db.execute(sql.CLAIM_PROBE, params).rowcount == 1)
-
-    async def reset_breaker(self, provider: str) -> None:
-        """Close ``provider``'s breaker and forget its history (``inboxd breaker reset``)."""
-        record = BreakerRecord(reason="reset by operator", updated_at=self._clock())
-        await self.save_breaker(provider, record)
-
-    async def all_breakers(self) -> dict[str, BreakerRecord]:
-        """Every persisted breaker, by provider name."""
-        rows = await self._fetch("SELECT * FROM breakers ORDER BY provider")
-        return {row["provider"]: sql.breaker_from_row(row) for row in rows}
-
-
-def _one(db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
-    rows: list[sqlite3.Row] = db.execute(query, params).fetchall()
-    return rows[0] if rows else None
-
-
-def _row_by_id(db: sqlite3.Connection, row_id: int) -> LedgerRow:
-    row = _one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
-    if row is None:
-        raise KeyError(row_id)
-    return sql.ledger_from_row(row)
-
-
-def _update(db: sqlite3.Connection, row_id: int, values: dict[str, Any]) -> LedgerRow:
-    columns = sorted(values)
-    row = _one(db, sql.update_sql(columns), (*(values[column] for column in columns), row_id))
-    if row is None:
-        raise KeyError(row_id)
-    return sql.ledger_from_row(row)
