@@ -1,7 +1,8 @@
 """The operator commands behind ``inboxd status``, ``requeue`` and ``breaker reset``.
 
-They open the state file beside a running daemon (SQLite WAL with a busy timeout: both may
-hold it). ``status_report``/``render_status`` are pure; the ``run_*`` coroutines are the shell.
+They open the state store beside a running daemon (SQLite WAL with a busy timeout: both may
+hold it; or the fleet's PostgreSQL database, ``state_url``), as this host (``host_id``).
+``status_report``/``render_status`` are pure; the ``run_*`` coroutines are the shell.
 ``inboxd demo`` is ``daemon.demo``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,6 +37,7 @@ __all__ = [
     "HOUR",
     "AccountStatus",
     "Requeued",
+    "StoreStatus",
     "find_quarantined",
     "render_status",
     "run_breaker_reset",
@@ -62,6 +65,27 @@ class AccountStatus:
     retention: RetentionLimits | None = None
 
 
+@dataclass(frozen=True)
+class StoreStatus:
+    """The store this host opened and who works on it: ``fleet`` is owner host (``""``: rows
+    no host owns) → (its active rows: pending, uploading, uploaded; whether its claims are
+    live)."""
+
+    host: str
+    store: str
+    schema_version: int
+    fleet: Mapping[str, tuple[int, bool]]
+
+
+def _open(settings: Settings) -> AbstractAsyncContextManager[Store]:
+    """The store ``settings`` name, opened as this host."""
+    return Store.open(settings.state_file, host=settings.host_id)
+
+
+async def _store_status(store: Store, host: str) -> StoreStatus:
+    return StoreStatus(host, store.describe(), await store.schema_version(), await store.fleet())
+
+
 def _rate(counts: Mapping[str, int]) -> dict[str, Any]:
     total = counts.get("done", 0) + counts.get("quarantined", 0)
     rate = None if total == 0 else round(counts.get("done", 0) / total, 4)
@@ -85,10 +109,18 @@ def status_report(
     breakers: Mapping[str, BreakerRecord],
     failures: Sequence[LedgerRow],
     usage: Mapping[str, AccountStatus] | None,
+    where: StoreStatus,
 ) -> dict[str, Any]:
     """The status as plain JSON values (what ``status --json`` prints)."""
     return {
         "state_file": str(state_file),
+        "host": where.host,
+        "store": where.store,
+        "schema_version": where.schema_version,
+        "fleet": {
+            owner: {"active": active, "live": live}
+            for owner, (active, live) in sorted(where.fleet.items())
+        },
         "ledger": {state: counts.get(state, 0) for state in STATES},
         "success_rate": {"hour": _rate(hour), "day": _rate(day)},
         "breakers": {
@@ -160,7 +192,13 @@ def _retention(r: Mapping[str, Any]) -> str:
 
 def render_status(report: Mapping[str, Any]) -> str:
     """The human-readable status (every line ends with a newline)."""
-    lines = [f"state file: {report['state_file']}"]
+    lines = [f"state file: {report['state_file']}", f"host: {report['host']}"]
+    lines.append(f"store: {report['store']} (schema v{report['schema_version']})")
+    shown = ", ".join(
+        f"{owner or '(no host)'} {f['active']}{'' if f['live'] else ' (lease ran out)'}"
+        for owner, f in report["fleet"].items()
+    )
+    lines.append(f"files in progress by host: {shown or 'none'}")
     lines.append("ledger: " + ", ".join(f"{k} {v}" for k, v in report["ledger"].items()))
     rates = report["success_rate"]
     lines.append(f"success rate: last hour {_pct(rates['hour'])}; last day {_pct(rates['day'])}")
@@ -206,7 +244,7 @@ async def _remote_usage(settings: Settings) -> dict[str, AccountStatus]:
 
 
 def _need_state_file(settings: Settings) -> None:
-    if not settings.state_file.exists():
+    if settings.state_url is None and not settings.state_file.exists():
         raise ConfigError(
             f"state_dir: no state file at {settings.state_file}; start inboxd once, or pass "
             "the --config/--state-dir the daemon runs with"
@@ -218,7 +256,7 @@ async def run_status(
 ) -> int:
     """``inboxd status``: print the report; 0."""
     _need_state_file(settings)
-    async with Store.open(settings.state_file) as store:
+    async with _open(settings) as store:
         breakers = {name: BreakerRecord() for name in settings.providers_in_use()}
         breakers.update(await store.all_breakers())
         report = status_report(
@@ -229,6 +267,7 @@ async def run_status(
             breakers=breakers,
             failures=await store.recent_failures(FAILURES_SHOWN),
             usage=await _remote_usage(settings) if remote else None,
+            where=await _store_status(store, settings.host_id),
         )
     text = json.dumps(report, indent=2) + "\n" if as_json else render_status(report)
     # Rows written before a key was known (or by an older inboxd) may hold it: never print it.
@@ -308,7 +347,7 @@ async def run_requeue(
     plans = build_plans(settings)
     chosen = find_quarantined(plans, paths)
     moved: list[Requeued] = []
-    async with Store.open(settings.state_file) as store:
+    async with _open(settings) as store:
         rows: dict[str, LedgerRow] = {}
         for quarantined in await store.rows_in_state(QUARANTINED):
             if quarantined.final_path is not None:
@@ -339,7 +378,7 @@ async def run_breaker_reset(settings: Settings, provider: str, *, out: TextIO) -
     from daemon.runtime.reloading import unpark_forever  # the daemon's rule for forced-open parks
 
     _need_state_file(settings)
-    async with Store.open(settings.state_file) as store:
+    async with _open(settings) as store:
         before = await store.load_breaker(provider)
         await store.reset_breaker(provider)
         released = await unpark_forever(store) if before and before.state == FORCED_OPEN else 0

@@ -228,3 +228,8 @@ class Ledger(Protocol):
     async def claimed_file_ids(self, provider: str, file_ids: Sequence[str]) -> set[str]:
         """Those of ``file_ids`` that some row already records for ``provider`` (reconcile)."""
         ...
+
+    async def take(self, row_id: int) -> LedgerRow | None:
+        """Claim the active row ``row_id`` for this host (recovery): the row, or None when it
+        is finished, gone, or another host holds a live claim on it."""
+        ...

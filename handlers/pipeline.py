@@ -6,10 +6,18 @@ is moved, so a crash at any point leaves a row that ``recover`` can finish witho
 file twice. The upload step is ``handlers.sending``; how a file ends (archived, deleted,
 quarantined, parked), ``handlers.outcomes``; its text and remote copy after the upload,
 ``handlers.extract``; recovery at start, ``handlers.recovery``.
+
+Several hosts may share one inbox and one ledger (a fleet): ``begin`` claims the file's row for
+this host. A row another host holds (its lease live) parks the file until the lease ends
+(``ClaimedElsewhere``); by then that host archived it (vanished) or died (taken over). A file
+that another host archived between our open and our claim is no longer named by its path: it
+ends as ``vanished``, never sent. A row taken from us meanwhile (``ClaimLost``: we stalled past
+our lease) is left to its new owner.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -23,7 +31,7 @@ from handlers.budget import ByteBudget
 from handlers.extract import ExtractLater, RemoteDeleter, TextAndRelease, TextSource, remote_of
 from handlers.finishing import Finisher
 from handlers.hashing import sha256_file
-from handlers.ledger import UPLOADED, UPLOADING, Ledger, LedgerRow
+from handlers.ledger import DONE, PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
 from handlers.ports import PipelineEvents, Uploader
 from handlers.reconcile import Reconciler
@@ -32,8 +40,11 @@ from handlers.sending import Sender
 from handlers.stages import stage, staged
 from handlers.validate import OpenedFile, Opener, Refused, open_for_upload
 from providers.errors import (
+    ClaimedElsewhere,
+    ClaimLost,
     FileBusy,
     FileVanished,
+    InvalidTransition,
     ProviderError,
     Refusal,
     RejectedFile,
@@ -53,6 +64,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_LEFT = "the file left its inbox before it was uploaded"
 
 
 class Pipeline:
@@ -76,6 +89,7 @@ class Pipeline:
         deleter: RemoteDeleter | None = None,
         extract_delay: float = 60.0,
         content_locks: dict[str, tuple[anyio.Lock, int]] | None = None,
+        lost_park: float = 30.0,
     ) -> None:
         """``relist_delay``: seconds before a file whose provider could not be listed is
         tried again; ``busy_delay``: before a file that could not be opened for now (out of
@@ -84,7 +98,9 @@ class Pipeline:
         deletes remote copies (``keep_remote = false``); ``extract_delay``: seconds before a
         text that could not be fetched is tried again (or the provider's longer wait);
         ``content_locks``: the per-content lock table, shared by the pipelines of every config
-        generation (a reload) so two copies of one file never upload at once."""
+        generation (a reload) so two copies of one file never upload at once; ``lost_park``:
+        seconds a file whose row another host took from us waits before it is looked at again
+        (a lease: by then its new owner finished it or died)."""
         self.ledger = ledger
         self.uploader = uploader
         self.clients = clients
@@ -96,6 +112,7 @@ class Pipeline:
         self.relist_delay = relist_delay
         self.busy_delay = busy_delay
         self.opener = opener
+        self.lost_park = lost_park
         self._locks = {} if content_locks is None else content_locks
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
         self.outcomes = Outcomes(ledger=ledger, events=events, clock=clock)
@@ -161,15 +178,19 @@ class Pipeline:
             logger.warning("%s", busy)
             return Result("busy", park_until=self.clock() + self.busy_delay)
         with opened:
-            return await self._accepted(plan, opened, relpath)
+            try:
+                return await self._accepted(plan, opened, relpath)
+            except ClaimLost as lost:  # our lease ran out and another host took the row
+                logger.warning(
+                    "%s; the file is left to that host", lost, extra=_file(plan, relpath)
+                )
+                return Result("parked", park_until=self.clock() + self.lost_park)
 
     @staged("ledger")  # its steps tag their own stages; what is left is ledger work
     async def _accepted(self, plan: InboxPlan, opened: OpenedFile, relpath: str) -> Result:
-        row = await self.ledger.begin(
-            plan.name, relpath, size=opened.size, mtime_ns=opened.mtime_ns
-        )
-        if row.state == UPLOADED and row.not_before is not None and row.not_before > self.clock():
-            return Result("parked", park_until=row.not_before)  # uploaded, its text due then
+        row = await self._claim(plan, opened, relpath)
+        if isinstance(row, Result):
+            return row
         if row.state in {UPLOADING, UPLOADED}:
             resumed = await self._resume(plan, opened, row)
             if isinstance(resumed, Result):
@@ -212,6 +233,28 @@ class Pipeline:
         return await self.ledger.begin(
             plan.name, row.relpath, size=opened.size, mtime_ns=opened.mtime_ns
         )
+
+    async def _claim(self, plan: InboxPlan, opened: OpenedFile, relpath: str) -> LedgerRow | Result:
+        """The file's row, claimed for this host; or how the file ends now: parked behind
+        another host's claim or until its text is due, or vanished (another host archived it
+        after our open)."""
+        try:
+            row = await self.ledger.begin(
+                plan.name, relpath, size=opened.size, mtime_ns=opened.mtime_ns
+            )
+        except ClaimedElsewhere as claimed:
+            logger.debug("%s; the file waits", claimed, extra=_file(plan, relpath))
+            return Result("parked", park_until=claimed.lease_until)
+        if row.state == UPLOADED and row.not_before is not None and row.not_before > self.clock():
+            return Result("parked", park_until=row.not_before)  # uploaded, its text due then
+        if row.state != PENDING or await anyio.to_thread.run_sync(opened.still_named):
+            return row
+        # The row is new: the file left its path since our open. Nothing is sent.
+        with contextlib.suppress(InvalidTransition):  # moved on meanwhile: its mover finishes it
+            await self.ledger.transition(
+                row.id, DONE, reason="vanished", detail=_LEFT, file_id=None, final_path=None
+            )
+        return Result("vanished")
 
     def content_lock(self, sha256: str) -> AbstractAsyncContextManager[None]:
         """Held while this content is deduped or uploaded; ``daemon.remote`` holds it to
@@ -276,3 +319,7 @@ class Pipeline:
             now=self.clock(),
             on_error=on_error,
         )
+
+
+def _file(plan: InboxPlan, relpath: str) -> dict[str, str]:
+    return {"inbox": plan.name, "file": relpath}

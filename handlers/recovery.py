@@ -5,6 +5,9 @@ found, they are ``uploaded``; not found, ``pending`` (sent again). Rows left ``u
 finished as a live finish would (``handlers.finishing``): archived or deleted, with their text
 fetched first when the inbox extracts; one whose text is not due again yet (``not_before``)
 is left to wait, and processing the file fetches it later.
+
+Several hosts may share the ledger: only rows this host can ``take`` (its own, or their owner's
+lease ran out: that host died) are settled or finished; another live host's are its business.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ async def recover(
     settle = []
     for row in await ledger.rows_in_state(UPLOADING):
         if row.inbox in plans and row.provider in clients:
-            settle.append(row)
+            taken = await ledger.take(row.id)
+            if taken is not None:  # None: a live host is sending it
+                settle.append(taken)
             continue
         logger.warning(
             "interrupted upload of %s in inbox %s: its inbox or provider is no longer "
@@ -61,10 +66,13 @@ async def recover(
         plan = plans.get(row.inbox)
         if plan is None or (row.not_before is not None and row.not_before > now):
             continue  # its text is due later: processing the file fetches it then
+        taken = await ledger.take(row.id)
+        if taken is None:
+            continue  # a live host is finishing it
         try:
-            await finisher.recover(plan, row)  # the same check as a live finish
+            await finisher.recover(plan, taken)  # the same check as a live finish
         except Exception as exc:
-            _recover_failed(on_error, row, exc)
+            _recover_failed(on_error, taken, exc)
 
 
 def _recover_failed(on_error: RecoverErrors | None, row: LedgerRow | None, exc: Exception) -> None:

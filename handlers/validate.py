@@ -171,6 +171,15 @@ class OpenedFile:
             self.mtime_ns,
         )
 
+    def still_named(self) -> bool:
+        """True while ``path`` still names the open file (same device and inode): another
+        host of a fleet may have archived it, and a new file taken its name, meanwhile."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
+
     def unchanged(self) -> bool:
         """True when the open file still has the size and mtime_ns it was validated with."""
         return self.same_as(self.fstat())

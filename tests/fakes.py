@@ -19,6 +19,7 @@ Nothing here sleeps on real time; every wait is bounded with ``anyio.fail_after`
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ import anyio.lowlevel
 
 from providers.breaker import HALF_OPEN, probe_due
 from providers.errors import ProviderError
+from providers.limited import LimitedClient
 from providers.types import BreakerRecord, RemoteFile, UploadResult
 
 __all__ = [
@@ -289,3 +291,60 @@ class LogEvent(logging.Handler):
         finally:
             target.removeHandler(handler)
             target.setLevel(level)
+
+
+# -- a scripted provider behind the limiter (providers.limited) ------------------------------
+
+
+class FakeProvider:
+    """Answers uploads from a script (an exception or success); records when each arrived."""
+
+    name = "kimi"
+
+    def __init__(self, clock: FakeClock, script: list[Exception | None] | None = None) -> None:
+        self.clock = clock
+        self.script = list(script or [])
+        self.times: list[float] = []
+        self.in_flight = 0
+        self.most = 0
+        self.hold: anyio.Event | None = None
+
+    async def upload(
+        self, *, filename: str, fileobj: BinaryIO, size: int, purpose: str, content_type: str
+    ) -> UploadResult:
+        self.times.append(self.clock.now)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+            answer = self.script.pop(0) if self.script else None
+            if answer is not None:
+                raise answer
+            remote = RemoteFile(
+                provider="kimi",
+                id=f"f{len(self.times)}",
+                filename=filename,
+                bytes=size,
+                created_at=0,
+                purpose=purpose,
+            )
+            return UploadResult(remote=remote, transport="fake")
+        finally:
+            self.in_flight -= 1
+
+    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
+        return []
+
+    async def delete(self, file_id: str) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def send_one(client: LimitedClient, name: str = "a.txt") -> UploadResult:
+    """One tiny upload through ``client``."""
+    return await client.upload(
+        filename=name, fileobj=io.BytesIO(b"x"), size=1, purpose="file-extract", content_type="t"
+    )

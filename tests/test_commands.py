@@ -101,6 +101,10 @@ async def test_status_json_has_exact_keys_and_values(
     assert await run_status(settings, as_json=True, remote=False, out=out, now=T) == 0
     assert json.loads(out.getvalue()) == {
         "state_file": str(settings.state_file),
+        "host": settings.host_id,
+        "store": f"sqlite {settings.state_file}",
+        "schema_version": 5,
+        "fleet": {},
         "ledger": {
             "pending": 0,
             "uploading": 0,
@@ -159,6 +163,9 @@ async def test_status_text_is_exact(populated: tuple[Settings, dict[str, Path]])
     await run_status(settings, as_json=False, remote=False, out=out, now=T)
     assert out.getvalue() == (
         f"state file: {settings.state_file}\n"
+        f"host: {settings.host_id}\n"
+        f"store: sqlite {settings.state_file} (schema v5)\n"
+        "files in progress by host: none\n"
         "ledger: pending 0, uploading 0, uploaded 0, done 2, quarantined 2, requeued 0\n"
         "success rate: last hour 33.3% (1 of 3); last day 50.0% (2 of 4)\n"
         "breakers:\n"

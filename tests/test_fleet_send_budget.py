@@ -3,13 +3,16 @@ slot (``Store.reserve_send``) before each upload while an rpm is known."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from daemon.state.store import Store
 from providers.errors import Throttled
 from providers.limited import LimitedClient
 from providers.pacing import PacingConfig
-from tests.fakes import FakeClock
-from tests.test_limited_client import FakeProvider, _send
+from tests.fakes import FakeClock, FakeProvider
+from tests.fakes import send_one as _send
 
 
 class Asked:
@@ -73,3 +76,32 @@ async def test_learned_rpm_is_asked_for() -> None:
     assert slots.questions == []
     await _send(client, "b.txt")
     assert [(p, rpm) for p, rpm, _, _ in slots.questions] == [("kimi", 2)]
+
+
+@pytest.mark.anyio
+async def test_two_hosts_share_one_budget_in_one_store(tmp_path: Path) -> None:
+    """Two hosts (two Stores, one SQLite file), rpm 3 between them: the fourth upload, on
+    either host, waits until the first send leaves the window."""
+    clock = FakeClock()
+    fake = FakeProvider(clock)
+    path = tmp_path / "inboxd.sqlite3"
+    async with (
+        Store.open(path, host="a", clock=lambda: 1000.0 + clock.now) as store_a,
+        Store.open(path, host="b", clock=lambda: 1000.0 + clock.now) as store_b,
+    ):
+        config = PacingConfig(concurrency=4, rpm=3, margin=0.5)
+        hosts = [
+            LimitedClient(
+                fake,
+                4,
+                config=config,
+                clock=clock,
+                sleep=clock.sleep,
+                send_slots=store.reserve_send,
+                wall_clock=lambda: 1000.0 + clock.now,
+            )
+            for store in (store_a, store_b)
+        ]
+        for index, host in enumerate([0, 1, 0, 1]):
+            await _send(hosts[host], f"f{index}.txt")
+    assert fake.times == [0.0, 0.0, 0.0, 60.5]

@@ -93,7 +93,7 @@ async def test_daemon_removes_leftovers_at_start(
         (folder / "kept.txt").write_bytes(b"kept")
         (folder / "kept.txt.reason.json").write_bytes(b"{}")
         _killed_write(monkeypatch, folder / "kept.txt.upload.json")
-    caplog.set_level(logging.INFO, logger="daemon.runtime.daemon")
+    caplog.set_level(logging.INFO, logger="daemon.runtime.starting")
     async with running(tmp_path, inboxes=[{"name": "a"}, {"name": "b"}]):
         for folder in folders:
             assert sorted(p.name for p in folder.iterdir()) == ["kept.txt", "kept.txt.reason.json"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import BinaryIO
 
 import anyio
 import pytest
@@ -19,55 +18,8 @@ from providers.errors import Retryable, Throttled
 from providers.factory import build_client
 from providers.limited import LimitedClient
 from providers.pacing import PacingConfig
-from providers.types import RemoteFile, UploadResult
-from tests.fakes import FakeClock
-
-
-class FakeProvider:
-    """Answers uploads from a script (an exception or success); records when each arrived."""
-
-    name = "kimi"
-
-    def __init__(self, clock: FakeClock, script: list[Exception | None] | None = None) -> None:
-        self.clock = clock
-        self.script = list(script or [])
-        self.times: list[float] = []
-        self.in_flight = 0
-        self.most = 0
-        self.hold: anyio.Event | None = None
-
-    async def upload(
-        self, *, filename: str, fileobj: BinaryIO, size: int, purpose: str, content_type: str
-    ) -> UploadResult:
-        self.times.append(self.clock.now)
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
-        try:
-            if self.hold is not None:
-                await self.hold.wait()
-            answer = self.script.pop(0) if self.script else None
-            if answer is not None:
-                raise answer
-            remote = RemoteFile(
-                provider="kimi",
-                id=f"f{len(self.times)}",
-                filename=filename,
-                bytes=size,
-                created_at=0,
-                purpose=purpose,
-            )
-            return UploadResult(remote=remote, transport="fake")
-        finally:
-            self.in_flight -= 1
-
-    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
-        return []
-
-    async def delete(self, file_id: str) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
+from tests.fakes import FakeClock, FakeProvider
+from tests.fakes import send_one as _send
 
 
 class Events:
@@ -93,12 +45,6 @@ def _limited(
         fake, concurrency, config=config, events=events, clock=clock, sleep=clock.sleep
     )
     return client, events
-
-
-async def _send(client: LimitedClient, name: str = "a.txt") -> UploadResult:
-    return await client.upload(
-        filename=name, fileobj=io.BytesIO(b"x"), size=1, purpose="file-extract", content_type="t"
-    )
 
 
 def _throttle(

@@ -98,7 +98,7 @@ async def _opened(settings: Settings, provider: str) -> AsyncIterator[tuple[Stor
             raise ConfigError(
                 f"providers.{provider}: no client (no API key?); set its key as for `inboxd run`"
             )
-        async with Store.open(settings.state_file) as store:
+        async with Store.open(settings.state_file, host=settings.host_id) as store:
             yield store, client
     finally:
         for each in clients.values():

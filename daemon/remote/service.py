@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -40,6 +41,11 @@ __all__ = ["RemoteSide", "build_remote_side"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+HOLD_TTL = 60.0
+BUSY_WAIT = 5.0
+
 
 class RemoteSide:
     """The daemon's retention passes: requested from anywhere, run in ``tasks``."""
@@ -51,8 +57,16 @@ class RemoteSide:
         limits: dict[str, RetentionLimits],
         breakers: BreakerStore,
         on_room: Callable[[str], Awaitable[None]],
+        hold_ttl: float = HOLD_TTL,
+        busy_wait: float = BUSY_WAIT,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
+        """``hold_ttl``: seconds the retention lock is held for (renewed every third of it
+        while a pass runs); ``busy_wait``: seconds a pass skipped for another host's lasts."""
         self.pruner = pruner
+        self.hold_ttl = hold_ttl
+        self.busy_wait = busy_wait
+        self._sleep = sleep
         self.limits = limits
         self.breakers = breakers
         self.on_room = on_room
@@ -160,8 +174,13 @@ class RemoteSide:
         """One pass now (waiting for a running one); None when the account cannot be listed."""
         seq = self.gate.pass_started(provider)
         report: PassReport | None = None
+        skipped = False
         try:
-            report = await self.pruner.run(provider)
+            held = await self._holding(provider, lambda: self.pruner.run(provider))
+            skipped = held is None
+            if held is None:
+                return None
+            report = held[0]
         except ProviderError as exc:
             logger.warning("%s: retention pass skipped, cannot list the account: %s", provider, exc)
             return None
@@ -177,7 +196,7 @@ class RemoteSide:
                 seq,
                 after,
                 freed=report is not None and bool(report.done),
-                short=report is None or report.short,
+                short=not skipped and (report is None or report.short),
             )
             self.passed.set()
             self.passed = anyio.Event()
@@ -194,6 +213,39 @@ class RemoteSide:
                 report.bytes,
             )
         return report
+
+    async def _holding(self, provider: str, fn: Callable[[], Awaitable[T]]) -> tuple[T] | None:
+        """``(fn(),)`` run while this host holds ``retention:<provider>``; None (after
+        ``busy_wait``) when another host holds it."""
+        store = self.pruner.store
+        name = f"retention:{provider}"
+        if not await store.hold(name, ttl=self.hold_ttl):
+            logger.debug("%s: retention pass skipped: another host holds %s", provider, name)
+            await self._sleep(self.busy_wait)
+            return None
+        done: list[T] = []
+        failed: list[Exception] = []
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def renew() -> None:
+                    while True:
+                        await anyio.sleep(self.hold_ttl / 3)
+                        await store.hold(name, ttl=self.hold_ttl)
+
+                tg.start_soon(renew)
+                try:
+                    done.append(await fn())
+                except Exception as exc:  # raised below, outside the task group
+                    failed.append(exc)
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.release(name)
+        if failed:
+            raise failed[0]
+        return (done[0],)
 
     async def _queued_pass(self, provider: str) -> None:
         async with self.pruner.lock(provider):

@@ -1,8 +1,10 @@
 """One running inboxd (``Daemon``): its start order, its task tree, its reload and its stop.
 
-Start order: leftover temp files of a killed write removed from done/quarantine folders →
-store (integrity check, migrations) → components (provider clients, dispatcher, pipeline:
-``daemon.runtime.wiring.build``) → recovery of rows a crash left behind → HTTP (/metrics,
+Start order: this host's leftover temp files of a killed write removed from done/quarantine
+folders → store (integrity check, migrations; a shared database that does not answer yet is
+waited for, with /healthz and /readyz served meanwhile: ``daemon.runtime.starting``) →
+components (provider clients, dispatcher, pipeline: ``daemon.runtime.wiring.build``) →
+recovery of rows a crash left behind (this host's, or a dead host's) → HTTP (/metrics,
 /healthz, /readyz) → workers (intake, watchers, first full scan queued) → ``READY=1``. Stop
 (SIGTERM/SIGINT): ``STOPPING=1``, intake stops at once, uploads in flight get
 ``shutdown_grace`` seconds, then are cancelled; the ledger holds whatever is left and the
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import anyio
@@ -29,24 +31,30 @@ from daemon.ops.http import serve_http
 from daemon.ops.metrics import Metrics
 from daemon.ops.notify import Notifier, watchdog_loop
 from daemon.ops.version import package_version
-from daemon.remote.ledger import RemoteLedger
 from daemon.runtime.failures import FileErrors
+from daemon.runtime.operations import Operations
 from daemon.runtime.periodic import every
 from daemon.runtime.reloading import load_checked, release_forced
-from daemon.runtime.remote_usage import REMOTE_USAGE_INTERVAL, refresh_remote_usage
+from daemon.runtime.remote_usage import REMOTE_USAGE_INTERVAL
+from daemon.runtime.starting import (
+    RETRY_CAP,
+    RETRY_FIRST,
+    StateHealth,
+    StoreOpener,
+    make_folders,
+    open_store,
+    prepare_clients,
+    store_opener,
+)
 from daemon.runtime.status import StatusLine
-from daemon.runtime.vanished import close_vanished
 from daemon.runtime.wiring import Components, build
 from daemon.runtime.workers import Observer, Workers, close_client
-from daemon.state.retention import PRUNE_INTERVAL, prune_ledger
+from daemon.state.retention import PRUNE_INTERVAL
 from daemon.state.store import Store
 from daemon.state.watch import watch_state_file
-from handlers.leftovers import remove_temp_leftovers
 from handlers.moves import host_id, use_host_id
-from providers.client import ProviderClient
 from providers.errors import ConfigError
 from providers.retry import COMMON_ERROR_KINDS
-from providers.types import UploadClient
 
 __all__ = ["OUTCOMES", "Daemon"]
 
@@ -60,14 +68,7 @@ STATE_CHECK_INTERVAL = 2.0
 Loader = Callable[[], Settings]
 
 
-def _prepare(clients: Sequence[UploadClient]) -> None:
-    """Import and build every provider's transports (blocking: run in a worker thread)."""
-    for client in clients:
-        if isinstance(client, ProviderClient):
-            client.prepare()
-
-
-class Daemon:
+class Daemon(Operations):
     """One running inboxd: owns its components (swapped whole by a reload) and its workers.
 
     ``components``: built ones to run on (tests inject them; their store is the caller's to
@@ -76,7 +77,9 @@ class Daemon:
     is refused); ``configure_logging`` sets logging up again when a reload changes ``log``;
     ``file_errors`` holds the failing files' backoff (tests inject one with a fake clock);
     ``clock`` is wall-clock time; ``state_check_interval``: seconds between checks that the
-    state file is still the one opened.
+    state file is still the one opened. ``open_store`` opens the store (default: the one the
+    settings name, as ``host_id``); ``state_retry`` (first, cap) are the seconds between tries
+    while its database does not answer at start, waited with ``sleep``.
     """
 
     def __init__(
@@ -91,6 +94,9 @@ class Daemon:
         configure_logging: Callable[[Settings], None] | None = None,
         file_errors: FileErrors | None = None,
         state_check_interval: float = STATE_CHECK_INTERVAL,
+        open_store: StoreOpener | None = None,
+        state_retry: tuple[float, float] = (RETRY_FIRST, RETRY_CAP),
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._initial = settings
         self.components = components
@@ -98,6 +104,9 @@ class Daemon:
         self._loader = loader
         self._configure_logging = configure_logging
         self._state_check_interval = state_check_interval
+        self._open_store = open_store or store_opener(settings)
+        self._state_retry = state_retry
+        self._sleep = sleep
         self.notifier = notifier or Notifier.from_environ()
         self.registry = (
             components.metrics.registry if components is not None else CollectorRegistry()
@@ -118,6 +127,8 @@ class Daemon:
         self._fallbacks_seen: set[tuple[str, str, str]] = set()
         self._reload_lock = anyio.Lock()
         self._tasks: TaskGroup | None = None
+        self._metrics = components.metrics if components is not None else None
+        self.state = StateHealth(self._count_state_error)
 
     @property
     def settings(self) -> Settings:
@@ -145,37 +156,46 @@ class Daemon:
             stack.callback(self.workers.close)
             stack.callback(use_host_id, host_id())  # temp names: this host's while it runs
             use_host_id(settings.host_id)
-            await self._make_folders(settings)
+            folders = [f for i in settings.inbox for f in (i.done_path, i.quarantine_path)]
+            legacy = settings.state_url is None  # only a single host may own unscoped ones
+            await make_folders(folders, host=settings.host_id, legacy=legacy)
             if self.components is None:
-                store = await stack.enter_async_context(Store.open(settings.state_file))
-                self.components = self._build(settings, store)
+                self._metrics = self._new_metrics(settings)
+                store = await open_store(
+                    stack,
+                    self._open_store,
+                    self.state,
+                    settings=settings,
+                    readiness=self.readiness,
+                    registry=self.registry,
+                    stopping=self.stopping,
+                    on_http_port=self._on_http_port,
+                    first=self._state_retry[0],
+                    cap=self._state_retry[1],
+                    sleep=self._sleep,
+                )
+                if store is None:
+                    logger.info("inboxd stopped before the state store answered")
+                    return
+                self.components = self._build(settings, store, self._metrics)
             current = self.components
             stack.push_async_callback(self._close_clients)
             # SDK imports take ~1 s: done here, off the loop, not at the first upload.
-            await anyio.to_thread.run_sync(_prepare, [c.inner for c in current.clients.values()])
+            clients = [c.inner for c in current.clients.values()]
+            await anyio.to_thread.run_sync(prepare_clients, clients)
             await current.pipeline.recover(current.plans, on_error=self.workers.recover_failed)
             await self._serve(task_status)
 
-    async def _make_folders(self, settings: Settings) -> None:
-        folders = []
-        for inbox in settings.inbox:
-            for folder in (inbox.done_path, inbox.quarantine_path):
-                folder.mkdir(parents=True, exist_ok=True)
-                folders.append(folder)
-        removed = await anyio.to_thread.run_sync(
-            lambda: remove_temp_leftovers(
-                folders, host=settings.host_id, legacy=settings.state_url is None
-            )
-        )
-        if removed:
-            logger.info(
-                "removed %d temp file(s) left in done/quarantine folders by an interrupted write",
-                removed,
-            )
+    def _count_state_error(self) -> None:
+        if self._metrics is not None:
+            self._metrics.state_error()
 
-    def _build(self, settings: Settings, store: Store) -> Components:
+    def _on_http_port(self, port: int) -> None:
+        self.http_port = port
+
+    def _new_metrics(self, settings: Settings) -> Metrics:
         providers = settings.providers_in_use()
-        metrics = Metrics(
+        return Metrics(
             self.registry,
             version=package_version(),
             inboxes=[inbox.name for inbox in settings.inbox],
@@ -183,6 +203,8 @@ class Daemon:
             transports={p: settings.providers.get(p).transports for p in providers},
             outcomes=OUTCOMES,
         )
+
+    def _build(self, settings: Settings, store: Store, metrics: Metrics) -> Components:
         return build(
             settings,
             store=store,
@@ -203,6 +225,7 @@ class Daemon:
             await root.start(self._signals)
             root.start_soon(watchdog_loop, self.notifier)
             root.start_soon(self._watch_state_file, current.store)
+            root.start_soon(every, current.store.lease / 3, self.renew_leases)
             # READY=1 waits for this: the intake runs and every watch is set up.
             await root.start(self.workers.run)
             self.workers.ensure(self._wanted_workers())
@@ -271,7 +294,9 @@ class Daemon:
         reasons = []
         if self.state_lost is not None:
             reasons.append(self.state_lost)
-        if self.components is None:
+        if self.state.reason is not None:
+            reasons.append(self.state.reason)
+        elif self.components is None:
             reasons.append("state file not open")
         if not self.workers.healthy:
             reasons.append("watchers not running")
@@ -283,6 +308,8 @@ class Daemon:
         def lost(reason: str) -> None:
             self.state_lost = reason  # /readyz says so until the process is gone
 
+        if store.path is None or store.identity is None:
+            return  # a database server (state_url), no file of ours to watch
         await watch_state_file(
             store.path, store.identity, interval=self._state_check_interval, on_lost=lost
         )
@@ -364,40 +391,3 @@ class Daemon:
         self.reloads += 1
         logger.info("config reloaded: %s", plan.summary())
         return True
-
-    async def retention_passes(self) -> None:
-        """A retention pass over every provider with retention set (``daemon.remote``)."""
-        await self.current().remote.run_all()
-
-    async def room_on(self, provider: str) -> None:
-        """A retention pass asked for by a quota answer made room on ``provider``: close its
-        breaker and let the files parked behind it go now (``daemon.remote.service``)."""
-        current = self.current()
-        await current.dispatcher.reset_breaker(provider)
-        released = await RemoteLedger(current.store).release_parked(provider)
-        logger.info("%s: room made on the account; %d parked file(s) go again", provider, released)
-        self.workers.wake_at(self._clock())
-
-    async def refresh_remote_usage(self) -> dict[str, tuple[int, int]]:
-        """List each provider in use once; a failure is a warning, never a crash."""
-        current = self.current()
-        return await refresh_remote_usage(
-            current.settings.providers_in_use(), current.clients, current.metrics
-        )
-
-    async def refresh_oldest_pending(self) -> None:
-        """Set ``inboxd_oldest_pending_seconds`` from the ledger (the status loop's tick)."""
-        current = self.current()
-        current.metrics.oldest_pending(await current.store.oldest_waiting(), now=self._clock())
-
-    async def close_vanished(self) -> int:
-        """Close waiting rows whose file left its inbox (``daemon.runtime.vanished``)."""
-        current = self.current()
-        return await close_vanished(current.store, current.plans, busy=self.workers.intake.busy)
-
-    async def prune_ledger(self) -> int:
-        """Prune finished ledger rows past ``ledger_retention_days`` (the current settings)."""
-        current = self.current()
-        return await prune_ledger(
-            current.store, days=current.settings.ledger_retention_days, now=self._clock()
-        )

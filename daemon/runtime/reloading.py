@@ -20,7 +20,7 @@ from daemon.state.store import Store
 from handlers.ledger import PENDING
 from providers.breaker import FORCED_OPEN
 from providers.dispatch import Dispatcher
-from providers.errors import ConfigError
+from providers.errors import ClaimLost, ConfigError
 
 __all__ = ["load_checked", "release_forced", "unpark_forever"]
 
@@ -28,15 +28,23 @@ logger = logging.getLogger(__name__)
 
 
 async def unpark_forever(store: Store) -> int:
-    """Clear ``not_before`` of files parked until a breaker reset (forced open); how many."""
+    """Clear ``not_before`` of files parked until a breaker reset (forced open); how many.
+
+    Rows another live host of a fleet holds are its own to release (``ClaimLost``: skipped).
+    """
     rows = [
         row
         for row in await store.rows_in_state(PENDING)
         if row.not_before is not None and math.isinf(row.not_before)
     ]
+    released = 0
     for row in rows:
-        await store.transition(row.id, PENDING, not_before=None)
-    return len(rows)
+        try:
+            await store.transition(row.id, PENDING, not_before=None)
+        except ClaimLost:
+            continue
+        released += 1
+    return released
 
 
 def load_checked(loader: Callable[[], Settings] | None) -> Settings | None:

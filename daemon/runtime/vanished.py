@@ -19,7 +19,7 @@ import anyio
 
 from handlers.ledger import DONE, PENDING, Ledger
 from handlers.outcomes import InboxPlan
-from providers.errors import InvalidTransition
+from providers.errors import ClaimLost, InvalidTransition
 
 __all__ = ["close_vanished"]
 
@@ -55,8 +55,8 @@ async def close_vanished(
             await ledger.transition(
                 row.id, DONE, reason="vanished", detail=_DETAIL, file_id=None, final_path=None
             )
-        except InvalidTransition:
-            continue  # a worker took it meanwhile
+        except (InvalidTransition, ClaimLost):
+            continue  # a worker (of this host or, its lease live, another) took it meanwhile
         closed += 1
         logger.info(
             "waiting file left its inbox; its row is closed",

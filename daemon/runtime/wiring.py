@@ -24,7 +24,7 @@ from handlers.pipeline import InboxPlan, Pipeline
 from providers.breaker import BreakerConfig
 from providers.dispatch import Dispatcher, ResilienceEvents
 from providers.factory import build_client
-from providers.limited import LimitedClient, PacingEvents
+from providers.limited import LimitedClient, PacingEvents, SendSlots
 from providers.limits import ProviderLimits
 from providers.retry import RetryPolicy
 from providers.types import BreakerStore, UploadClient
@@ -94,6 +94,8 @@ def build(
         on_fallback=on_fallback,
         events=metrics,
         only=[p for p in settings.providers_in_use() if p in renew or p not in kept],
+        # A fleet shares each account's rate budget through the store; one host needs none.
+        send_slots=store.reserve_send if settings.state_url is not None else None,
     )
     clients = {**kept, **fresh}  # clients no longer used stay: a retry in flight may use one
     limits = {p: settings.providers.get(p).effective_limits(p) for p in clients}
@@ -133,6 +135,7 @@ def build(
         content_locks=locks,
         extractors=clients,
         deleter=remote,
+        lost_park=store.lease,
     )
     # A pass records a deletion under the pipeline's lock on that content (one lock table
     # for every generation): a dedupe in progress finishes first, later ones see it.
@@ -183,10 +186,12 @@ def build_clients(
     on_fallback: FallbackCallback | None = None,
     events: PacingEvents | None = None,
     only: Collection[str] | None = None,
+    send_slots: SendSlots | None = None,
 ) -> dict[str, LimitedClient]:
     """A client per provider in use (or in ``only``), with its transport chain and its one
     limiter (rate and concurrency, starting at ``rpm`` and ``concurrency``), reporting to
-    ``events``."""
+    ``events``; ``send_slots``: the account's rate window shared with the other hosts of a
+    fleet (None: this host alone)."""
     clients: dict[str, LimitedClient] = {}
     for name in settings.providers_in_use():
         if only is not None and name not in only:
@@ -206,7 +211,9 @@ def build_clients(
                 {i.purpose_for(name) for i in settings.inbox if name in i.providers}
             ),
         )
-        clients[name] = LimitedClient(client, section.concurrency, rpm=section.rpm, events=events)
+        clients[name] = LimitedClient(
+            client, section.concurrency, rpm=section.rpm, events=events, send_slots=send_slots
+        )
     return clients
 
 
