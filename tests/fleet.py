@@ -1,11 +1,12 @@
 """A fleet of real ``inboxd run`` subprocesses sharing one inbox and one state (issue 16).
 
-Not a test module: ``tests/test_fleet_e2e.py`` and ``bench/fleet.py`` use it. ``Fleet`` writes
-one config per host (same inbox folder, so the same done and quarantine folders; its own
-``host_id``, ``state_dir`` and metrics port; the shared ``state_url``, or, without one, ONE
-SQLite file in a shared ``state_dir``), all pointed at ONE emulator on loopback that the caller
-runs. Waits are points of progress (receipts in the done folder, every 0.5 s or at each
-change), never a guess of time; a failed run prints every host's log.
+Not a test module: ``tests/test_fleet_e2e.py`` and ``bench/fleet.py`` use it. ``Fleet``
+writes one config per host (same inbox folder, so the same done and quarantine folders; its
+own ``host_id``, ``state_dir`` and metrics port (a free one); the shared ``state_url``, or,
+without one, ONE SQLite file in a shared ``state_dir``), all pointed at ONE emulator on
+loopback that the caller runs. Waits are points of progress (receipts in the done folder,
+checked at each change and every 0.5 s), never a guess of time; a failed run prints every
+host's log.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,6 @@ from anyio.abc import Process
 
 from handlers.archive import UPLOAD_SUFFIX
 from providers.emulator.server import Emulator
-from tests._tools import free_port
 from tests.harness import start_inboxd
 
 __all__ = ["Fleet", "Host", "cpu_seconds", "fleet", "ledger_owners", "problems", "sha"]
@@ -43,13 +44,19 @@ def sha(data: bytes) -> str:
 
 @dataclass
 class Host:
-    """One daemon of the fleet: its id, config, log, metrics port and process once started."""
+    """One daemon of the fleet: its id, config, log and process once started."""
 
     host_id: str
     config: Path
     log: Path
-    metrics_port: int
     proc: Process | None = None
+
+    def metrics_port(self) -> int:
+        """The port its metrics listener took (``127.0.0.1:0``: a free one; from its log)."""
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        found = re.findall(r"/readyz on 127\.0\.0\.1:(\d+)", text)
+        assert found, f"{self.host_id} logged no metrics listener"
+        return int(found[-1])
 
     @property
     def alive(self) -> bool:
@@ -181,7 +188,6 @@ def _config(
     *,
     emu: Emulator,
     state_url: str | None,
-    metrics_port: int,
     extra: str,
     kimi: str,
 ) -> Path:
@@ -197,7 +203,7 @@ shutdown_grace = 5.0
 {extra}
 
 [metrics]
-listen = "127.0.0.1:{metrics_port}"
+listen = "127.0.0.1:0"
 
 [providers.kimi]
 base_url = "{emu.base_url("kimi")}"
@@ -249,17 +255,15 @@ async def fleet(
     hosts = []
     for i in range(1, n + 1):
         host_id = f"h{i}"
-        port = free_port()
         cfg = _config(
             root,
             host_id,
             emu=emu,
             state_url=state_url,
-            metrics_port=port,
             extra=extra,
             kimi=kimi,
         )
-        hosts.append(Host(host_id, cfg, root / "hosts" / host_id / "daemon.log", port))
+        hosts.append(Host(host_id, cfg, root / "hosts" / host_id / "daemon.log"))
     base_env = dict(os.environ if env is None else env)
     base_env["MOONSHOT_API_KEY"] = emu.key("kimi")
     crew = Fleet(root, emu, hosts, state_url, base_env)
@@ -301,10 +305,15 @@ def ledger_owners(crew: Fleet) -> dict[str, str | None]:
     return out
 
 
-def problems(crew: Fleet, contents: Mapping[str, bytes]) -> list[str]:
+def problems(
+    crew: Fleet, contents: Mapping[str, bytes], *, dead: Collection[str] = ()
+) -> list[str]:
     """What breaks "every file archived exactly once with a true receipt, the emulator holds
-    each sha256 exactly once, nothing left in the inbox or quarantine"; [] when all holds."""
+    each sha256 exactly once, nothing left in the inbox or quarantine"; [] when all holds.
+    The temp files of the ``dead`` hosts (killed mid-write, not restarted: only a host's own
+    start removes them) are allowed in the done folder, nobody else's."""
     found: list[str] = []
+    theirs = tuple(f".inboxd-{host}-" for host in dead)
     by_id = {f.id: f for f in crew.emu.files()}
     for name, data in contents.items():
         copy = crew.done / name
@@ -318,7 +327,11 @@ def problems(crew: Fleet, contents: Mapping[str, bytes]) -> list[str]:
     extra = sorted(
         p.name
         for p in crew.done.iterdir()
-        if not p.name.endswith(UPLOAD_SUFFIX) and p.name not in contents
+        if not p.name.endswith(UPLOAD_SUFFIX)
+        and p.name not in contents
+        and not (
+            p.name.startswith(".") and p.name.endswith(".tmp") and any(t in p.name for t in theirs)
+        )
     )
     if extra:
         found.append(f"archived more than once or unknown: {extra[:10]} ({len(extra)})")
