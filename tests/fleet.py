@@ -288,9 +288,9 @@ async def fleet(
                         await host.proc.wait()
 
 
-def ledger_owners(crew: Fleet) -> dict[str, str | None]:
-    """relpath -> owner of each ``done`` ledger row, read from the shared state."""
-    query = "SELECT relpath, owner FROM ledger WHERE state = 'done'"
+def ledger_owners(crew: Fleet, state: str = "done") -> dict[str, str | None]:
+    """relpath -> owner of each ledger row in ``state``, read from the shared state."""
+    query = f"SELECT relpath, owner FROM ledger WHERE state = '{state}'"
     if crew.state_url is None:
         with sqlite3.connect(crew.state_file) as conn:
             rows = conn.execute(query).fetchall()
