@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.config.check import check
+from daemon.config.check import check, state_line
 from daemon.config.settings import DEFAULT_CONFIG, Settings, load_settings
 from daemon.ops.version import package_version
 from providers.errors import ConfigError, InboxdError
@@ -155,6 +155,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"config OK: {len(settings.inbox)} inbox(es), providers in use: "
         f"{', '.join(settings.providers_in_use()) or 'none'}"
     )
+    print(state_line(settings))
     return EXIT_OK
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemon.ops.logs import RedactingHandler
+from daemon.state.store import Store
 from providers.redaction import clear_secrets
 from tests._tools import missing_tool
 from tests._tools import need_tool as _need_tool
@@ -126,3 +130,26 @@ def pg_url(
     if any(getattr(report, "failed", False) for report in reports.values()):
         log = pg_cluster.log_path.read_text(errors="replace").splitlines()[-60:]
         print(f"--- last lines of {pg_cluster.log_path} ---", *log, sep="\n")
+
+
+@dataclass(frozen=True)
+class StoreFactory:
+    """Opens ``Store``s on one test's store: a SQLite file or a fresh PostgreSQL database.
+
+    Each call opens another Store on the same target (as another process or host would).
+    """
+
+    engine: str
+    target: Path | str
+
+    def __call__(self, **options: Any) -> AbstractAsyncContextManager[Store]:
+        return Store.open(self.target, **options)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """The store of a contract test, once per engine: a state file in ``tmp_path`` (its folder
+    not yet made) or a fresh database of the session's PostgreSQL cluster (``pg_url``)."""
+    if request.param == "sqlite":
+        return StoreFactory("sqlite", tmp_path / "state" / "inboxd.sqlite3")
+    return StoreFactory("postgresql", request.getfixturevalue("pg_url"))

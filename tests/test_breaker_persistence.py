@@ -16,6 +16,7 @@ from providers.errors import Parked, Retryable
 from providers.limits import LIMITS
 from providers.retry import RetryPolicy
 from providers.types import BreakerRecord, RemoteFile, UploadResult
+from tests.conftest import StoreFactory
 from tests.fakes import FakeClient, FakeClock, ResilienceLog
 
 T0 = 1_000_000.0
@@ -132,11 +133,11 @@ async def test_clock_jump_is_clamped_on_load_and_written_back(tmp_path: Path) ->
 
 
 @pytest.mark.anyio
-async def test_two_stores_never_both_claim_the_probe(tmp_path: Path) -> None:
-    """Two connections racing claim_probe on one file get exactly one True, round after round."""
-    path = tmp_path / "state.sqlite3"
+async def test_two_stores_never_both_claim_the_probe(store_factory: StoreFactory) -> None:
+    """Two stores racing claim_probe on one store (file or database) get exactly one True,
+    round after round."""
     clock = FakeClock(now=T0)
-    async with Store.open(path, clock=clock) as one, Store.open(path, clock=clock) as two:
+    async with store_factory(clock=clock) as one, store_factory(clock=clock) as two:
         for round_ in range(20):
             now = T0 + round_ * 1000
             await one.save_breaker("kimi", BreakerRecord(state=OPEN, open_until=now))
@@ -152,15 +153,15 @@ async def test_two_stores_never_both_claim_the_probe(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_two_dispatchers_on_one_file_probe_once(tmp_path: Path) -> None:
-    """Two Dispatchers (two Store connections) on a due breaker: one probes kimi, one uses glm."""
-    path = tmp_path / "state.sqlite3"
+async def test_two_dispatchers_on_one_store_probe_once(store_factory: StoreFactory) -> None:
+    """Two Dispatchers (two Stores on one file or database) on a due breaker: one probes kimi,
+    one uses glm."""
     clock = FakeClock(now=T0)
     gate = anyio.Event()
     kimi_a, kimi_b = FakeClient("kimi", gate=gate), FakeClient("kimi", gate=gate)
     results: list[str] = []
     one_done = anyio.Event()
-    async with Store.open(path, clock=clock) as one, Store.open(path, clock=clock) as two:
+    async with store_factory(clock=clock) as one, store_factory(clock=clock) as two:
         await one.save_breaker("kimi", BreakerRecord(state=OPEN, open_until=T0))
         first, second = _dispatcher(one, clock, kimi_a), _dispatcher(two, clock, kimi_b)
 

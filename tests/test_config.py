@@ -11,6 +11,7 @@ import pytest
 
 from daemon.cli import main
 from daemon.config.settings import load_settings
+from daemon.state.schema import SCHEMA_VERSION
 
 KEYS = ("MOONSHOT_API_KEY", "ZHIPUAI_API_KEY", "ZAI_API_KEY", "CREDENTIALS_DIRECTORY")
 
@@ -353,14 +354,20 @@ def test_example_config_passes(
     """config.example.toml passes check-config once its inbox folder exists and keys are set."""
     example = Path(__file__).parent.parent / "config.example.toml"
     root = tmp_path / "srv"
+    state = tmp_path / "state"
     text = example.read_text().replace("/srv/inbox", str(root))
+    text = text.replace('"/var/lib/inboxd"', f'"{state}"')
     (root / "reports").mkdir(parents=True)
     config = tmp_path / "example.toml"
     config.write_text(text)
     monkeypatch.setenv("MOONSHOT_API_KEY", "sk-test")
     monkeypatch.setenv("ZHIPUAI_API_KEY", "id.secret")
     assert main(["check-config", "-c", str(config)]) == 0
-    assert capsys.readouterr().out == "config OK: 1 inbox(es), providers in use: kimi, glm\n"
+    assert capsys.readouterr().out == (
+        "config OK: 1 inbox(es), providers in use: kimi, glm\n"
+        f"state: sqlite {state}/inboxd.sqlite3: not created yet (schema v{SCHEMA_VERSION} at "
+        "the first start)\n"
+    )
 
 
 def test_cross_filesystem_warning(

@@ -195,3 +195,22 @@ def test_loading_settings_registers_the_keys_it_finds(tmp_path: Path) -> None:
     assert scrub(GLM_KEY) == GLM_KEY
     load_settings(config, environ={"ZHIPUAI_API_KEY": GLM_KEY})
     assert scrub(f"{GLM_KEY} {KEY_SECRET}") == "[redacted] [redacted]"
+
+
+def test_loading_settings_registers_the_database_password(tmp_path: Path) -> None:
+    """load_settings adds the PostgreSQL password (PGPASSWORD and the systemd credential
+    pg_password) to the registry, so no log line can show it."""
+    inbox = tmp_path / "docs"
+    inbox.mkdir()
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "pg_password").write_text("pg-credential-value\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[[inbox]]\nname = "docs"\npath = "{inbox}"\nproviders = ["glm"]\n')
+    env = {
+        "ZHIPUAI_API_KEY": GLM_KEY,
+        "PGPASSWORD": "pg-env-value",
+        "CREDENTIALS_DIRECTORY": str(creds),
+    }
+    load_settings(config, environ=env)
+    assert scrub("pg-env-value pg-credential-value") == "[redacted] [redacted]"

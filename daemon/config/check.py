@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import anyio
+
 from daemon.config.folders import (
     inbox_write_check,
     metrics_warning,
@@ -20,9 +22,11 @@ from daemon.config.folders import (
 from daemon.config.keys import KEY_CREDENTIAL, KEY_ENV
 from daemon.config.settings import InboxSettings, Settings
 from daemon.remote.config import retention_warnings
+from daemon.state.probe import probe_state
+from daemon.state.url import state_target
 from providers.limits import extract_supported
 
-__all__ = ["Report", "check"]
+__all__ = ["Report", "check", "state_line"]
 
 _PRETTY = {"kimi": "Kimi", "glm": "GLM"}
 _TRANSPORTS = {"kimi": ("openai", "http"), "glm": ("zhipuai", "openai", "http")}
@@ -66,6 +70,13 @@ def check(settings: Settings, *, need_keys: bool = True) -> Report:
         report.warnings.append(listen)
     report.warnings.extend(retention_warnings(settings))
     return report
+
+
+def state_line(settings: Settings) -> str:
+    """``state: <engine> <where>: schema vN (this inboxd: vM)``, read without changing anything
+    (``inboxd check-config``). Raises StateUnavailable when the database does not answer,
+    ConfigError when the state cannot be read."""
+    return "state: " + anyio.run(probe_state, state_target(settings))
 
 
 def _check_providers(settings: Settings, report: Report, *, need_keys: bool) -> None:

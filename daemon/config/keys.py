@@ -2,17 +2,20 @@
 
 Order per provider: ``MOONSHOT_API_KEY`` (kimi) / ``ZHIPUAI_API_KEY`` then ``ZAI_API_KEY`` (glm);
 else ``providers.<name>.api_key_file``; else ``$CREDENTIALS_DIRECTORY/<credential name>``
-(systemd ``LoadCredential=``).
+(systemd ``LoadCredential=``). The PostgreSQL password (``PGPASSWORD``,
+``$CREDENTIALS_DIRECTORY/pg_password``) is registered for redaction with the keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import SecretStr
 
+from daemon.state.url import pg_password
 from providers.errors import ConfigError
 from providers.redaction import add_secret
 
@@ -60,6 +63,8 @@ def find_keys(sections: Mapping[str, KeySource], env: Mapping[str, str]) -> dict
         if key is not None:
             add_secret(key)
             keys[name] = SecretStr(key)
+    with contextlib.suppress(ConfigError):  # unreadable: the store says so if state_url uses it
+        pg_password(env)  # registers the database password (PGPASSWORD, the credential) too
     if problems:
         raise ConfigError(problems)
     return keys

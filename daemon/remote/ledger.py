@@ -1,19 +1,19 @@
 """The ledger's view of the remote side: who uploaded each remote file, and recorded deletions.
 
-Reads the ``ledger`` table and keeps ``remote_deletions`` (schema v4) in the same state file,
-through ``Store.write``/``Store.fetch``: every write is committed before the method returns,
-so an intent is durable before its ``DELETE`` is sent.
+Reads the ``ledger`` table and keeps ``remote_deletions`` (schema v4) in the same store,
+through ``Store.write``/``Store.fetch`` (portable SQL on the store's ``Conn``, so on SQLite and
+PostgreSQL alike): every write is committed before the method returns, so an intent is
+durable before its ``DELETE`` is sent.
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.remote.plan import Attempt, Owned
+from daemon.state._conn import Conn, Row, decode_path
 from daemon.state.store import Store
 from handlers.archive import receipt_path
 from handlers.ledger import ACTIVE_STATES, PENDING
@@ -58,16 +58,15 @@ class DeletionRow:
     outcome_at: float | None
 
 
-def _deletion(row: sqlite3.Row) -> DeletionRow:
+def _deletion(row: Row) -> DeletionRow:
     return DeletionRow(**{key: row[key] for key in row.keys()})  # noqa: SIM118 -- sqlite3.Row
 
 
-def _path(value: str | bytes | None) -> str | None:
-    # Paths that are not valid UTF-8 are stored as raw bytes (daemon.state._ledger_sql).
-    return os.fsdecode(value) if isinstance(value, bytes) else value
+# Paths are stored as the engine keeps them (daemon.state._conn): back to the filesystem's str.
+_path = decode_path
 
 
-def _attempt(row: sqlite3.Row, finished_at: float) -> Attempt:
+def _attempt(row: Row, finished_at: float) -> Attempt:
     return Attempt(
         ledger_id=row["id"],
         relpath=_path(row["relpath"]) or "",
@@ -106,12 +105,13 @@ class RemoteLedger:
             now,
         )
 
-        def record(db: sqlite3.Connection) -> DeletionRow:
+        def record(db: Conn) -> DeletionRow:
             db.execute(_INSERT_INTENT, params)
             row = db.execute(
                 "SELECT * FROM remote_deletions WHERE provider = ? AND file_id = ?",
                 (provider, file_id),
             ).fetchone()
+            assert row is not None  # inserted above, or there before
             return _deletion(row)
 
         return await self.store.write(record)
@@ -122,7 +122,7 @@ class RemoteLedger:
             lambda db: db.execute(
                 "UPDATE remote_deletions SET outcome = ?, outcome_at = ? WHERE id = ?",
                 (outcome, now, deletion_id),
-            ).close()
+            )
         )
 
     async def open_intents(self, provider: str) -> list[DeletionRow]:

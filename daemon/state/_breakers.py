@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from daemon.state import _ledger_sql as sql
+from daemon.state._conn import Conn, Row
 from providers.types import BreakerRecord
 
 __all__ = ["BreakerTable"]
@@ -19,10 +19,10 @@ class BreakerTable:
 
     _clock: Callable[[], float]
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[Conn], T]) -> T:
         raise NotImplementedError
 
-    async def _fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
         raise NotImplementedError
 
     # -- breakers ---------------------------------------------------------------------------
@@ -35,12 +35,12 @@ class BreakerTable:
     async def save_breaker(self, provider: str, record: BreakerRecord) -> None:
         """Persist ``record`` as the breaker of ``provider`` (committed on return)."""
         params = sql.breaker_params(provider, record)
-        await self._write(lambda db: db.execute(sql.SAVE_BREAKER, params).close())
+        await self._write(lambda db: db.run(sql.SAVE_BREAKER, params))
 
     async def claim_probe(self, provider: str, *, now: float, lease_until: float) -> bool:
         """Atomically claim the one half-open probe (see ``providers.types.BreakerStore``)."""
         params = (lease_until, self._clock(), provider, now, now)
-        return await self._write(lambda db: db.execute(sql.CLAIM_PROBE, params).rowcount == 1)
+        return await self._write(lambda db: db.run(sql.CLAIM_PROBE, params) == 1)
 
     async def reset_breaker(self, provider: str) -> None:
         """Close ``provider``'s breaker and forget its history (``inboxd breaker reset``)."""

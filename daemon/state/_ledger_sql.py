@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from daemon.state._conn import Row, decode_path
 from handlers.ledger import LedgerRow
 from providers.types import BreakerRecord
 
@@ -99,7 +99,20 @@ CLAIM_PROBE = """
 # Filenames may hold undecodable bytes (surrogate escapes), which SQLite's UTF-8 text cannot:
 # those paths are stored as their raw bytes in a BLOB, every other path as TEXT. The mapping is
 # deterministic, so the unique index over (inbox, relpath) still means one row per file.
+# (PostgreSQL keeps every path as BYTEA: ``daemon.state._postgres.PgConn.path``.)
 _PATH_COLUMNS = frozenset({"relpath", "final_path"})
+# SQLite's INSERT … RETURNING gives a REAL of integral value as an int; PostgreSQL a float.
+_TIME_COLUMNS = frozenset(
+    {
+        "intent_at",
+        "uploaded_at",
+        "finished_at",
+        "not_before",
+        "created_at",
+        "updated_at",
+        "lease_until",
+    }
+)
 _TEXT_COLUMNS = frozenset({"reason", "detail"})
 
 
@@ -112,21 +125,20 @@ def encode_path(path: str) -> str | bytes:
     return path
 
 
-def _decode_path(value: str | bytes | None) -> str | None:
-    return os.fsdecode(value) if isinstance(value, bytes) else value
-
-
 def _encode_text(value: str) -> str:
     # Human text only: undecodable bytes become visible escapes instead of failing the write.
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def encode_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
-    """Column values ready to bind (paths and human text made storable)."""
+def encode_updates(
+    updates: Mapping[str, Any], path: Callable[[str], Any] = encode_path
+) -> dict[str, Any]:
+    """Column values ready to bind (paths, as ``path`` stores them, and human text made
+    storable)."""
     out: dict[str, Any] = {}
     for column, value in updates.items():
         if isinstance(value, str) and column in _PATH_COLUMNS:
-            out[column] = encode_path(value)
+            out[column] = path(value)
         elif isinstance(value, str) and column in _TEXT_COLUMNS:
             out[column] = _encode_text(value)
         else:
@@ -143,11 +155,14 @@ def update_sql(columns: list[str]) -> str:
     return f"UPDATE ledger SET {assignments} WHERE id = ? RETURNING *"  # noqa: S608 -- names from MUTABLE_FIELDS
 
 
-def ledger_from_row(row: sqlite3.Row) -> LedgerRow:
+def ledger_from_row(row: Row) -> LedgerRow:
     """A ledger table row as a LedgerRow."""
     values = {key: row[key] for key in row.keys()}  # noqa: SIM118 -- sqlite3.Row has no items()
-    values["relpath"] = _decode_path(values["relpath"])
-    values["final_path"] = _decode_path(values["final_path"])
+    values["relpath"] = decode_path(values["relpath"])
+    values["final_path"] = decode_path(values["final_path"])
+    for column in _TIME_COLUMNS.intersection(values):
+        if values[column] is not None:
+            values[column] = float(values[column])
     return LedgerRow(**values)
 
 
@@ -166,7 +181,7 @@ def breaker_params(provider: str, record: BreakerRecord) -> tuple[Any, ...]:
     )
 
 
-def breaker_from_row(row: sqlite3.Row) -> BreakerRecord:
+def breaker_from_row(row: Row) -> BreakerRecord:
     """A breakers table row as a BreakerRecord."""
     return BreakerRecord(
         state=row["state"],

@@ -1,39 +1,39 @@
-"""The SQLite state file: the ledger and the circuit breakers, durable before every side effect.
+"""The store: the ledger and the circuit breakers, durable before every side effect, on either
+engine.
 
-WAL journal, ``synchronous=FULL``, a ``busy_timeout`` (two processes may share one state file:
-the daemon and ``inboxd status``/``breaker reset``). Every write is one function run whole on
-the connection's thread (``daemon.state._group_commit``): committed before the method returns, in
-one ``BEGIN IMMEDIATE`` transaction with the writes queued beside it (group commit: one fsync
-for many), shielded from cancellation so it either happens whole or not at all.
-At open, ``PRAGMA quick_check`` runs; a corrupt state file (with its -wal/-shm) is renamed
-``<name>.corrupt-<UTC time>`` and a fresh one is built: the history is lost, no file is
-(``daemon.state._connection``).
-sqlite3 errors an operator must act on (disk full, read-only, unopenable, locked too long)
-name the state file and the fix: a ConfigError while it is opened (the daemon refuses to
-start), a StateError once it is open (a fault of the running daemon, which then stops).
+Every method is written once, as a plain function of a ``Conn`` (``daemon.state._conn``) run
+whole in one transaction on a worker thread, and committed before the method returns. The
+engine is picked by what ``Store.open`` is given: a state file path → SQLite
+(``daemon.state._sqlite``: WAL, ``synchronous=FULL``, group commit, a corrupt file moved aside
+and rebuilt, sqlite3 errors an operator must act on raised as StateError naming the file and
+the fix); a ``postgresql://`` URL (``state_url``) → PostgreSQL (``daemon.state._postgres``: a
+connection pool shared by several hosts; a database that stops answering is waited for, with
+backoff, never given up on).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+import anyio
 
 from daemon.state import _claims as claims
 from daemon.state import _ledger_sql as sql
 from daemon.state._breakers import BreakerTable
-from daemon.state._connection import connect, hint
-from daemon.state._group_commit import GroupCommit
-from daemon.state._rows import SqliteCursor as _Cursor
+from daemon.state._conn import Conn, Engine, Row, Sleep
+from daemon.state._postgres import PgEngine
 from daemon.state._rows import one as _one
 from daemon.state._rows import row_by_id as _row_by_id
 from daemon.state._rows import update as _update
-from daemon.state.schema import migrations_after
+from daemon.state._sqlite import SqliteEngine
+from daemon.state.url import is_state_url, pg_password
 from daemon.state.watch import file_identity
 from handlers.ledger import (
     ACTIVE_STATES,
@@ -43,7 +43,7 @@ from handlers.ledger import (
     LedgerRow,
     transition_fields,
 )
-from providers.errors import ClaimLost, StateError
+from providers.errors import ClaimLost
 
 __all__ = ["Store"]
 
@@ -52,138 +52,145 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Store(BreakerTable):
-    """The state file. Implements ``handlers.ledger.Ledger`` and ``providers.types.BreakerStore``.
+def _ignore(*_: object) -> None:
+    return None
 
-    Build it with ``async with Store.open(path) as store``; one Store is safe to share between
-    tasks (its operations are serialised, concurrent writes committed together), and several
-    processes may open the same file.
+
+class Store(BreakerTable):
+    """The state store. Implements ``handlers.ledger.Ledger`` and ``providers.types.BreakerStore``.
+
+    Build it with ``async with Store.open(path_or_url) as store``; one Store is safe to share
+    between tasks, and several processes (or hosts, on PostgreSQL) may open the same store.
     """
 
     def __init__(
-        self,
-        db: sqlite3.Connection,
-        path: Path,
-        clock: Callable[[], float],
-        *,
-        host: str | None = None,
-        lease: float = 30.0,
+        self, engine: Engine, clock: Callable[[], float], *, host: str, lease: float
     ) -> None:
-        self._db = GroupCommit(db)
-        self._path = path
+        self._engine = engine
         self._clock = clock
-        self._identity = file_identity(path)
-        self._host = host or socket.gethostname()
+        self._host = host
         self._lease = lease
+        self._path = engine.path if isinstance(engine, SqliteEngine) else None
+        self._identity = file_identity(self._path) if self._path is not None else None
 
     @classmethod
     @asynccontextmanager
     async def open(
         cls,
-        path: Path,
+        target: Path | str,
         *,
-        clock: Callable[[], float] = time.time,
-        busy_timeout: float = 10.0,
         host: str | None = None,
         lease: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 10.0,
+        password: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_error: Callable[[BaseException], None] = _ignore,
+        on_ok: Callable[[], None] = _ignore,
+        retry_initial: float = 0.5,
+        retry_max: float = 10.0,
+        connect_timeout: float = 10.0,
+        pool_size: int = 8,
+        sleep: Sleep = anyio.sleep,
     ) -> AsyncIterator[Store]:
-        """Open (creating, checking, migrating, or rebuilding when corrupt) the state file.
+        """Open the store: ``target`` is a state file path (SQLite) or a ``postgresql://`` URL.
 
-        ``host`` is this host's id in the claims it takes (default: the host name), ``lease``
-        how long a claim lasts unless renewed (``renew_leases``).
+        SQLite: created, checked, migrated, or rebuilt when corrupt (ConfigError when it cannot
+        be). PostgreSQL: connected and migrated (StateUnavailable while the server does not
+        answer; ConfigError for a bad URL, a password in it, or a newer schema); the password
+        is ``password``, else ``$CREDENTIALS_DIRECTORY/pg_password`` from ``env``, else what
+        libpq finds (PGPASSWORD, ~/.pgpass). ``on_error(exc)`` hears every failed attempt of
+        an operation while the database does not answer, ``on_ok()`` the first success after.
         """
-        db = await connect(path, clock=clock, busy_timeout=busy_timeout)
-        store = cls(db, path, clock, host=host, lease=lease)
+        engine: Engine
+        if is_state_url(target):
+            if password is None:
+                password = pg_password(os.environ if env is None else env)
+            engine = await PgEngine.open(
+                str(target),
+                password=password,
+                clock=clock,
+                on_error=on_error,
+                on_ok=on_ok,
+                retry_initial=retry_initial,
+                retry_max=retry_max,
+                connect_timeout=connect_timeout,
+                pool_size=pool_size,
+                sleep=sleep,
+            )
+        else:
+            engine = await SqliteEngine.open(Path(target), clock=clock, busy_timeout=busy_timeout)
         try:
-            await store._write(store._migrate)
-            yield store
+            yield cls(engine, clock, host=host or _hostname(), lease=lease)
         finally:
-            await store._db.close()
+            await engine.close()
 
     @property
-    def path(self) -> Path:
+    def engine(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.name
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite state file (None on PostgreSQL)."""
         return self._path
 
     @property
+    def identity(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the SQLite file opened (``daemon.state.watch`` compares the
+        path's); None on PostgreSQL."""
+        return self._identity
+
+    @property
     def host(self) -> str:
-        """This host's id: the owner of the claims it takes."""
         return self._host
 
     @property
     def lease(self) -> float:
-        """Seconds a claim lasts unless renewed."""
         return self._lease
 
     def describe(self) -> str:
-        """The engine and where its data lives, for humans (``inboxd status``, ``check-config``)."""
-        return f"sqlite {self._path}"
+        """``sqlite /path/to/inboxd.sqlite3`` or ``postgresql host:port/db``."""
+        return self._engine.describe()
+
+    def on_faults(
+        self, on_error: Callable[[BaseException], None], on_ok: Callable[[], None]
+    ) -> None:
+        """From now on, tell ``on_error(exc)`` of every failed attempt while the database does
+        not answer and ``on_ok()`` of the first success after (PostgreSQL; SQLite never
+        retries: its faults are StateErrors)."""
+        if isinstance(self._engine, PgEngine):
+            self._engine.on_error, self._engine.on_ok = on_error, on_ok
 
     async def schema_version(self) -> int:
-        """The schema version of the state file."""
-        return int((await self._fetch("PRAGMA user_version"))[0][0])
-
-    @property
-    def identity(self) -> tuple[int, int]:
-        """(st_dev, st_ino) of the file opened (``daemon.state.watch`` compares the path's)."""
-        return self._identity
+        """The schema version the store is at (after open: this inboxd's)."""
+        return await self._engine.schema_version()
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _translate(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            fix = hint(exc)
-            if fix is None:
-                raise
-            raise StateError(f"state_dir: {self._path}: {exc}; {fix}") from exc
+    async def _write(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` in one transaction, committed before this returns; it happens whole or
+        (cancelled before it starts) not at all."""
+        return await self._engine.write(fn)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in a write transaction, committed (with others queued beside it) before
-        this returns; shielded, so it happens whole or (cancelled before it starts) not at all."""
-        with self._translate():
-            return await self._db.write(fn)
-
-    async def _fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._translate():
-            return await self._db.read(lambda db: db.execute(query, params).fetchall())
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        row = _one(db, "PRAGMA user_version", ())
-        version = int(row[0]) if row else 0
-        for migration in migrations_after(version, path=str(self._path)):
-            for statement in migration.statements:
-                db.execute(statement)
-            db.execute(
-                "INSERT INTO schema_history (version, summary, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.summary, self._clock()),
-            )
-            # PRAGMA takes no parameters; the version is an int from our own table.
-            db.execute(f"PRAGMA user_version = {int(migration.version)}")
-            logger.info(
-                "state file %s: schema migrated to v%d (%s)",
-                self._path,
-                migration.version,
-                migration.summary,
-            )
+    async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
+        return await self._engine.read(lambda db: db.execute(query, params).rows)
 
     async def pragmas(self) -> dict[str, Any]:
-        """The connection's journal_mode, synchronous, busy_timeout, foreign_keys, user_version."""
-        out: dict[str, Any] = {}
-        for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys", "user_version"):
-            rows = await self._fetch(f"PRAGMA {name}")
-            out[name] = rows[0][0]
-        return out
+        """The SQLite connection's journal_mode, synchronous, busy_timeout, foreign_keys,
+        user_version (SQLite only)."""
+        if not isinstance(self._engine, SqliteEngine):
+            raise TypeError("pragmas: only a SQLite store has them")
+        return await self._engine.pragmas()
 
     # -- ledger -----------------------------------------------------------------------------
 
     async def begin(self, inbox: str, relpath: str, *, size: int, mtime_ns: int) -> LedgerRow:
         """The active row for (inbox, relpath), or a new ``pending`` one, claimed by this host
         (see ``Ledger``); ClaimedElsewhere when another host holds a live claim on it."""
-        key = (inbox, sql.encode_path(relpath))
 
-        def begin(db: sqlite3.Connection) -> LedgerRow:
+        def begin(db: Conn) -> LedgerRow:
+            key = (inbox, db.path(relpath))
             now = self._clock()
             until = now + self._lease
             found = _one(db, sql.ACTIVE_ROW, key)
@@ -197,7 +204,7 @@ class Store(BreakerTable):
                 if found is None:
                     raise KeyError(key)
             row = claims.claim(
-                _Cursor(db),
+                db,
                 sql.ledger_from_row(found),
                 host=self._host,
                 lease=self._lease,
@@ -217,11 +224,11 @@ class Store(BreakerTable):
         """Claim the active row ``row_id`` for this host (recovery): the row, or None when it
         is finished, gone, or another host holds a live claim on it."""
 
-        def take(db: sqlite3.Connection) -> LedgerRow | None:
+        def take(db: Conn) -> LedgerRow | None:
             found = _one(db, "SELECT * FROM ledger WHERE id = ?", (row_id,))
             row = None if found is None else sql.ledger_from_row(found)
             return claims.take(
-                _Cursor(db),
+                db,
                 row,
                 host=self._host,
                 lease=self._lease,
@@ -234,14 +241,12 @@ class Store(BreakerTable):
     async def renew_leases(self) -> int:
         """Extend the claim of every active row this host owns; the number renewed."""
         return await self._write(
-            lambda db: claims.renew(
-                _Cursor(db), host=self._host, lease=self._lease, now=self._clock()
-            )
+            lambda db: claims.renew(db, host=self._host, lease=self._lease, now=self._clock())
         )
 
     async def fleet(self) -> dict[str, tuple[int, bool]]:
         """Host id (``""``: rows no host owns) → (its active rows, whether its claims are live)."""
-        return await self._db.read(lambda db: claims.fleet(_Cursor(db), now=self._clock()))
+        return await self._engine.read(lambda db: claims.fleet(db, now=self._clock()))
 
     async def reserve_send(
         self, provider: str, *, rpm: float, window: float, now: float | None = None
@@ -250,19 +255,19 @@ class Store(BreakerTable):
         taken, else the seconds to wait before asking again (``daemon.state._claims``)."""
         at = self._clock() if now is None else now
         return await self._write(
-            lambda db: claims.reserve_send(_Cursor(db), provider, rpm=rpm, window=window, now=at)
+            lambda db: claims.reserve_send(db, provider, rpm=rpm, window=window, now=at)
         )
 
     async def hold(self, name: str, *, ttl: float) -> bool:
         """Take or extend the named lock ``name`` for ``ttl`` seconds; True when this host
         holds it (another host's live lock: False)."""
         return await self._write(
-            lambda db: claims.hold(_Cursor(db), name, host=self._host, ttl=ttl, now=self._clock())
+            lambda db: claims.hold(db, name, host=self._host, ttl=ttl, now=self._clock())
         )
 
     async def release(self, name: str) -> None:
         """Give up the named lock ``name`` if this host holds it."""
-        await self._write(lambda db: claims.release(_Cursor(db), name, host=self._host))
+        await self._write(lambda db: claims.release(db, name, host=self._host))
 
     async def get(self, row_id: int) -> LedgerRow:
         """The row with this id; KeyError when there is none."""
@@ -274,12 +279,12 @@ class Store(BreakerTable):
     async def transition(self, row_id: int, to_state: str, **fields: Any) -> LedgerRow:
         """Move a row to ``to_state`` with ``fields``; InvalidTransition changes nothing."""
 
-        def transition(db: sqlite3.Connection) -> LedgerRow:
+        def transition(db: Conn) -> LedgerRow:
             current = _row_by_id(db, row_id)
             if current.state in ACTIVE_STATES and current.owner not in (None, self._host):
                 raise ClaimLost(row_id, current.owner)  # another host took the file over
             updates = transition_fields(current.state, to_state, fields, self._clock())
-            return _update(db, row_id, sql.encode_updates(updates))
+            return _update(db, row_id, sql.encode_updates(updates, db.path))
 
         return await self._write(transition)
 
@@ -316,15 +321,17 @@ class Store(BreakerTable):
         if inbox is not None:
             query += " AND inbox = ?"
             params += (inbox,)
-        query += " ORDER BY id LIMIT ?"
-        params += (-1 if limit is None else limit,)
+        query += " ORDER BY id"
+        if limit is not None:
+            query += " LIMIT ?"
+            params += (limit,)
         return [sql.ledger_from_row(row) for row in await self._fetch(query, params)]
 
     async def counts_by_state(self) -> dict[str, int]:
         """Every state (present at 0) → number of rows in it."""
         counts = dict.fromkeys(STATES, 0)
-        for state, count in await self._fetch("SELECT state, count(*) FROM ledger GROUP BY state"):
-            counts[state] = count
+        for row in await self._fetch("SELECT state, count(*) FROM ledger GROUP BY state"):
+            counts[row[0]] = row[1]
         return counts
 
     async def recent_failures(self, limit: int) -> list[LedgerRow]:
@@ -367,15 +374,22 @@ class Store(BreakerTable):
 
     async def active_for(self, inbox: str, relpath: str) -> LedgerRow | None:
         """The pending/uploading/uploaded row for this file, if any."""
-        rows = await self._fetch(sql.ACTIVE_ROW, (inbox, sql.encode_path(relpath)))
+        rows = await self._engine.read(
+            lambda db: db.execute(sql.ACTIVE_ROW, (inbox, db.path(relpath))).rows
+        )
         return sql.ledger_from_row(rows[0]) if rows else None
 
-    # -- tables other packages keep in this file (daemon.remote) ----------------------------
+    # -- tables other packages keep in this store (daemon.remote) ---------------------------
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one committed write transaction (as every method here does)."""
+    async def write(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` (SQL with ``?`` placeholders on a ``Conn``) in one committed transaction
+        (as every method here does), on either engine."""
         return await self._write(fn)
 
-    async def fetch(self, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    async def fetch(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
         """The rows of one read-only query."""
         return await self._fetch(query, params)
+
+
+def _hostname() -> str:
+    return socket.gethostname()

@@ -56,41 +56,53 @@ def _record(state: str, opens: VsNow, probe: VsNow) -> BreakerRecord:
     )
 
 
-Claim = Callable[[BreakerRecord, Path], Awaitable[tuple[bool, BreakerRecord | None]]]
+Claim = Callable[[BreakerRecord, Path | str], Awaitable[tuple[bool, BreakerRecord | None]]]
 
 
-async def _pure(rec: BreakerRecord, tmp_path: Path) -> tuple[bool, BreakerRecord | None]:
+async def _pure(rec: BreakerRecord, tmp_path: Path | str) -> tuple[bool, BreakerRecord | None]:
     got = claim(BreakerConfig(), rec, now=NOW, lease_until=LEASE)
     return got is not None, got if got is not None else rec
 
 
-async def _sqlite(rec: BreakerRecord, tmp_path: Path) -> tuple[bool, BreakerRecord | None]:
-    async with Store.open(tmp_path / "state.sqlite3", clock=lambda: NOW) as store:
+async def _store(rec: BreakerRecord, target: Path | str) -> tuple[bool, BreakerRecord | None]:
+    async with Store.open(target, clock=lambda: NOW) as store:
         await store.save_breaker("kimi", rec)
         granted = await store.claim_probe("kimi", now=NOW, lease_until=LEASE)
         return granted, await store.load_breaker("kimi")
 
 
-async def _fake(rec: BreakerRecord, tmp_path: Path) -> tuple[bool, BreakerRecord | None]:
+async def _fake(rec: BreakerRecord, tmp_path: Path | str) -> tuple[bool, BreakerRecord | None]:
     store = FakeBreakerStore()
     await store.save_breaker("kimi", rec)
     granted = await store.claim_probe("kimi", now=NOW, lease_until=LEASE)
     return granted, await store.load_breaker("kimi")
 
 
-IMPLEMENTATIONS: dict[str, Claim] = {"breaker.claim": _pure, "sqlite": _sqlite, "fake": _fake}
+IMPLEMENTATIONS: dict[str, Claim] = {
+    "breaker.claim": _pure,
+    "sqlite": _store,
+    "postgresql": _store,
+    "fake": _fake,
+}
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize(("case", "granted"), ROWS)
 async def test_claim_follows_the_table(
-    tmp_path: Path, implementation: str, case: Case, granted: bool
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    implementation: str,
+    case: Case,
+    granted: bool,
 ) -> None:
     """Each implementation grants the probe exactly where the table does, and the claimed
     record is HALF_OPEN with the lease (everything else kept); a refused one is unchanged."""
     rec = _record(*case)
-    got, after = await IMPLEMENTATIONS[implementation](rec, tmp_path)
+    target: Path | str = tmp_path / "state.sqlite3"
+    if implementation == "postgresql":
+        target = request.getfixturevalue("pg_url")
+    got, after = await IMPLEMENTATIONS[implementation](rec, target)
     assert got is granted
     if granted:
         assert after is not None
