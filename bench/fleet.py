@@ -106,7 +106,10 @@ def _claimed_by(crew: Fleet, host_id: str) -> set[str]:
             "AND state IN ('pending', 'uploading', 'uploaded')",
             (host_id,),
         ).fetchall()
-    return {str(r[0]) for r in rows}
+    return {  # PostgreSQL keeps a path as its bytes (bytea)
+        r[0].decode("utf-8", "surrogateescape") if isinstance(r[0], bytes) else str(r[0])
+        for r in rows
+    }
 
 
 async def _takeover(crew: Fleet, n: int) -> float:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import httpx
 import watchfiles
 from anyio.abc import Process
 
@@ -177,6 +178,21 @@ class Fleet:
             out.append(f"--- {host.host_id} ({host.log}) ---\n{text[-15000:]}")
         return "\n".join(out)
 
+    async def metric(self, name: str) -> float:
+        """The sum over the running hosts of the unlabelled metric ``name`` (/metrics)."""
+        total = 0.0
+        async with httpx.AsyncClient(timeout=30) as client:
+            for host in self.hosts:
+                if host.alive:
+                    url = f"http://127.0.0.1:{host.metrics_port()}/metrics"
+                    text = (await client.get(url)).text
+                    total += sum(
+                        float(line.split()[-1])
+                        for line in text.splitlines()
+                        if line.split(" ", 1)[0] == name
+                    )
+        return total
+
     def pids(self) -> list[int]:
         """The pids of the running hosts."""
         return [h.proc.pid for h in self.hosts if h.proc is not None and h.alive]
@@ -300,8 +316,9 @@ def ledger_owners(crew: Fleet, state: str = "done") -> dict[str, str | None]:
         with psycopg.connect(crew.state_url) as conn:
             rows = conn.execute(query).fetchall()
     out: dict[str, str | None] = {}
-    for relpath, owner in rows:
-        out[str(relpath)] = owner
+    for relpath, owner in rows:  # PostgreSQL keeps a path as its bytes (bytea)
+        name = relpath.decode("utf-8", "surrogateescape") if isinstance(relpath, bytes) else relpath
+        out[str(name)] = owner
     return out
 
 

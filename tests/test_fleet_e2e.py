@@ -86,17 +86,22 @@ async def test_three_hosts_one_killed(
 
 
 async def test_database_restarted_mid_run(tmp_path: Path, pg_url: str, pg_cluster: Cluster) -> None:
-    """The PostgreSQL server restarted after 150 of 600 files under three hosts: no host
-    exits, every file is archived once with a true receipt and stored once."""
+    """The PostgreSQL server restarted after 150 of 600 files under three hosts: the hosts
+    saw it (inboxd_state_errors_total), none exits, every file is archived once with a true
+    receipt and stored once, and no ledger row is left active."""
     contents = _contents(FILES)
     async with Emulator() as emu, fleet(tmp_path, emu, state_url=pg_url) as crew:
         await crew.start()
         _drop_all(crew, contents)
         await crew.until_archived(KILL_AT)
         await anyio.to_thread.run_sync(pg_cluster.restart)
-        assert all(h.alive for h in crew.hosts)
+        await crew.until_archived(len(contents))
+        errors = await crew.metric("inboxd_state_errors_total")
         codes = await _finish(crew, contents)
+        owners = ledger_owners(crew)
     assert codes == {"h1": 0, "h2": 0, "h3": 0}
+    assert errors >= 1
+    assert sorted(owners) == sorted(contents)
 
 
 RPM = 120
