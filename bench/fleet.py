@@ -144,11 +144,9 @@ async def run_setup(
 ) -> Figures:
     url = None
     statements = False
-    env = dict(os.environ)
     if setup.postgres:
         url = cluster.create_database(f"bench_{setup.name}_{os.getpid()}")
         statements = _has_statements(cluster, url)
-        env["PGPASSWORD"] = cluster.password
     postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
 
     def cpu(pids: list[int]) -> float:
@@ -159,7 +157,7 @@ async def run_setup(
 
     emu.reset()
     contents = _contents("f", files)
-    async with fleet(root / setup.name, emu, setup.hosts, state_url=url, env=env) as crew:
+    async with fleet(root / setup.name, emu, setup.hosts, state_url=url) as crew:
         await crew.start()
         pids = crew.pids()
         cpu0, trips0, t0 = cpu(pids), trips(), time.perf_counter()
@@ -204,6 +202,7 @@ async def main_async(files: int, smoke: bool) -> None:
             cluster.remove()
             cluster = Cluster.create(bindir)
             cluster.start()
+        os.environ["PGPASSWORD"] = cluster.password  # the daemons' and this process's
         with TemporaryDirectory(prefix="inboxd-bench-fleet-") as tmp:
             root = Path(tmp)
             async with Emulator(limits=limits) as emu:

@@ -175,7 +175,7 @@ class Fleet:
         for host in self.hosts:
             exists = host.log.exists()
             text = host.log.read_text(encoding="utf-8", errors="replace") if exists else ""
-            out.append(f"--- {host.host_id} ({host.log}) ---\n{text[-15000:]}")
+            out.append(f"--- {host.host_id} ({host.log}) ---\n{text[-8000:]}")
         return "\n".join(out)
 
     async def metric(self, name: str) -> float:

@@ -62,17 +62,14 @@ def _left_active(crew: Fleet) -> None:
         )
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
-async def test_three_hosts_one_killed(
-    tmp_path: Path, engine: str, request: pytest.FixtureRequest
-) -> None:
-    """Three hosts on one state (ONE SQLite file; one PostgreSQL database), one SIGKILLed
-    after 150 of 600 files and not restarted: every file is archived once with a true
-    receipt, the emulator holds each sha256 once, nothing is quarantined, at least two hosts
-    archived files, the survivors exit 0."""
-    url = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+async def test_three_hosts_one_killed(tmp_path: Path, pg_url: str) -> None:
+    """Three hosts on one PostgreSQL database, one SIGKILLed after 150 of 600 files and not
+    restarted: every file is archived once with a true receipt, the emulator holds each
+    sha256 once, nothing is quarantined, at least two hosts archived files, the survivors
+    exit 0. (``fleet(state_url=None)`` runs the same on ONE SQLite file; it passes too, left
+    out of the suite for its minute.)"""
     contents = _contents(FILES)
-    async with Emulator() as emu, fleet(tmp_path, emu, state_url=url) as crew:
+    async with Emulator() as emu, fleet(tmp_path, emu, state_url=pg_url) as crew:
         await crew.start()
         _drop_all(crew, contents)
         await crew.until_archived(KILL_AT)
