@@ -79,7 +79,7 @@ class StoreStatus:
 
 def _open(settings: Settings) -> AbstractAsyncContextManager[Store]:
     """The store ``settings`` name, opened as this host."""
-    return Store.open(settings.state_file, host=settings.host_id)
+    return Store.open(settings.state_url or settings.state_file, host=settings.host_id)
 
 
 async def _store_status(store: Store, host: str) -> StoreStatus:

@@ -75,8 +75,13 @@ def store_opener(settings: Settings) -> StoreOpener:
     this host, its failures told to the ``StateHealth`` given."""
 
     def opener(health: StateHealth) -> AbstractAsyncContextManager[Store]:
-        # state_url (PostgreSQL, with on_error/on_ok to ``health``) comes with that engine.
-        return Store.open(settings.state_file, host=settings.host_id)
+        # state_url: PostgreSQL, its failed attempts and recoveries told to ``health``.
+        return Store.open(
+            settings.state_url or settings.state_file,
+            host=settings.host_id,
+            on_error=health.failed,
+            on_ok=health.answered,
+        )
 
     return opener
 
