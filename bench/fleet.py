@@ -39,12 +39,12 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine
+from _common import cpu_seconds, machine
 from pg_driver import server_cpu
 
 from providers.emulator.server import Emulator
 from providers.limits import LIMITS
-from tests.fleet import Fleet, cpu_seconds, fleet
+from tests.fleet import Fleet, fleet
 from tests.harness import drop
 from tests.pg_cluster import Cluster, find_bindir
 
@@ -165,7 +165,8 @@ async def run_setup(
     postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
 
     def cpu(pids: list[int]) -> float:
-        return cpu_seconds(pids) + (server_cpu(postmaster) if url is not None else 0.0)
+        server = server_cpu(postmaster) if url is not None else 0.0
+        return sum(cpu_seconds(p) for p in pids) + server
 
     def trips() -> int:
         return _stats(cluster, url, statements) if url is not None else 0

@@ -33,9 +33,7 @@ from handlers.archive import UPLOAD_SUFFIX
 from providers.emulator.server import Emulator
 from tests.harness import start_inboxd
 
-__all__ = ["Fleet", "Host", "cpu_seconds", "fleet", "ledger_owners", "problems", "sha"]
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+__all__ = ["Fleet", "Host", "fleet", "ledger_owners", "problems", "sha"]
 
 
 def sha(data: bytes) -> str:
@@ -364,15 +362,3 @@ def problems(
     if crew.quarantine.exists() and any(crew.quarantine.iterdir()):
         found.append(f"quarantined: {sorted(p.name for p in crew.quarantine.iterdir())[:10]}")
     return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` (seconds; from /proc/<pid>/stat; exited ones count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLK_TCK
