@@ -22,6 +22,7 @@ from daemon.config.folders import mixed_folders
 from daemon.config.settings import Settings
 from daemon.remote.config import limits_for
 from daemon.remote.plan import RetentionLimits
+from daemon.runtime.starting import state_target
 from daemon.runtime.wiring import build_clients, build_plans
 from daemon.state.store import Store
 from handlers.archive import UPLOAD_SUFFIX
@@ -79,7 +80,7 @@ class StoreStatus:
 
 def _open(settings: Settings) -> AbstractAsyncContextManager[Store]:
     """The store ``settings`` name, opened as this host."""
-    return Store.open(settings.state_url or settings.state_file, host=settings.host_id)
+    return Store.open(state_target(settings), host=settings.host_id)
 
 
 async def _store_status(store: Store, host: str) -> StoreStatus:

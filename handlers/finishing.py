@@ -161,8 +161,11 @@ class Finisher:
                 lambda: open_for_upload(path, accept=lambda size, ext: None)
             )
         except FileVanished:  # moved away after the upload (by us before a crash, or by
-            # someone else): the upload stands
-            done = await self.ledger.transition(row.id, DONE, final_path=None)
+            # someone else): the upload stands, and its archived path is recorded when found
+            final = await self.outcomes.archived(plan, path.name, row)
+            done = await self.ledger.transition(
+                row.id, DONE, final_path=None if final is None else str(final)
+            )
             await self._release(plan, Result("finished", row=done))
             return
         except RejectedFile:  # a symlink or the like is at the name now: not what was sent

@@ -111,15 +111,18 @@ class Outcomes:
         except FileVanished:
             # Moved away after the upload (the upload stands), or archived by a process killed
             # before it could record where: then the receipt is found, and recorded.
-            final = None
-            if plan.on_success == "archive" and row.file_id is not None:
-                final = await anyio.to_thread.run_sync(
-                    find_archived, plan.done_dir, path.name, row.file_id
-                )
+            final = await self.archived(plan, path.name, row)
         done = await self.ledger.transition(
             row.id, DONE, final_path=None if final is None else str(final)
         )
         return Result(outcome, row=done)
+
+    async def archived(self, plan: InboxPlan, name: str, row: LedgerRow) -> Path | None:
+        """Where ``row``'s file went when a process archived it (its receipt naming the row's
+        file id is in done_dir) but was killed before the ledger said so; else None."""
+        if plan.on_success != "archive" or row.file_id is None:
+            return None
+        return await anyio.to_thread.run_sync(find_archived, plan.done_dir, name, row.file_id)
 
     @staged("archive")
     async def duplicate(

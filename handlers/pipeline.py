@@ -11,8 +11,8 @@ Several hosts may share one inbox and one ledger (a fleet): ``begin`` claims the
 this host. A row another host holds (its lease live) parks the file until the lease ends
 (``ClaimedElsewhere``); by then that host archived it (vanished) or died (taken over). A file
 that another host archived between our open and our claim is no longer named by its path: it
-ends as ``vanished``, never sent. A row taken from us meanwhile (``ClaimLost``: we stalled past
-our lease) is left to its new owner.
+ends as ``vanished`` (``changed`` when a new file took the name), never sent. A row taken
+from us meanwhile (``ClaimLost``: we stalled past our lease) is left to its new owner.
 """
 
 from __future__ import annotations
@@ -236,8 +236,8 @@ class Pipeline:
 
     async def _claim(self, plan: InboxPlan, opened: OpenedFile, relpath: str) -> LedgerRow | Result:
         """The file's row, claimed for this host; or how the file ends now: parked behind
-        another host's claim or until its text is due, or vanished (another host archived it
-        after our open)."""
+        another host's claim or until its text is due, changed (a new file took its name since
+        our open), or vanished (gone since: another host archived it)."""
         try:
             row = await self.ledger.begin(
                 plan.name, relpath, size=opened.size, mtime_ns=opened.mtime_ns
@@ -247,9 +247,14 @@ class Pipeline:
             return Result("parked", park_until=claimed.lease_until)
         if row.state == UPLOADED and row.not_before is not None and row.not_before > self.clock():
             return Result("parked", park_until=row.not_before)  # uploaded, its text due then
-        if row.state != PENDING or await anyio.to_thread.run_sync(opened.still_named):
+        if row.state != PENDING:
             return row
-        # The row is new: the file left its path since our open. Nothing is sent.
+        named = await anyio.to_thread.run_sync(opened.named_now)
+        if named == "same":
+            return row
+        if named == "replaced":  # a new file took the name: it is looked at afresh
+            return Result("changed")
+        # Gone since our open (another host archived it): nothing is sent, the row is closed.
         with contextlib.suppress(InvalidTransition):  # moved on meanwhile: its mover finishes it
             await self.ledger.transition(
                 row.id, DONE, reason="vanished", detail=_LEFT, file_id=None, final_path=None

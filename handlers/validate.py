@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from handlers.identity import Identity
 from handlers.names import display_name, name_problem
@@ -171,14 +171,16 @@ class OpenedFile:
             self.mtime_ns,
         )
 
-    def still_named(self) -> bool:
-        """True while ``path`` still names the open file (same device and inode): another
-        host of a fleet may have archived it, and a new file taken its name, meanwhile."""
+    def named_now(self) -> Literal["same", "replaced", "gone"]:
+        """What ``path`` names now: the open file (same device and inode), another file, or
+        nothing (another host of a fleet may have archived it meanwhile)."""
         try:
             st = os.lstat(self.path)
+        except FileNotFoundError:
+            return "gone"
         except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
+            return "same"  # cannot tell (permissions, I/O): the later checks decide
+        return "same" if (st.st_dev, st.st_ino) == (self.dev, self.ino) else "replaced"
 
     def unchanged(self) -> bool:
         """True when the open file still has the size and mtime_ns it was validated with."""

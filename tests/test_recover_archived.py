@@ -10,6 +10,8 @@ import pytest
 from daemon.remote.deletions import delete_recorded
 from daemon.state.store import Store
 from handlers.archive import finish, receipt_path
+from handlers.extract import TextAndRelease
+from handlers.finishing import Finisher
 from handlers.ledger import DONE, UPLOADED, UPLOADING
 from handlers.outcomes import InboxPlan, Outcomes, upload_record
 from providers.emulator.server import Emulator
@@ -80,3 +82,50 @@ async def test_an_archive_the_ledger_missed_is_found_and_its_receipt_marked(
             assert "remote_deleted_at" in read_sidecar(receipt_path(archived))
         finally:
             await client.aclose()
+
+
+async def test_recovery_at_start_records_where_a_killed_process_archived_the_file(
+    tmp_path: Path,
+) -> None:
+    """Recovery at start (``Finisher.recover``) of an ``uploaded`` row whose file is already in
+    done/ with its receipt records that path too (before, only the live finish looked for it,
+    and the restart closed the row with no path: a later deletion of the copy left the receipt
+    claiming it; test_remote_sigkill caught this about one run in eight)."""
+    inbox, done = tmp_path / "in", tmp_path / "in.done"
+    inbox.mkdir()
+    src = inbox / "f023.txt"
+    src.write_bytes(b"file 23\n")
+    plan = InboxPlan(
+        name="in",
+        path=inbox,
+        providers=("kimi",),
+        purposes={"kimi": "file-extract"},
+        done_dir=done,
+        quarantine_dir=tmp_path / "in.quarantine",
+    )
+    async with Store.open(tmp_path / "state.sqlite3") as store:
+        row = await store.begin("in", "f023.txt", size=8, mtime_ns=src.stat().st_mtime_ns)
+        await store.transition(row.id, UPLOADING, provider="kimi", purpose="file-extract")
+        row = await store.transition(
+            row.id, UPLOADED, file_id="file-23", remote_bytes=8, transport="http"
+        )
+        archived = finish(
+            src, on_success="archive", done_dir=done, record=upload_record(row, "x" * 64)
+        )
+        assert archived is not None
+        events = PipelineEvents()
+        remote = TextAndRelease(
+            ledger=store, extractors={}, deleter=None, events=events, clock=lambda: 1.0e9, delay=60
+        )
+        finisher = Finisher(
+            ledger=store,
+            outcomes=Outcomes(ledger=store, events=events, clock=lambda: 1.0e9),
+            clients={},
+            remote=remote,
+            clock=lambda: 1.0e9,
+            relist_delay=60.0,
+        )
+        await finisher.recover(plan, row)
+        closed = await store.get(row.id)
+    assert closed.state == DONE
+    assert closed.final_path == str(archived)

@@ -15,6 +15,7 @@ from daemon.remote.config import limits_for
 from daemon.remote.ledger import DeletionRow, RemoteLedger
 from daemon.remote.plan import Deletion, Owned
 from daemon.remote.prune import PassReport, Pruner
+from daemon.runtime.starting import state_target
 from daemon.runtime.wiring import build_clients
 from daemon.state.store import Store
 from handlers.quarantine import iso_utc
@@ -98,7 +99,7 @@ async def _opened(settings: Settings, provider: str) -> AsyncIterator[tuple[Stor
             raise ConfigError(
                 f"providers.{provider}: no client (no API key?); set its key as for `inboxd run`"
             )
-        async with Store.open(settings.state_file, host=settings.host_id) as store:
+        async with Store.open(state_target(settings), host=settings.host_id) as store:
             yield store, client
     finally:
         for each in clients.values():

@@ -309,7 +309,7 @@ class Daemon(Operations):
             self.state_lost = reason  # /readyz says so until the process is gone
 
         if store.path is None or store.identity is None:
-            return  # a database server (state_url), no file of ours to watch
+            return  # PostgreSQL (state_url): no state file to watch
         await watch_state_file(
             store.path, store.identity, interval=self._state_check_interval, on_lost=lost
         )

@@ -38,6 +38,7 @@ __all__ = [
     "next_delay",
     "open_store",
     "prepare_clients",
+    "state_target",
     "store_opener",
 ]
 
@@ -75,15 +76,19 @@ def store_opener(settings: Settings) -> StoreOpener:
     this host, its failures told to the ``StateHealth`` given."""
 
     def opener(health: StateHealth) -> AbstractAsyncContextManager[Store]:
-        # state_url: PostgreSQL, its failed attempts and recoveries told to ``health``.
         return Store.open(
-            settings.state_url or settings.state_file,
+            state_target(settings),
             host=settings.host_id,
             on_error=health.failed,
             on_ok=health.answered,
         )
 
     return opener
+
+
+def state_target(settings: Settings) -> Path | str:
+    """What the store of ``settings`` is: ``state_url`` when set, else the state file."""
+    return settings.state_url if settings.state_url is not None else settings.state_file
 
 
 def next_delay(delay: float, cap: float) -> float:
