@@ -400,7 +400,8 @@ async def start_inboxd(
     cfg: Path, env: dict[str, str], sock: socket.socket, log: Path, procs: list[Process]
 ) -> Process:
     """Start a real ``inboxd run -c cfg`` (added to ``procs``, output appended to ``log``) and
-    return once it has sent READY=1 on ``sock`` (its ``NOTIFY_SOCKET``)."""
+    return once it has sent READY=1 on ``sock`` (its ``NOTIFY_SOCKET``); fail at once if it
+    exits before that."""
     with log.open("ab") as err:
         proc = await anyio.open_process(
             [sys.executable, "-m", "daemon", "run", "-c", str(cfg)],
@@ -410,8 +411,24 @@ async def start_inboxd(
             stderr=err,
         )
     procs.append(proc)
-    with anyio.fail_after(120):
+    exited: int | None = None
+
+    async def ready(scope: anyio.CancelScope) -> None:
         while True:
             await anyio.wait_readable(sock)
             if b"READY=1" in sock.recv(4096).split(b"\n"):
-                return proc
+                scope.cancel()
+                return
+
+    async def exits(scope: anyio.CancelScope) -> None:
+        nonlocal exited
+        exited = await proc.wait()
+        scope.cancel()
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ready, tg.cancel_scope)
+            tg.start_soon(exits, tg.cancel_scope)
+    if exited is not None:  # a config error, a crash at start: say so now, not in 120 s
+        raise AssertionError(f"inboxd run -c {cfg} exited with {exited} before READY=1; see {log}")
+    return proc

@@ -58,6 +58,13 @@ FIGURES = {
         "cpu_per_file_median pipeline-local:",
         "cpu_per_file_median pipeline:",
     ],
+    "fleet.py": [
+        "machine: nproc=",
+        "1 host SQLite (ref): 60 files",
+        "1 host PostgreSQL: 60 files",
+        "3 hosts PostgreSQL: 60 files",
+        "takeover: not measured with --smoke",
+    ],
     "pg_driver.py": [
         "machine: nproc=",
         "run 1 psycopg-thread: 200 files",
@@ -71,9 +78,9 @@ FIGURES = {
 ARGS = {"memory_transports.py": ["--runs", "1", "--size", "10000000"]}
 # A bound that only stops a hung run. The torture smoke waits out real pauses (each 429 of its
 # storms pauses the provider for the 1 s it names): ~60 s on a quiet machine, more when busy.
-SECONDS = {"torture.py": 240}
+SECONDS = {"torture.py": 240, "fleet.py": 240}
 # Scripts that start a throwaway PostgreSQL cluster (tests/pg_cluster.py).
-NEEDS_POSTGRES = {"pg_driver.py"}
+NEEDS_POSTGRES = {"fleet.py", "pg_driver.py"}
 
 
 def test_every_bench_script_is_covered() -> None:

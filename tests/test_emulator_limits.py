@@ -198,6 +198,27 @@ async def test_openai_kimi_hits_rpm(tmp_path: Path) -> None:
     assert counts == {"upload.200": 3, "upload.429": 1}
 
 
+@pytest.mark.anyio
+async def test_admitted_upload_times_are_recorded(tmp_path: Path) -> None:
+    """``upload_times`` lists the emulator clock's time of each upload ``rpm=`` admitted, not
+    the refused ones (the fleet rate test measures its windows from them)."""
+    clock = Clock()
+    path = _file(tmp_path)
+    async with Emulator(faults="kimi:rpm=2", clock=clock) as emu:
+        await _kimi_upload(emu, path)
+        clock.now += 1.5
+        await _kimi_upload(emu, path)
+        with pytest.raises(openai.RateLimitError):
+            await _kimi_upload(emu, path)
+        clock.now += 60
+        await _kimi_upload(emu, path)
+        times = emu.upload_times("kimi")
+        emu.reset()
+        after_reset = emu.upload_times("kimi")
+    assert times == [1000.0, 1001.5, 1061.5]
+    assert after_reset == []
+
+
 async def _while_one_is_held(
     emu: Emulator, hold: Hold, upload: Callable[[], Coroutine[Any, Any, Any]]
 ) -> BaseException:

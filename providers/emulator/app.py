@@ -86,6 +86,9 @@ class EmulatorApp:
         # The rpm/concurrency limits' state; ``clock`` drives their 60 s window and ``sleep``
         # the latency and slow delays (both injected by tests).
         self._limiters = {p: KeyLimiter() for p in PROVIDERS}
+        # When each upload was admitted under an rpm/concurrency limit (``clock`` time): what
+        # tests measure a rate from. Read-only for the API, like ``accounts.history``.
+        self.admitted: dict[str, list[float]] = {p: [] for p in PROVIDERS}
         self._clock = clock
         self._sleep = sleep
         self._tick = asyncio.Event()
@@ -106,6 +109,7 @@ class EmulatorApp:
             self._rngs[provider] = random.Random(f"{self.seed}:{provider}")
             self._index[provider] = 0
             self._limiters[provider].forget_window()
+            self.admitted[provider].clear()
 
     def set_plan(self, provider: str, plan: FaultPlan) -> None:
         """Replace a provider's faults; its scripted sequence starts again."""
@@ -196,13 +200,15 @@ class EmulatorApp:
             if unlimited or auth_error(provider, request.headers.get("Authorization"), key):
                 return await inner(request)
             limiter = self._limiters[provider]
-            scope = limiter.admit(rpm=plan.rpm, concurrency=plan.concurrency, now=self._clock())
+            now = self._clock()
+            scope = limiter.admit(rpm=plan.rpm, concurrency=plan.concurrency, now=now)
             if scope is not None:
                 await drain(request)
                 self._count(provider, "upload", "429")
                 limit = plan.rpm if scope == "rate" else plan.concurrency
                 assert limit is not None
                 return self._error(provider, limit_error(provider, scope, limit))
+            self.admitted[provider].append(now)
             try:
                 return await inner(request)
             finally:

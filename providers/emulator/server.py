@@ -163,6 +163,12 @@ class Emulator:
         """The most files ``provider``'s account held at any moment (since start or reset)."""
         return self._running().accounts.peak[provider]
 
+    def upload_times(self, provider: str) -> list[float]:
+        """When (``clock`` time) each upload was admitted under the plan's ``rpm=`` or
+        ``concurrency=`` limit, in order (since start or reset); refused ones are not listed,
+        and without such a limit nothing is."""
+        return list(self._running().admitted[provider])
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Requests per provider per ``op.outcome``, e.g. ``{"kimi": {"upload.200": 3}}``.
 
