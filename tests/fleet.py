@@ -142,6 +142,25 @@ class Fleet:
                 if not any(h.alive for h in self.hosts):
                     raise AssertionError(f"every host exited with {self.archived()}/{n} archived")
 
+    async def until_settled(self, *, limit: float = 300.0) -> dict[str, str | None]:
+        """Return once no ledger row is active (every host's work recorded as finished: a dead
+        host's rows closed by a survivor's takeover pass, within about two leases); on
+        ``limit``, fail naming the rows still active and their owners."""
+        left: dict[str, str | None] = {}
+        with anyio.move_on_after(limit):
+            while True:
+                left = {
+                    relpath: owner
+                    for state in ("pending", "uploading", "uploaded")
+                    for relpath, owner in (
+                        await anyio.to_thread.run_sync(ledger_owners, self, state)
+                    ).items()
+                }
+                if not left:
+                    return left
+                await anyio.sleep(0.5)
+        raise AssertionError(f"rows still active after {limit:.0f} s: {left}")
+
     async def kill(self, host_id: str) -> None:
         """SIGKILL one host and wait until it is gone."""
         proc = self.host(host_id).proc
