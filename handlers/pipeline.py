@@ -33,7 +33,7 @@ from handlers.finishing import Finisher
 from handlers.hashing import sha256_file
 from handlers.ledger import DONE, PENDING, UPLOADED, UPLOADING, Ledger, LedgerRow
 from handlers.outcomes import InboxPlan, Outcome, Outcomes, Result
-from handlers.ports import PipelineEvents, Uploader
+from handlers.ports import ContentClaims, PipelineEvents, Uploader
 from handlers.reconcile import Reconciler
 from handlers.recovery import RecoverErrors, recover
 from handlers.sending import Sender
@@ -90,6 +90,7 @@ class Pipeline:
         extract_delay: float = 60.0,
         content_locks: dict[str, tuple[anyio.Lock, int]] | None = None,
         lost_park: float = 30.0,
+        content_claims: ContentClaims | None = None,
     ) -> None:
         """``relist_delay``: seconds before a file whose provider could not be listed is
         tried again; ``busy_delay``: before a file that could not be opened for now (out of
@@ -100,7 +101,9 @@ class Pipeline:
         ``content_locks``: the per-content lock table, shared by the pipelines of every config
         generation (a reload) so two copies of one file never upload at once; ``lost_park``:
         seconds a file whose row another host took from us waits before it is looked at again
-        (a lease: by then its new owner finished it or died)."""
+        (a lease: by then its new owner finished it or died); ``content_claims``: the fleet's
+        shared locks on content (None for a host alone): a content another host is uploading
+        waits ``busy_delay``, then is looked at again (a duplicate of that upload by then)."""
         self.ledger = ledger
         self.uploader = uploader
         self.clients = clients
@@ -113,6 +116,7 @@ class Pipeline:
         self.busy_delay = busy_delay
         self.opener = opener
         self.lost_park = lost_park
+        self.content_claims = content_claims
         self._locks = {} if content_locks is None else content_locks
         self.reconciler = Reconciler(ledger=ledger, clients=clients, skew=skew)
         self.outcomes = Outcomes(ledger=ledger, events=events, clock=clock)
@@ -206,12 +210,39 @@ class Pipeline:
         # A new hash is written with the upload's intent (one transaction, not two); every
         # path that ends without an intent writes it first (``Sender.keep_sha256``). Until then it
         # is only a cache: dedupe reads the hashes of uploaded/done rows alone.
-        async with self._content_lock(sha256):  # same content: one upload, then duplicates
-            if plan.dedupe:
-                duplicate = await self._dedupe(plan, opened, row, sha256)
-                if duplicate is not None:
-                    return duplicate
-            return await self.sender.send(self.uploader, plan, opened, row, sha256)
+        # Same content: one upload (on one host of a fleet), then duplicates.
+        async with self._content_lock(sha256), self._fleet_content(sha256) as ours:
+            return await self._dedupe_or_send(plan, opened, row, sha256, ours=ours)
+
+    async def _dedupe_or_send(
+        self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow, sha256: str, *, ours: bool
+    ) -> Result:
+        if not ours:  # another host is uploading this content now
+            return Result("parked", park_until=self.clock() + self.busy_delay)
+        if plan.dedupe:
+            duplicate = await self._dedupe(plan, opened, row, sha256)
+            if duplicate is not None:
+                return duplicate
+        return await self.sender.send(self.uploader, plan, opened, row, sha256)
+
+    @asynccontextmanager
+    async def _fleet_content(self, sha256: str) -> AsyncIterator[bool]:
+        """Hold the fleet's lock on this content (True), or find another host holding it
+        (False); a host alone always holds it. Released (shielded) on the way out."""
+        claims = self.content_claims
+        if claims is None:
+            yield True
+            return
+        name = f"content:{sha256}"
+        held = await claims.hold(name, ttl=self.lost_park)
+        if not held:
+            logger.info("another host is uploading the same content now; looking again soon")
+        try:
+            yield held
+        finally:
+            if held:
+                with anyio.CancelScope(shield=True):
+                    await claims.release(name)
 
     async def _resume(
         self, plan: InboxPlan, opened: OpenedFile, row: LedgerRow

@@ -8,7 +8,7 @@ from typing import BinaryIO, Protocol
 
 from providers.types import RemoteFile, UploadResult
 
-__all__ = ["PipelineEvents", "Uploader"]
+__all__ = ["ContentClaims", "PipelineEvents", "Uploader"]
 
 
 class Uploader(Protocol):
@@ -44,3 +44,13 @@ class PipelineEvents(Protocol):
         """A file is stored remotely (the dispatcher counts the calls themselves)."""
 
     def inflight_bytes(self, n: int) -> None: ...
+
+
+class ContentClaims(Protocol):
+    """Named locks the hosts of a fleet share (``daemon.state.store.Store``): the pipeline holds
+    ``content:<sha256>`` while it dedupes and uploads that content, so two hosts never upload
+    one content at once (the second then finds the first's upload and archives a duplicate)."""
+
+    async def hold(self, name: str, *, ttl: float) -> bool: ...
+
+    async def release(self, name: str) -> None: ...

@@ -116,6 +116,7 @@ async def fleet(
                 events=PipelineEvents(forbid_quarantine=True),
                 clock=lambda: now[0],
                 lost_park=LEASE,
+                content_claims=store,
             )
             hosts.append(Host(name, store, pipeline))
         yield Fleet(emu, plan, inbox, hosts, now)
@@ -306,3 +307,25 @@ async def test_a_takeover_pass_closes_what_a_dead_host_archived_but_did_not_reco
         here = await a.store.get(rows["here.txt"].id)
     assert (gone.state, gone.owner, gone.final_path) == ("done", "host-a", str(archived))
     assert (here.state, here.owner) == ("uploaded", "host-b")
+
+
+@pytest.mark.anyio
+async def test_one_content_is_uploaded_by_one_host_at_a_time(tmp_path: Path) -> None:
+    """While host a holds the fleet's lock on a content (uploading it), host b's file with the
+    same bytes is parked for busy_delay and sends nothing; once a's upload is done, b's file
+    is archived as a duplicate of it: the content is stored once."""
+    async with fleet(tmp_path) as f:
+        a, b = f.hosts
+        data = b"same bytes on two names"
+        orig = drop(f.inbox, "orig.txt", data)
+        copy = drop(f.inbox, "copy.txt", data)
+        assert await a.store.hold(f"content:{_sha(data)}", ttl=LEASE)  # a is uploading it
+        parked = await b.pipeline.process(f.plan, copy, "copy.txt")
+        assert (parked.outcome, parked.park_until) == ("parked", f.now[0] + b.pipeline.busy_delay)
+        assert f.stored_shas() == []
+        await a.store.release(f"content:{_sha(data)}")
+        first = await a.pipeline.process(f.plan, orig, "orig.txt")
+        second = await b.pipeline.process(f.plan, copy, "copy.txt")
+        assert (first.outcome, second.outcome) == ("uploaded", "duplicate")
+        assert f.stored_shas() == [_sha(data)]
+        assert await b.store.hold(f"content:{_sha(data)}", ttl=LEASE)  # a released it

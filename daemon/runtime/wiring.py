@@ -136,6 +136,8 @@ def build(
         extractors=clients,
         deleter=remote,
         lost_park=store.lease,
+        # A fleet (state_url) shares its locks on content; a host alone needs none.
+        content_claims=store if settings.state_url is not None else None,
     )
     # A pass records a deletion under the pipeline's lock on that content (one lock table
     # for every generation): a dedupe in progress finishes first, later ones see it.
