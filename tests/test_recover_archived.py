@@ -22,6 +22,23 @@ from tests.harness import read_sidecar
 pytestmark = pytest.mark.anyio
 
 
+def _inbox(tmp_path: Path, name: str, data: bytes) -> tuple[InboxPlan, Path]:
+    """An inbox ``in`` (Kimi, archive to ``in.done``) holding the file ``name``."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    src = inbox / name
+    src.write_bytes(data)
+    plan = InboxPlan(
+        name="in",
+        path=inbox,
+        providers=("kimi",),
+        purposes={"kimi": "file-extract"},
+        done_dir=tmp_path / "in.done",
+        quarantine_dir=tmp_path / "in.quarantine",
+    )
+    return plan, src
+
+
 async def test_an_archive_the_ledger_missed_is_found_and_its_receipt_marked(
     tmp_path: Path,
 ) -> None:
@@ -29,18 +46,8 @@ async def test_an_archive_the_ledger_missed_is_found_and_its_receipt_marked(
     kill fell between the move and the ledger write): finishing it records the archived path,
     and the recorded deletion of the copy then marks that receipt ``remote_deleted_at``
     (before, the row was closed with no path and the receipt kept claiming a deleted copy)."""
-    inbox, done = tmp_path / "in", tmp_path / "in.done"
-    inbox.mkdir()
-    src = inbox / "f037.txt"
-    src.write_bytes(b"file 37\n")
-    plan = InboxPlan(
-        name="in",
-        path=inbox,
-        providers=("kimi",),
-        purposes={"kimi": "file-extract"},
-        done_dir=done,
-        quarantine_dir=tmp_path / "in.quarantine",
-    )
+    plan, src = _inbox(tmp_path, "f037.txt", b"file 37\n")
+    done = plan.done_dir
     async with Emulator() as emu, Store.open(tmp_path / "state.sqlite3") as store:
         client = build_client(
             "kimi",
@@ -91,18 +98,8 @@ async def test_recovery_at_start_records_where_a_killed_process_archived_the_fil
     done/ with its receipt records that path too (before, only the live finish looked for it,
     and the restart closed the row with no path: a later deletion of the copy left the receipt
     claiming it; test_remote_sigkill caught this about one run in eight)."""
-    inbox, done = tmp_path / "in", tmp_path / "in.done"
-    inbox.mkdir()
-    src = inbox / "f023.txt"
-    src.write_bytes(b"file 23\n")
-    plan = InboxPlan(
-        name="in",
-        path=inbox,
-        providers=("kimi",),
-        purposes={"kimi": "file-extract"},
-        done_dir=done,
-        quarantine_dir=tmp_path / "in.quarantine",
-    )
+    plan, src = _inbox(tmp_path, "f023.txt", b"file 23\n")
+    done = plan.done_dir
     async with Store.open(tmp_path / "state.sqlite3") as store:
         row = await store.begin("in", "f023.txt", size=8, mtime_ns=src.stat().st_mtime_ns)
         await store.transition(row.id, UPLOADING, provider="kimi", purpose="file-extract")
