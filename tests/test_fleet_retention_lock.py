@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import BinaryIO
 
+import anyio
 import pytest
 
 from daemon.remote.plan import RetentionLimits
@@ -80,3 +81,57 @@ async def test_pass_skipped_while_another_host_holds_the_lock(
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG] == [
         "kimi: retention pass skipped: another host holds retention:kimi"
     ]
+
+
+class GatedAccount(EmptyAccount):
+    """An empty account whose listings wait for the test: ``listing`` is set when one starts,
+    ``go`` lets it answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listing = anyio.Event()
+        self.go = anyio.Event()
+
+    async def list_files(self, purpose: str | None = None) -> list[RemoteFile]:
+        self.listing.set()
+        await self.go.wait()
+        self.listing, self.go = anyio.Event(), anyio.Event()
+        return await super().list_files(purpose)
+
+
+def _waiting(side: RemoteSide) -> bool:
+    """Is a pass of ``side`` over kimi waiting for another one (the pass lock, or the lock
+    this host's passes take around the shared one)?"""
+    locks = [side.pruner.lock("kimi"), *side._holders.values()]
+    return any(lock.statistics().tasks_waiting for lock in locks)
+
+
+@pytest.mark.anyio
+async def test_two_passes_of_one_host_keep_the_lock_until_the_last_ends(tmp_path: Path) -> None:
+    """Host a runs two passes over one account one after the other: when the first ends and
+    gives the lock back, the second still holds it while it runs (host b cannot take it),
+    and only its end releases it."""
+    limits = {"kimi": RetentionLimits(max_files=5)}
+    client = GatedAccount()
+    path = tmp_path / "inboxd.sqlite3"
+    async with (
+        Store.open(path, host="host-a") as store_a,
+        Store.open(path, host="host-b") as store_b,
+    ):
+        pruner = Pruner(store=store_a, clients={"kimi": client}, limits=limits, skew=0)
+        side = RemoteSide(pruner, limits=limits, breakers=store_a, on_room=_no_room)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(side.run, "kimi")
+            await client.listing.wait()  # the first pass is listing
+            tg.start_soon(side.run, "kimi")
+            with anyio.fail_after(30):  # the second pass waits behind the first (on a lock)
+                while not _waiting(side):  # noqa: ASYNC110 -- a lock's waiters have no event
+                    await anyio.sleep(0.01)
+            first_ended = side.passed
+            client.go.set()
+            await first_ended.wait()  # the first pass has ended and given its lock back
+            await client.listing.wait()  # the second pass is listing
+            assert not await store_b.hold("retention:kimi", ttl=60.0)
+            client.go.set()
+        assert await store_b.hold("retention:kimi", ttl=60.0)
+    assert client.listed == 2

@@ -80,6 +80,9 @@ class RemoteSide:
         self._queued: set[str] = set()
         self._early: set[str] = set()  # requested before ``start``
         self._tasks: TaskGroup | None = None
+        # This host's passes over one account, one at a time around the shared lock: the
+        # first one's release must not drop the lock under a second one of ours.
+        self._holders: dict[str, anyio.Lock] = {}
 
     @property
     def usage(self) -> dict[str, Usage]:
@@ -217,6 +220,10 @@ class RemoteSide:
     async def _holding(self, provider: str, fn: Callable[[], Awaitable[T]]) -> tuple[T] | None:
         """``(fn(),)`` run while this host holds ``retention:<provider>``; None (after
         ``busy_wait``) when another host holds it."""
+        async with self._holders.setdefault(provider, anyio.Lock()):
+            return await self._held(provider, fn)
+
+    async def _held(self, provider: str, fn: Callable[[], Awaitable[T]]) -> tuple[T] | None:
         store = self.pruner.store
         name = f"retention:{provider}"
         if not await store.hold(name, ttl=self.hold_ttl):
