@@ -13,13 +13,13 @@ Leases are renewed while the host lives (``renew``), so a live host's rows are n
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
+from daemon.state._conn import Conn
 from handlers.ledger import LedgerRow
 from providers.errors import ClaimedElsewhere
 
 __all__ = [
-    "Cursor",
     "claim",
     "claimable",
     "fleet",
@@ -56,23 +56,13 @@ _HOLD = (
 )
 
 
-class Cursor(Protocol):
-    """What these functions need of a connection: one statement, its rows."""
-
-    def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
-
-    def run(self, query: str, params: tuple[Any, ...] = ()) -> int:
-        """Execute; the number of rows changed."""
-        ...
-
-
 def claimable(owner: str | None, lease_until: float | None, host: str, now: float) -> bool:
     """May ``host`` work on a row owned by ``owner`` with this lease at ``now``?"""
     return owner is None or owner == host or lease_until is None or lease_until <= now
 
 
 def claim(
-    db: Cursor, row: LedgerRow, *, host: str, lease: float, now: float, to_row: Any
+    db: Conn, row: LedgerRow, *, host: str, lease: float, now: float, to_row: Any
 ) -> LedgerRow:
     """Make ``host`` the owner of the active ``row`` for ``lease`` seconds from ``now``.
 
@@ -98,7 +88,7 @@ def claim(
 
 
 def take(
-    db: Cursor, row: LedgerRow | None, *, host: str, lease: float, now: float, to_row: Any
+    db: Conn, row: LedgerRow | None, *, host: str, lease: float, now: float, to_row: Any
 ) -> LedgerRow | None:
     """``claim`` for recovery: the row claimed, or None when it is not active or not ours to
     take (another host holds it)."""
@@ -110,7 +100,7 @@ def take(
         return None
 
 
-def renew(db: Cursor, *, host: str, lease: float, now: float) -> int:
+def renew(db: Conn, *, host: str, lease: float, now: float) -> int:
     """Extend the lease of every active row ``host`` owns, and every named lock it holds to at
     least ``lease`` from now (a lock is held until released or its host dies); the number of
     rows renewed."""
@@ -121,7 +111,7 @@ def renew(db: Cursor, *, host: str, lease: float, now: float) -> int:
     return db.run(_RENEW, (now + lease, host))
 
 
-def fleet(db: Cursor, *, now: float) -> dict[str, tuple[int, bool]]:
+def fleet(db: Conn, *, now: float) -> dict[str, tuple[int, bool]]:
     """Owner (``""`` for rows nobody owns) → (active rows, whether any lease is live)."""
     rows = db.rows(
         "SELECT coalesce(owner, ''), count(*), max(lease_until) FROM ledger"  # noqa: S608 -- constants only
@@ -130,7 +120,7 @@ def fleet(db: Cursor, *, now: float) -> dict[str, tuple[int, bool]]:
     return {row[0]: (int(row[1]), row[2] is not None and row[2] > now) for row in rows}
 
 
-def reserve_send(db: Cursor, provider: str, *, rpm: float, window: float, now: float) -> float:
+def reserve_send(db: Conn, provider: str, *, rpm: float, window: float, now: float) -> float:
     """Take one send from the account's shared window: 0.0 when taken, else the seconds until
     the oldest send in the window leaves it (nothing taken).
 
@@ -148,11 +138,11 @@ def reserve_send(db: Cursor, provider: str, *, rpm: float, window: float, now: f
     return max(0.0, float(oldest) + window - now)
 
 
-def hold(db: Cursor, name: str, *, host: str, ttl: float, now: float) -> bool:
+def hold(db: Conn, name: str, *, host: str, ttl: float, now: float) -> bool:
     """Take or extend the named lock ``name`` for ``ttl`` seconds: True when ``host`` holds it."""
     return bool(db.rows(_HOLD, (name, host, now + ttl, now)))
 
 
-def release(db: Cursor, name: str, *, host: str) -> None:
+def release(db: Conn, name: str, *, host: str) -> None:
     """Give the named lock up (if ``host`` holds it)."""
     db.run("DELETE FROM leases WHERE name = ? AND owner = ?", (name, host))
